@@ -1,0 +1,92 @@
+# ckptd build. `make` builds build/ckptd; `make run` serves; `make test` runs
+# every test. `make deps` installs what is missing from Debian's packages.
+
+CC ?= cc
+BUILD := build
+PKGS := libmicrohttpd jansson sqlite3 libzstd zlib libcrypto
+CFLAGS ?= -O2 -g
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter
+CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(CPPFLAGS) -MMD -MP
+LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lmicrohttpd -ljansson -lsqlite3 -lzstd -lz -lcrypto) -lpthread -lm
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
+CPPFLAGS += -DCKPTD_VERSION='"$(VERSION)"'
+
+LIB_SRCS := $(wildcard common/*.c formats/*.c storage/*.c api/*.c) \
+	    $(filter-out server/main.c,$(wildcard server/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+WEB_FILES := $(sort $(wildcard web/*))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all run test unit integration e2e deps format format-check fuzz bench clean
+
+all: $(BUILD)/ckptd
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# The dashboard's files, compiled into the binary (api/dashboard.c).
+$(BUILD)/gen/web_assets.c: $(WEB_FILES) tools/embed.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed.sh $(WEB_FILES) > $@
+
+$(BUILD)/obj/gen/web_assets.o: $(BUILD)/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libckptd.a: $(LIB_OBJS) $(BUILD)/obj/gen/web_assets.o
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/ckptd: $(BUILD)/obj/server/main.o $(BUILD)/libckptd.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libckptd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libckptd.a $(CHECK_LIBS) $(LDLIBS_ALL)
+
+deps:
+	@sh tools/deps.sh
+
+run: deps all
+	$(BUILD)/ckptd serve --listen 127.0.0.1:8080 --data ./ckptd-data
+
+test: deps
+	$(MAKE) all
+	$(MAKE) format-check
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) e2e
+
+unit: $(UNIT_BINS)
+	@fail=0; for t in $(UNIT_BINS); do \
+		CK_DEFAULT_TIMEOUT=120 $$t || fail=1; \
+	done; exit $$fail
+
+integration: $(BUILD)/ckptd
+	@sh tests/integration/run.sh
+
+e2e: $(BUILD)/ckptd
+	@if [ -f tests/e2e/run.sh ]; then sh tests/e2e/run.sh; fi
+
+FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FMT_SRCS)
+
+format-check:
+	@clang-format --dry-run --Werror $(FMT_SRCS) && echo "format: ok"
+
+fuzz:
+	@sh tests/fuzz/run.sh
+
+bench: all
+	@sh bench/run.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,92 @@
+/*
+ * api.h: the HTTP API of ckptd (SPEC 3), independent of libmicrohttpd.
+ *
+ * server/http.c matches each request to a route (api_route_find) as soon as
+ * its headers arrive, checks the caller's token (api_authorize) before any
+ * body is read, receives the body as the route asks (an upload spooled to an
+ * unlinked file in the store's tmp directory, or a small JSON body in
+ * memory), then calls api_handle, which always produces a response: errors
+ * become JSON bodies (api/errors.c).
+ */
+#ifndef CK_API_H
+#define CK_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "request.h"
+
+struct app_config {
+	const char *data_dir;   /* the store: index.sqlite, blobs/, tmp/ */
+	const char *token_file; /* NULL = no tokens: everything open */
+	int auth_read;          /* 1: reads need a read token too */
+	uint64_t max_upload;    /* bytes; 0 = no limit */
+	int compress;           /* 1 = codec per blob, 0 = raw */
+	int clean;              /* 1 = remove leftovers at open (needs the lock) */
+};
+
+struct app;
+
+/* Opens the store in cfg->data_dir (creating it), loads tokens, and removes
+ * leftovers of an earlier process (temporary files, blobs no index row
+ * names). *out belongs to the caller (app_close). The caller must hold the
+ * data directory's lock (only one process serves a store). */
+int app_open(struct app **out, const struct app_config *cfg);
+void app_close(struct app *app);
+
+/* `ckptd verify`: re-hashes every blob, printing bad ones to stdout and a
+ * progress bar to stderr when it is a terminal. Returns the number of bad
+ * blobs (0 = all good), or a negative error. */
+int app_verify(struct app *app, int progress);
+
+/* `ckptd gc`: applies every model's retention policy and removes blobs no
+ * checkpoint names. *removed counts blob files removed. */
+int app_gc(struct app *app, uint64_t *removed);
+
+/* `ckptd stats`: the /stats JSON as text (caller frees). */
+int app_stats_text(char **out, struct app *app);
+
+/* The directory for spool files (in the store, so renames stay on one
+ * filesystem). Borrowed for the app's lifetime. */
+const char *app_tmp_dir(const struct app *app);
+uint64_t app_max_upload(const struct app *app);
+
+enum body_kind {
+	BODY_NONE = 0, /* the body, if any, is ignored */
+	BODY_UPLOAD,   /* a checkpoint: raw body or multipart form */
+	BODY_JSON,     /* a small JSON document, held in memory */
+};
+
+#define API_MAX_JSON_BODY (1 << 20)
+
+struct route;
+
+/* Matches r->method and r->path, filling r->params. NULL when nothing
+ * matches; then *status is 404 (no such path) or 405 (path known, method
+ * not), and out (when non-NULL) holds the error response. */
+const struct route *api_route_find(struct resp *out, int *status, struct req *r);
+enum body_kind api_route_body(const struct route *rt);
+/* A stable label for logs and metrics ("checkpoint.file"). */
+const char *api_route_name(const struct route *rt);
+
+/* Resolves the Authorization header into r->scope and checks it against
+ * what rt needs. Returns 0, or fills out with 401/403 and returns -1. Tokens
+ * are compared in constant time and never logged. */
+int api_authorize(struct resp *out, struct app *app, const struct route *rt, struct req *r);
+
+/* Runs rt's handler. Always fills out (an error is a JSON response). */
+void api_handle(struct resp *out, struct app *app, const struct route *rt, struct req *r);
+
+/* Records one finished request for /metrics. rt may be NULL (no route). */
+void api_observe(struct app *app, const struct route *rt, int status, uint64_t bytes_in,
+		 uint64_t bytes_out, double seconds);
+
+/* Fills out with the JSON error for code (a CK_E* value), using the
+ * thread's error message. */
+void api_error(struct resp *out, int code);
+
+/* Fills out with {"error": name, "message": ...} and the given status. */
+void api_error_status(struct resp *out, int status, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+#endif

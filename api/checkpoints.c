@@ -1,0 +1,325 @@
+/*
+ * checkpoints.c: upload, list, read, patch, delete and download checkpoints
+ * (SPEC 3).
+ *
+ * /file rebuilds the upload from the index's layout: the skeleton blob and
+ * the storage blobs interleaved in file order. A full download is hashed as
+ * it streams and compared with the upload's SHA-256 before its last bytes go
+ * out; on a mismatch the connection is cut, so a damaged store never serves
+ * a file that looks complete.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/err.h"
+#include "internal.h"
+
+int h_upload(struct resp *out, struct app *app, struct req *r)
+{
+	json_t *ck = NULL;
+	char loc[400];
+	int err;
+
+	if ((err = ingest_upload(&ck, app, r)) < 0)
+		return err;
+	snprintf(loc, sizeof(loc), "/api/v1/models/%s/checkpoints/%" PRId64, r->params[0],
+		 (int64_t)json_integer_value(json_object_get(ck, "id")));
+	resp_header(out, "Location", loc);
+	return json_reply(out, 201, ck);
+}
+
+int h_list(struct resp *out, struct app *app, struct req *r)
+{
+	struct index_list_query q = {0};
+	const char *v;
+	json_t *res;
+	int err;
+
+	q.model = r->params[0];
+	q.limit = 1000;
+	if ((err = name_check("model", q.model)) < 0)
+		return err;
+	if ((v = req_query(r, "run")) && (err = name_check("run", v)) < 0)
+		return err;
+	q.run = v;
+	q.tag = req_query(r, "tag");
+	if ((v = req_query(r, "epoch"))) {
+		if ((err = parse_i64(&q.epoch, "epoch", v)) < 0)
+			return err;
+		q.has_epoch = 1;
+	}
+	if ((v = req_query(r, "limit")) && (err = parse_i64(&q.limit, "limit", v)) < 0)
+		return err;
+	if ((v = req_query(r, "offset")) && (err = parse_i64(&q.offset, "offset", v)) < 0)
+		return err;
+	if (q.limit < 0 || q.limit > 100000 || q.offset < 0)
+		return ck_error(CK_EINVALID, "limit must be 0 to 100000 and offset at least 0");
+	q.order = req_query(r, "order");
+	if (q.order) {
+		const char *o = q.order[0] == '-' ? q.order + 1 : q.order;
+		if (!strncmp(o, "metric.", 7) && (err = name_check("metric", o + 7)) < 0)
+			return err;
+	}
+	if ((err = index_checkpoint_list(&res, app->idx, &q)) < 0)
+		return err;
+	return json_reply(out, 200, res);
+}
+
+int h_get(struct resp *out, struct app *app, struct req *r)
+{
+	int64_t id;
+	json_t *ck;
+	int err;
+
+	if ((err = resolve_ref(&id, app, r)) < 0 ||
+	    (err = index_checkpoint_json(&ck, app->idx, id, 1)) < 0)
+		return err;
+	return json_reply(out, 200, ck);
+}
+
+static int patch_check(const json_t *p)
+{
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(p))
+		return ck_error(CK_EINVALID, "the body must be a JSON object with any of loss, "
+					     "metrics, tags, pinned");
+	json_object_foreach((json_t *)p, key, v)
+	{
+		if (!strcmp(key, "loss")) {
+			if (!json_is_number(v) && !json_is_null(v))
+				return ck_error(CK_EINVALID, "loss must be a number or null");
+		} else if (!strcmp(key, "metrics")) {
+			const char *mk;
+			json_t *mv;
+			if (!json_is_object(v))
+				return ck_error(CK_EINVALID, "metrics must be an object of numbers");
+			json_object_foreach(v, mk, mv)
+			{
+				int err = name_check("metric", mk);
+				if (err < 0)
+					return err;
+				if (!json_is_number(mv) && !json_is_null(mv))
+					return ck_error(CK_EINVALID,
+							"metric '%s' must be a number (or null "
+							"to remove it)",
+							mk);
+			}
+		} else if (!strcmp(key, "tags")) {
+			size_t i;
+			json_t *t;
+			if (!json_is_array(v) || json_array_size(v) > 64)
+				return ck_error(CK_EINVALID, "tags must be an array of at most 64 "
+							     "strings");
+			json_array_foreach(v, i, t)
+			{
+				const char *s = json_string_value(t);
+				if (!s || !*s || strlen(s) > 128)
+					return ck_error(CK_EINVALID, "each tag must be a string of "
+								     "1 to 128 characters");
+			}
+		} else if (!strcmp(key, "pinned")) {
+			if (!json_is_boolean(v))
+				return ck_error(CK_EINVALID, "pinned must be true or false");
+		} else {
+			return ck_error(CK_EINVALID,
+					"'%s' cannot be changed: PATCH takes loss, metrics, tags, "
+					"pinned",
+					key);
+		}
+	}
+	return 0;
+}
+
+int h_patch(struct resp *out, struct app *app, struct req *r)
+{
+	json_error_t jerr;
+	json_t *p = NULL, *ck = NULL;
+	int64_t id;
+	int err;
+
+	if ((err = resolve_ref(&id, app, r)) < 0)
+		return err;
+	p = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!p)
+		return ck_error(CK_EINVALID, "the body is not JSON: %s at position %d", jerr.text,
+				jerr.position);
+	if ((err = patch_check(p)) < 0 || (err = index_checkpoint_patch(app->idx, id, p)) < 0 ||
+	    (err = index_checkpoint_json(&ck, app->idx, id, 0)) < 0)
+		goto out;
+	err = json_reply(out, 200, ck);
+out:
+	json_decref(p);
+	return err;
+}
+
+int delete_checkpoint(struct app *app, const char *model, int64_t id)
+{
+	struct hash *freed = NULL;
+	size_t n = 0;
+	int err = index_checkpoint_delete(&freed, &n, app->idx, model, id);
+
+	if (err == 0)
+		err = gc_unlink_freed(app->gc, app->idx, app->blobs, freed, n);
+	free(freed);
+	return err;
+}
+
+int apply_retention(struct app *app, const char *model)
+{
+	int64_t *ids = NULL;
+	size_t n = 0;
+	int err = index_retention_victims(&ids, &n, app->idx, model);
+
+	for (size_t i = 0; err == 0 && i < n; i++) {
+		err = delete_checkpoint(app, model, ids[i]);
+		if (err == CK_ENOTFOUND) /* a concurrent delete got there first */
+			err = 0;
+	}
+	free(ids);
+	return err;
+}
+
+int h_delete(struct resp *out, struct app *app, struct req *r)
+{
+	int64_t id;
+	int err;
+
+	if ((err = resolve_ref(&id, app, r)) < 0 ||
+	    (err = delete_checkpoint(app, r->params[0], id)) < 0)
+		return err;
+	out->status = 204;
+	return 0;
+}
+
+/* ---- /file ---- */
+
+struct file_gen {
+	struct app *app;
+	struct index_layout *l;
+	struct blob_reader *rd;
+	struct hash rd_blob;
+	struct hasher *h;
+	uint64_t hashed; /* the stream is verified while reads are sequential */
+	int verify;
+};
+
+static void file_gen_free(void *ctx)
+{
+	struct file_gen *g = ctx;
+
+	blob_reader_close(g->rd);
+	hasher_free(g->h);
+	index_layout_free(g->l);
+	free(g);
+}
+
+static size_t part_at(const struct index_layout *l, uint64_t pos)
+{
+	size_t lo = 0, hi = l->nparts;
+
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+		if (l->parts[mid].file_off <= pos)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
+{
+	struct file_gen *g = ctx;
+	const struct index_layout *l = g->l;
+	size_t done = 0;
+	int err;
+
+	while (done < n && pos + done < l->size) {
+		uint64_t at = pos + done;
+		const struct index_layout_part *p = &l->parts[part_at(l, at)];
+		uint64_t in_part = at - p->file_off;
+		size_t m = n - done;
+		if (m > p->size - in_part)
+			m = (size_t)(p->size - in_part);
+		if (!g->rd || memcmp(g->rd_blob.b, p->blob.b, 32)) {
+			blob_reader_close(g->rd);
+			g->rd = NULL;
+			if ((err = g->app->blobs->open(&g->rd, g->app->blobs, &p->blob)) < 0)
+				goto fail;
+			g->rd_blob = p->blob;
+		}
+		if ((err = blob_reader_read(g->rd, buf + done, m, p->src_off + in_part)) < 0)
+			goto fail;
+		done += m;
+	}
+	if (g->verify && pos == g->hashed) {
+		hasher_update(g->h, buf, done);
+		g->hashed += done;
+		if (g->hashed == l->size) {
+			struct hash got;
+			hasher_final(g->h, &got, NULL);
+			if (memcmp(got.b, l->sha256.b, 32)) {
+				err = ck_error(CK_ECORRUPT,
+					       "checkpoint %" PRId64 " does not match its SHA-256: "
+					       "run 'ckptd verify'",
+					       l->id);
+				goto fail;
+			}
+		}
+	} else {
+		g->verify = 0;
+	}
+	return (long)done;
+fail:
+	fprintf(stderr, "ckptd: download of checkpoint %" PRId64 " stopped: %s\n", l->id,
+		ck_errmsg());
+	return err;
+}
+
+int h_file(struct resp *out, struct app *app, struct req *r)
+{
+	struct index_layout *l = NULL;
+	struct file_gen *g = NULL;
+	char etag[70], hex[65], disp[400];
+	const char *inm;
+	int64_t id;
+	int err;
+
+	if ((err = resolve_ref(&id, app, r)) < 0 ||
+	    (err = index_checkpoint_layout(&l, app->idx, id)) < 0)
+		return err;
+	hash_to_hex(hex, &l->sha256);
+	snprintf(etag, sizeof(etag), "\"%s\"", hex);
+	const char *ext = !strcmp(l->format, "safetensors") ? "safetensors" : "pth";
+	if (l->has_epoch)
+		snprintf(disp, sizeof(disp), "attachment; filename=\"%s-epoch%" PRId64 ".%s\"",
+			 l->model, l->epoch, ext);
+	else
+		snprintf(disp, sizeof(disp), "attachment; filename=\"%s-%" PRId64 ".%s\"", l->model,
+			 l->id, ext);
+	resp_header(out, "ETag", etag);
+	resp_header(out, "Content-Disposition", disp);
+	resp_header(out, "Cache-Control", "private, max-age=31536000, immutable");
+	inm = r->header ? r->header(r, "If-None-Match") : NULL;
+	if (inm && (strstr(inm, hex) || !strcmp(inm, "*"))) {
+		index_layout_free(l);
+		out->status = 304;
+		return 0;
+	}
+	if (!(g = calloc(1, sizeof(*g))) || !(g->h = hasher_new())) {
+		free(g);
+		index_layout_free(l);
+		return ck_error(CK_ENOMEM, "out of memory");
+	}
+	g->app = app;
+	g->l = l;
+	g->verify = 1;
+	out->status = 200;
+	out->content_type = "application/octet-stream";
+	out->gen = (struct resp_gen){l->size, file_gen_read, file_gen_free, g, 1};
+	return 0;
+}

@@ -1,0 +1,81 @@
+/*
+ * internal.h: what the api/ files share: the app's state, the handler
+ * signature and small helpers. Not for use outside api/.
+ */
+#ifndef CK_API_INTERNAL_H
+#define CK_API_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+
+#include "../formats/checkpoint.h"
+#include "../storage/blob.h"
+#include "../storage/gc.h"
+#include "../storage/index.h"
+#include "api.h"
+
+struct token {
+	char *token;
+	enum scope scope;
+};
+
+struct metrics;
+
+struct app {
+	struct app_config cfg;
+	char *data_dir, *tmp_dir;
+	struct index *idx;
+	struct blob_backend *blobs;
+	struct gc *gc;
+	struct token *tokens;
+	size_t ntokens;
+	struct fmt_limits limits;
+	struct metrics *metrics;
+};
+
+typedef int (*handler_fn)(struct resp *out, struct app *app, struct req *r);
+
+/* Responses. json_reply takes ownership of v. */
+int json_reply(struct resp *out, int status, json_t *v);
+
+/* Validation (SPEC 2): model/run/metric names. 0 or CK_EINVALID. */
+int name_check(const char *what, const char *s);
+
+/* Parses a decimal integer / a finite float query value; CK_EINVALID with a
+ * message naming the field. */
+int parse_i64(int64_t *out, const char *field, const char *s);
+int parse_f64(double *out, const char *field, const char *s);
+
+/* Resolves {model} and {ref} (params 0 and 1) with ?run=, ?metric=, ?mode=. */
+int resolve_ref(int64_t *id, struct app *app, struct req *r);
+
+/* Metrics (api/metrics.c). */
+int metrics_new(struct metrics **out);
+void metrics_free(struct metrics *m);
+int metrics_render(char **out, size_t *len, struct metrics *m, struct app *app);
+
+/* The upload pipeline (api/ingest.c): parse the spooled body, store blobs,
+ * commit the index rows, apply retention. *out is the checkpoint JSON. */
+int ingest_upload(json_t **out, struct app *app, struct req *r);
+
+/* Deletes checkpoints and frees their blobs (api/checkpoints.c). */
+int delete_checkpoint(struct app *app, const char *model, int64_t id);
+int apply_retention(struct app *app, const char *model);
+
+/* Handlers. */
+int h_healthz(struct resp *out, struct app *app, struct req *r);
+int h_stats(struct resp *out, struct app *app, struct req *r);
+int h_metrics(struct resp *out, struct app *app, struct req *r);
+int h_models(struct resp *out, struct app *app, struct req *r);
+int h_model_delete(struct resp *out, struct app *app, struct req *r);
+int h_retention_get(struct resp *out, struct app *app, struct req *r);
+int h_retention_put(struct resp *out, struct app *app, struct req *r);
+int h_upload(struct resp *out, struct app *app, struct req *r);
+int h_list(struct resp *out, struct app *app, struct req *r);
+int h_get(struct resp *out, struct app *app, struct req *r);
+int h_patch(struct resp *out, struct app *app, struct req *r);
+int h_delete(struct resp *out, struct app *app, struct req *r);
+int h_file(struct resp *out, struct app *app, struct req *r);
+int h_dashboard(struct resp *out, struct app *app, struct req *r);
+
+#endif

@@ -1,0 +1,159 @@
+/*
+ * hash.c: SHA-256 through OpenSSL's EVP interface, CRC-32 through zlib.
+ */
+#include "hash.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <zlib.h>
+
+#include "err.h"
+
+struct hasher {
+	EVP_MD_CTX *md;
+	uLong crc;
+};
+
+struct hasher *hasher_new(void)
+{
+	struct hasher *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->md = EVP_MD_CTX_new();
+	if (!h->md || EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) != 1) {
+		hasher_free(h);
+		return NULL;
+	}
+	h->crc = crc32(0L, Z_NULL, 0);
+	return h;
+}
+
+void hasher_update(struct hasher *h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	EVP_DigestUpdate(h->md, p, n);
+	/* zlib's crc32 takes a uInt length */
+	while (n > 0) {
+		uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
+		h->crc = crc32(h->crc, b, k);
+		b += k;
+		n -= k;
+	}
+}
+
+void hasher_final(struct hasher *h, struct hash *out, uint32_t *crc)
+{
+	unsigned int len = 0;
+
+	EVP_DigestFinal_ex(h->md, out->b, &len);
+	if (crc)
+		*crc = (uint32_t)h->crc;
+	EVP_DigestInit_ex(h->md, EVP_sha256(), NULL);
+	h->crc = crc32(0L, Z_NULL, 0);
+}
+
+void hasher_free(struct hasher *h)
+{
+	if (!h)
+		return;
+	EVP_MD_CTX_free(h->md);
+	free(h);
+}
+
+void hash_buf(struct hash *out, uint32_t *crc, const void *p, size_t n)
+{
+	struct hasher *h = hasher_new();
+
+	if (!h) { /* EVP could not allocate: fall back to the one-shot call */
+		unsigned int len = 0;
+		EVP_Digest(p, n, out->b, &len, EVP_sha256(), NULL);
+		if (crc)
+			*crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
+		return;
+	}
+	hasher_update(h, p, n);
+	hasher_final(h, out, crc);
+	hasher_free(h);
+}
+
+int hash_fd_range(struct hash *out, uint32_t *crc, int fd, uint64_t off,
+		  uint64_t len)
+{
+	enum { CHUNK = 1 << 20 };
+	struct hasher *h = hasher_new();
+	uint8_t *buf = malloc(CHUNK);
+	int err = 0;
+
+	if (!h || !buf) {
+		err = ck_error(CK_ENOMEM, "out of memory hashing a blob");
+		goto out;
+	}
+	while (len > 0) {
+		size_t want = len < CHUNK ? (size_t)len : CHUNK;
+		ssize_t r = pread(fd, buf, want, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			err = ck_error(CK_EIO, "read at offset %llu: %s",
+				       (unsigned long long)off, strerror(errno));
+			goto out;
+		}
+		if (r == 0) {
+			err = ck_error(CK_ECORRUPT, "file ends at offset %llu, %llu bytes early",
+				       (unsigned long long)off, (unsigned long long)len);
+			goto out;
+		}
+		hasher_update(h, buf, (size_t)r);
+		off += (uint64_t)r;
+		len -= (uint64_t)r;
+	}
+	hasher_final(h, out, crc);
+out:
+	free(buf);
+	hasher_free(h);
+	return err;
+}
+
+void hash_to_hex(char out[65], const struct hash *h)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hex[h->b[i] >> 4];
+		out[2 * i + 1] = hex[h->b[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+static int unhex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int hash_from_hex(struct hash *out, const char *hex)
+{
+	for (int i = 0; i < 32; i++) {
+		int hi = unhex(hex[2 * i]), lo;
+		if (hi < 0)
+			return ck_error(CK_EINVALID, "not a SHA-256 hex digest");
+		lo = unhex(hex[2 * i + 1]);
+		if (lo < 0)
+			return ck_error(CK_EINVALID, "not a SHA-256 hex digest");
+		out->b[i] = (uint8_t)(hi << 4 | lo);
+	}
+	if (hex[64] != '\0')
+		return ck_error(CK_EINVALID, "not a SHA-256 hex digest");
+	return 0;
+}

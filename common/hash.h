@@ -1,0 +1,39 @@
+/*
+ * hash.h: SHA-256 names for blobs and uploads (OpenSSL libcrypto, which uses
+ * the CPU's SHA extensions), CRC-32 beside it (zlib), and hex conversion.
+ */
+#ifndef CK_HASH_H
+#define CK_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct hash {
+	uint8_t b[32];
+};
+
+/* Streaming SHA-256 + CRC-32 of the same bytes. Not thread-safe per object. */
+struct hasher;
+
+/* Returns a new hasher (caller frees with hasher_free), or NULL on OOM. */
+struct hasher *hasher_new(void);
+void hasher_update(struct hasher *h, const void *p, size_t n);
+/* Writes the digest and CRC-32 (crc may be NULL) and resets h for reuse. */
+void hasher_final(struct hasher *h, struct hash *out, uint32_t *crc);
+void hasher_free(struct hasher *h);
+
+/* One-shot SHA-256 + CRC-32 (crc may be NULL) of a buffer. */
+void hash_buf(struct hash *out, uint32_t *crc, const void *p, size_t n);
+
+/* SHA-256 + CRC-32 of len bytes of fd from off, read in bounded chunks.
+ * Returns 0, CK_EIO (message says where), CK_ECORRUPT if the file is short. */
+int hash_fd_range(struct hash *out, uint32_t *crc, int fd, uint64_t off,
+		  uint64_t len);
+
+/* 64 lowercase hex digits and a NUL into out. */
+void hash_to_hex(char out[65], const struct hash *h);
+
+/* Parses exactly 64 hex digits; CK_EINVALID otherwise. */
+int hash_from_hex(struct hash *out, const char *hex);
+
+#endif

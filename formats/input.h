@@ -1,0 +1,28 @@
+/*
+ * input.h: a read-only, random-access view of an uploaded file.
+ *
+ * The parsers never hold a whole upload in memory: they read what they need
+ * through ck_input_read, which checks every range against the input's size
+ * first. An input is either a file descriptor (the server's spool file) or a
+ * memory buffer (unit tests and fuzzers).
+ */
+#ifndef CK_INPUT_H
+#define CK_INPUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ck_input {
+	const uint8_t *mem; /* when non-NULL, the bytes; fd is then ignored */
+	int fd;             /* else a file read with pread */
+	uint64_t size;      /* total size in bytes */
+};
+
+/* Reads exactly n bytes at off into buf. Returns 0, or CK_ECORRUPT (message
+ * names what, the offset and the file size) when [off, off+n) is not inside
+ * the input, or CK_EIO on a read error. what names the structure being read
+ * ("zip local header") for the message. */
+int ck_input_read(const struct ck_input *in, void *buf, size_t n, uint64_t off,
+		  const char *what);
+
+#endif

@@ -1,0 +1,264 @@
+/*
+ * main.c: the ckptd command: `serve` (the daemon), `verify`, `gc`, `stats`,
+ * `--help`, `--version`. Flags, environment defaults, the data directory's
+ * lock, and signals: SIGINT/SIGTERM stop accepting connections, let requests
+ * in flight finish, then exit 0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../api/api.h"
+#include "../common/err.h"
+#include "http.h"
+#include "log.h"
+
+#ifndef CKPTD_VERSION
+#define CKPTD_VERSION "dev"
+#endif
+
+static const char usage[] =
+	"usage: ckptd <command> [options]\n"
+	"\n"
+	"commands:\n"
+	"  serve     run the HTTP daemon\n"
+	"  verify    re-hash every stored blob and report damaged or missing ones\n"
+	"  gc        apply retention policies and remove unreferenced blobs\n"
+	"            (refuses while a daemon serves the same data directory)\n"
+	"  stats     print the store's sizes and ratios as JSON\n"
+	"\n"
+	"options:\n"
+	"  --data DIR               data directory (default ./ckptd-data; env CKPTD_DATA)\n"
+	"  --listen HOST:PORT       address to serve on (default 127.0.0.1:8080;\n"
+	"                           env CKPTD_LISTEN)\n"
+	"  --token-file FILE        lines of 'TOKEN SCOPE' (read, write, admin); writes\n"
+	"                           then need 'Authorization: Bearer TOKEN'\n"
+	"  --auth-read              reads need a token too\n"
+	"  --max-upload-size BYTES  largest upload accepted (suffixes K, M, G; default 0,\n"
+	"                           no limit)\n"
+	"  --threads N              HTTP worker threads (default 2 x CPUs, at least 4)\n"
+	"  --compress auto|off      store blobs with the codec when it pays (default auto)\n"
+	"  -h, --help               this text\n"
+	"  -V, --version            the version\n";
+
+static int parse_size(uint64_t *out, const char *s)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	uint64_t mul = 1;
+
+	if (end == s || errno || s[0] == '-')
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': mul = 1ull << 10; end++; break;
+	case 'm': case 'M': mul = 1ull << 20; end++; break;
+	case 'g': case 'G': mul = 1ull << 30; end++; break;
+	case 't': case 'T': mul = 1ull << 40; end++; break;
+	}
+	if ((*end == 'b' || *end == 'B') && mul > 1)
+		end++;
+	if (*end || (v && mul > UINT64_MAX / v))
+		return -1;
+	*out = v * mul;
+	return 0;
+}
+
+/* Holds an exclusive flock on DIR/LOCK for the process's lifetime. */
+static int lock_data_dir(const char *dir)
+{
+	char path[4096];
+	int fd;
+
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+		fprintf(stderr, "ckptd: cannot create %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		fprintf(stderr, "ckptd: cannot open %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		fprintf(stderr,
+			"ckptd: another ckptd process is using %s (it holds %s); stop it "
+			"first\n",
+			dir, path);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int serve(struct app_config *cfg, const char *listen, unsigned threads)
+{
+	struct app *app = NULL;
+	struct http_server *srv = NULL;
+	sigset_t set;
+	int sig = 0, lock, err;
+
+	if ((lock = lock_data_dir(cfg->data_dir)) < 0)
+		return 1;
+	cfg->clean = 1;
+	if ((err = app_open(&app, cfg)) < 0) {
+		fprintf(stderr, "ckptd: %s\n", ck_errmsg());
+		close(lock);
+		return 1;
+	}
+	/* Block the stop signals in every thread; the main thread waits for
+	 * them. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	struct http_options o = {listen, threads, app};
+	if ((err = http_start(&srv, &o)) < 0) {
+		fprintf(stderr, "ckptd: %s\n", ck_errmsg());
+		app_close(app);
+		close(lock);
+		return 1;
+	}
+	log_msg("ckptd %s serving http://%s/ from %s (%u threads, compression %s%s)",
+		CKPTD_VERSION, listen, cfg->data_dir, threads, cfg->compress ? "auto" : "off",
+		cfg->token_file ? ", tokens on" : "");
+	sigwait(&set, &sig);
+	log_msg("received %s: finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	http_stop(srv, 60);
+	app_close(app);
+	close(lock);
+	log_msg("stopped");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"data", required_argument, NULL, 'd'},
+		{"listen", required_argument, NULL, 'l'},
+		{"token-file", required_argument, NULL, 't'},
+		{"auth-read", no_argument, NULL, 'r'},
+		{"max-upload-size", required_argument, NULL, 'm'},
+		{"threads", required_argument, NULL, 'n'},
+		{"compress", required_argument, NULL, 'c'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	struct app_config cfg = {0};
+	const char *listen = getenv("CKPTD_LISTEN"), *cmd = NULL;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned threads = ncpu > 2 ? (unsigned)(2 * ncpu) : 4;
+	int c;
+
+	cfg.data_dir = getenv("CKPTD_DATA");
+	cfg.compress = 1;
+	if (!cfg.data_dir || !*cfg.data_dir)
+		cfg.data_dir = "./ckptd-data";
+	if (!listen || !*listen)
+		listen = "127.0.0.1:8080";
+	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': cfg.data_dir = optarg; break;
+		case 'l': listen = optarg; break;
+		case 't': cfg.token_file = optarg; break;
+		case 'r': cfg.auth_read = 1; break;
+		case 'm':
+			if (parse_size(&cfg.max_upload, optarg) < 0) {
+				fprintf(stderr, "ckptd: --max-upload-size '%s' is not a size like "
+						"512M\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'n': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+			if (*end || v < 1 || v > 1024) {
+				fprintf(stderr, "ckptd: --threads must be 1 to 1024\n");
+				return 2;
+			}
+			threads = (unsigned)v;
+			break;
+		}
+		case 'c':
+			if (!strcmp(optarg, "auto"))
+				cfg.compress = 1;
+			else if (!strcmp(optarg, "off"))
+				cfg.compress = 0;
+			else {
+				fprintf(stderr, "ckptd: --compress takes auto or off\n");
+				return 2;
+			}
+			break;
+		case 'h': fputs(usage, stdout); return 0;
+		case 'V': printf("ckptd %s\n", CKPTD_VERSION); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	if (optind < argc)
+		cmd = argv[optind++];
+	if (!cmd) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ckptd: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (!strcmp(cmd, "serve"))
+		return serve(&cfg, listen, threads);
+	if (!strcmp(cmd, "verify") || !strcmp(cmd, "stats") || !strcmp(cmd, "gc")) {
+		struct app *app = NULL;
+		int lock = -1, rc = 0, err;
+		struct stat st;
+		if (stat(cfg.data_dir, &st) < 0) {
+			fprintf(stderr, "ckptd: no data directory at %s\n", cfg.data_dir);
+			return 1;
+		}
+		if (!strcmp(cmd, "gc")) {
+			if ((lock = lock_data_dir(cfg.data_dir)) < 0)
+				return 1;
+			cfg.clean = 1;
+		}
+		cfg.token_file = NULL;
+		if ((err = app_open(&app, &cfg)) < 0) {
+			fprintf(stderr, "ckptd: %s\n", ck_errmsg());
+			return 1;
+		}
+		if (!strcmp(cmd, "verify")) {
+			err = app_verify(app, isatty(2));
+			rc = err != 0;
+		} else if (!strcmp(cmd, "gc")) {
+			uint64_t removed = 0;
+			err = app_gc(app, &removed);
+			if (err >= 0)
+				printf("gc: removed %llu unreferenced blobs\n",
+				       (unsigned long long)removed);
+		} else {
+			char *text = NULL;
+			if ((err = app_stats_text(&text, app)) >= 0)
+				printf("%s\n", text);
+			free(text);
+		}
+		if (err < 0) {
+			fprintf(stderr, "ckptd: %s\n", ck_errmsg());
+			rc = 1;
+		}
+		app_close(app);
+		if (lock >= 0)
+			close(lock);
+		return rc;
+	}
+	fprintf(stderr, "ckptd: unknown command '%s'\n\n%s", cmd, usage);
+	return 2;
+}

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs what ckptd needs from Debian's packages, when it is missing.
+# As root it runs apt-get; otherwise it prints the exact command to run.
+set -e
+PKGS="build-essential pkg-config clang-format libmicrohttpd-dev libsqlite3-dev
+libjansson-dev zlib1g-dev libzstd-dev libssl-dev check libsubunit-dev
+python3-torch python3-numpy curl"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+	echo "deps: installing$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq || true
+	apt-get install -y -qq $missing >/dev/null
+else
+	echo "deps: missing packages; run:"
+	echo "  sudo apt-get install -y$missing"
+	exit 1
+fi
