@@ -41,7 +41,7 @@ int app_verify(struct app *app, int progress)
 	       (unsigned long long)rep.blobs, (unsigned long long)rep.bytes,
 	       (unsigned long long)rep.damaged, (unsigned long long)rep.missing);
 	return (int)(rep.damaged + rep.missing > 0x7fffffff ? 0x7fffffff
-							      : rep.damaged + rep.missing);
+							    : rep.damaged + rep.missing);
 }
 
 int app_gc(struct app *app, uint64_t *removed)

@@ -17,12 +17,12 @@
 #include "request.h"
 
 struct app_config {
-	const char *data_dir;   /* the store: index.sqlite, blobs/, tmp/ */
+	const char *data_dir;	/* the store: index.sqlite, blobs/, tmp/ */
 	const char *token_file; /* NULL = no tokens: everything open */
-	int auth_read;          /* 1: reads need a read token too */
-	uint64_t max_upload;    /* bytes; 0 = no limit */
-	int compress;           /* 1 = codec per blob, 0 = raw */
-	int clean;              /* 1 = remove leftovers at open (needs the lock) */
+	int auth_read;		/* 1: reads need a read token too */
+	uint64_t max_upload;	/* bytes; 0 = no limit */
+	int compress;		/* 1 = codec per blob, 0 = raw */
+	int clean;		/* 1 = remove leftovers at open (needs the lock) */
 };
 
 struct app;
@@ -87,6 +87,6 @@ void api_error(struct resp *out, int code);
 
 /* Fills out with {"error": name, "message": ...} and the given status. */
 void api_error_status(struct resp *out, int status, const char *name, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -41,7 +41,8 @@ static int tokens_load(struct app *app, const char *file)
 	int lineno = 0, err = 0;
 
 	if (!f)
-		return ck_error(CK_EINVALID, "cannot read token file %s: %s", file, strerror(errno));
+		return ck_error(CK_EINVALID, "cannot read token file %s: %s", file,
+				strerror(errno));
 	while (fgets(line, sizeof(line), f)) {
 		char tok[512], scope[32], extra[8];
 		lineno++;
@@ -57,10 +58,11 @@ static int tokens_load(struct app *app, const char *file)
 		else if (n == 2 && !strcmp(scope, "admin"))
 			sc = SCOPE_ADMIN;
 		if (sc == SCOPE_NONE) {
-			err = ck_error(CK_EINVALID,
-				       "%s line %d: expected 'TOKEN SCOPE' with scope read, write or "
-				       "admin",
-				       file, lineno);
+			err =
+			    ck_error(CK_EINVALID,
+				     "%s line %d: expected 'TOKEN SCOPE' with scope read, write or "
+				     "admin",
+				     file, lineno);
 			break;
 		}
 		struct token *v = realloc(app->tokens, (app->ntokens + 1) * sizeof(*v));

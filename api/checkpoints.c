@@ -96,7 +96,8 @@ static int patch_check(const json_t *p)
 			const char *mk;
 			json_t *mv;
 			if (!json_is_object(v))
-				return ck_error(CK_EINVALID, "metrics must be an object of numbers");
+				return ck_error(CK_EINVALID,
+						"metrics must be an object of numbers");
 			json_object_foreach(v, mk, mv)
 			{
 				int err = name_check("metric", mk);

@@ -56,8 +56,9 @@ int json_reply(struct resp *out, int status, json_t *v)
 		s = NULL;
 		out->status = 500;
 		out->content_type = "application/json";
-		return resp_text(out, 500, "application/json",
-				 "{\"error\":\"no_memory\",\"message\":\"ckptd ran out of memory\"}");
+		return resp_text(
+		    out, 500, "application/json",
+		    "{\"error\":\"no_memory\",\"message\":\"ckptd ran out of memory\"}");
 	}
 	free(out->body);
 	out->status = status;

@@ -24,7 +24,7 @@
 #include "../common/err.h"
 #include "internal.h"
 
-#define MAX_TAGS 64
+#define MAX_TAGS    64
 #define MAX_TAG_LEN 128
 #define MAX_METRICS 256
 
@@ -229,7 +229,7 @@ int ingest_upload(json_t **out, struct app *app, struct req *r)
 	}
 	for (size_t i = 0; i < ck->ntensors; i++) {
 		const struct fmt_tensor *t = &ck->tensors[i];
-		tens[i] = (struct index_tensor){t->path,   t->dtype,  t->ndim,	 t->shape,
+		tens[i] = (struct index_tensor){t->path,    t->dtype,  t->ndim,	  t->shape,
 						t->strides, t->offset, t->storage};
 	}
 	memset(&k, 0, sizeof(k));

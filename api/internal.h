@@ -76,6 +76,9 @@ int h_get(struct resp *out, struct app *app, struct req *r);
 int h_patch(struct resp *out, struct app *app, struct req *r);
 int h_delete(struct resp *out, struct app *app, struct req *r);
 int h_file(struct resp *out, struct app *app, struct req *r);
+int h_state_dict(struct resp *out, struct app *app, struct req *r);
+int h_tensor(struct resp *out, struct app *app, struct req *r);
+int h_diff(struct resp *out, struct app *app, struct req *r);
 int h_dashboard(struct resp *out, struct app *app, struct req *r);
 
 #endif

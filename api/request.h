@@ -82,7 +82,7 @@ struct resp {
 	size_t nheaders;
 	char *body; /* owned (malloc), body_len bytes */
 	size_t body_len;
-	struct resp_gen gen; /* used when gen.read is set */
+	struct resp_gen gen;	  /* used when gen.read is set */
 	const char *content_type; /* static string */
 };
 

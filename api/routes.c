@@ -25,23 +25,27 @@ struct route {
 
 #define M "/api/v1/models/:"
 static const struct route routes[] = {
-	{"GET", "/api/v1/healthz", h_healthz, BODY_NONE, SCOPE_NONE, "healthz"},
-	{"GET", "/api/v1/stats", h_stats, BODY_NONE, SCOPE_READ, "stats"},
-	{"GET", "/api/v1/metrics", h_metrics, BODY_NONE, SCOPE_READ, "metrics"},
-	{"GET", "/metrics", h_metrics, BODY_NONE, SCOPE_READ, "metrics"},
-	{"GET", "/api/v1/models", h_models, BODY_NONE, SCOPE_READ, "models"},
-	{"DELETE", M, h_model_delete, BODY_NONE, SCOPE_WRITE, "model.delete"},
-	{"GET", M "/retention", h_retention_get, BODY_NONE, SCOPE_READ, "retention.get"},
-	{"PUT", M "/retention", h_retention_put, BODY_JSON, SCOPE_WRITE, "retention.put"},
-	{"POST", M "/checkpoints", h_upload, BODY_UPLOAD, SCOPE_WRITE, "checkpoint.upload"},
-	{"PUT", M "/checkpoints", h_upload, BODY_UPLOAD, SCOPE_WRITE, "checkpoint.upload"},
-	{"GET", M "/checkpoints", h_list, BODY_NONE, SCOPE_READ, "checkpoint.list"},
-	{"GET", M "/checkpoints/:", h_get, BODY_NONE, SCOPE_READ, "checkpoint.get"},
-	{"PATCH", M "/checkpoints/:", h_patch, BODY_JSON, SCOPE_WRITE, "checkpoint.patch"},
-	{"DELETE", M "/checkpoints/:", h_delete, BODY_NONE, SCOPE_WRITE, "checkpoint.delete"},
-	{"GET", M "/checkpoints/:/file", h_file, BODY_NONE, SCOPE_READ, "checkpoint.file"},
-	{"GET", "/", h_dashboard, BODY_NONE, SCOPE_NONE, "dashboard"},
-	{"GET", "/ui/*", h_dashboard, BODY_NONE, SCOPE_NONE, "dashboard"},
+    {"GET", "/api/v1/healthz", h_healthz, BODY_NONE, SCOPE_NONE, "healthz"},
+    {"GET", "/api/v1/stats", h_stats, BODY_NONE, SCOPE_READ, "stats"},
+    {"GET", "/api/v1/metrics", h_metrics, BODY_NONE, SCOPE_READ, "metrics"},
+    {"GET", "/metrics", h_metrics, BODY_NONE, SCOPE_READ, "metrics"},
+    {"GET", "/api/v1/models", h_models, BODY_NONE, SCOPE_READ, "models"},
+    {"DELETE", M, h_model_delete, BODY_NONE, SCOPE_WRITE, "model.delete"},
+    {"GET", M "/retention", h_retention_get, BODY_NONE, SCOPE_READ, "retention.get"},
+    {"PUT", M "/retention", h_retention_put, BODY_JSON, SCOPE_WRITE, "retention.put"},
+    {"POST", M "/checkpoints", h_upload, BODY_UPLOAD, SCOPE_WRITE, "checkpoint.upload"},
+    {"PUT", M "/checkpoints", h_upload, BODY_UPLOAD, SCOPE_WRITE, "checkpoint.upload"},
+    {"GET", M "/checkpoints", h_list, BODY_NONE, SCOPE_READ, "checkpoint.list"},
+    {"GET", M "/checkpoints/:", h_get, BODY_NONE, SCOPE_READ, "checkpoint.get"},
+    {"PATCH", M "/checkpoints/:", h_patch, BODY_JSON, SCOPE_WRITE, "checkpoint.patch"},
+    {"DELETE", M "/checkpoints/:", h_delete, BODY_NONE, SCOPE_WRITE, "checkpoint.delete"},
+    {"GET", M "/checkpoints/:/file", h_file, BODY_NONE, SCOPE_READ, "checkpoint.file"},
+    {"GET", M "/checkpoints/:/state_dict", h_state_dict, BODY_NONE, SCOPE_READ,
+     "checkpoint.state_dict"},
+    {"GET", M "/checkpoints/:/tensors/*", h_tensor, BODY_NONE, SCOPE_READ, "checkpoint.tensor"},
+    {"GET", M "/checkpoints/:/diff/:", h_diff, BODY_NONE, SCOPE_READ, "checkpoint.diff"},
+    {"GET", "/", h_dashboard, BODY_NONE, SCOPE_NONE, "dashboard"},
+    {"GET", "/ui/*", h_dashboard, BODY_NONE, SCOPE_NONE, "dashboard"},
 };
 #undef M
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -108,8 +112,8 @@ const struct route *api_route_find(struct resp *out, int *status, struct req *r)
 	*status = path_known ? 405 : 404;
 	if (out) {
 		if (path_known)
-			api_error_status(out, 405, "method_not_allowed",
-					 "%s is not allowed on %s", r->method, r->path);
+			api_error_status(out, 405, "method_not_allowed", "%s is not allowed on %s",
+					 r->method, r->path);
 		else
 			api_error_status(out, 404, "not_found",
 					 "no such endpoint: %s %s (the API is under /api/v1)",

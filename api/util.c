@@ -17,15 +17,17 @@ int name_check(const char *what, const char *s)
 
 	for (size_t i = 0; ok && i < n; i++) {
 		char c = s[i];
-		int alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+		int alnum =
+		    (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
 			ok = 0;
 	}
 	if (!ok)
-		return ck_error(CK_EINVALID,
-				"invalid %s name '%.140s': use 1 to 128 characters from A-Z a-z 0-9 "
-				". _ -, starting with a letter or digit",
-				what, s);
+		return ck_error(
+		    CK_EINVALID,
+		    "invalid %s name '%.140s': use 1 to 128 characters from A-Z a-z 0-9 "
+		    ". _ -, starting with a letter or digit",
+		    what, s);
 	return 0;
 }
 

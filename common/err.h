@@ -16,8 +16,8 @@ enum ck_err {
 	CK_EINVALID = -3,  /* a bad parameter from the caller */
 	CK_ECORRUPT = -4,  /* damaged input or damaged stored data */
 	CK_ETOOBIG = -5,   /* over a configured size or count limit */
-	CK_ENOSPC = -6,    /* out of disk space */
-	CK_EIO = -7,       /* an I/O or library failure: ckptd's own fault */
+	CK_ENOSPC = -6,	   /* out of disk space */
+	CK_EIO = -7,	   /* an I/O or library failure: ckptd's own fault */
 	CK_EFORMAT = -8,   /* not a format ckptd reads */
 	CK_ECONFLICT = -9, /* the request conflicts with the stored state */
 	CK_ENOMEM = -10,   /* allocation failed */
@@ -25,8 +25,7 @@ enum ck_err {
 
 /* Sets the thread's message (printf-style) and returns code, so callers can
  * write `return ck_error(CK_ECORRUPT, "zip: entry %s past end", name);`. */
-int ck_error(int code, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+int ck_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The current thread's last message; never NULL (empty when none). Valid
  * until the next ck_error on this thread. */

@@ -82,8 +82,7 @@ void hash_buf(struct hash *out, uint32_t *crc, const void *p, size_t n)
 	hasher_free(h);
 }
 
-int hash_fd_range(struct hash *out, uint32_t *crc, int fd, uint64_t off,
-		  uint64_t len)
+int hash_fd_range(struct hash *out, uint32_t *crc, int fd, uint64_t off, uint64_t len)
 {
 	enum { CHUNK = 1 << 20 };
 	struct hasher *h = hasher_new();
@@ -100,8 +99,8 @@ int hash_fd_range(struct hash *out, uint32_t *crc, int fd, uint64_t off,
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			err = ck_error(CK_EIO, "read at offset %llu: %s",
-				       (unsigned long long)off, strerror(errno));
+			err = ck_error(CK_EIO, "read at offset %llu: %s", (unsigned long long)off,
+				       strerror(errno));
 			goto out;
 		}
 		if (r == 0) {

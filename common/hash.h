@@ -27,8 +27,7 @@ void hash_buf(struct hash *out, uint32_t *crc, const void *p, size_t n);
 
 /* SHA-256 + CRC-32 of len bytes of fd from off, read in bounded chunks.
  * Returns 0, CK_EIO (message says where), CK_ECORRUPT if the file is short. */
-int hash_fd_range(struct hash *out, uint32_t *crc, int fd, uint64_t off,
-		  uint64_t len);
+int hash_fd_range(struct hash *out, uint32_t *crc, int fd, uint64_t off, uint64_t len);
 
 /* 64 lowercase hex digits and a NUL into out. */
 void hash_to_hex(char out[65], const struct hash *h);

@@ -9,15 +9,13 @@
 
 #include "../common/err.h"
 
-int ck_input_read(const struct ck_input *in, void *buf, size_t n, uint64_t off,
-		  const char *what)
+int ck_input_read(const struct ck_input *in, void *buf, size_t n, uint64_t off, const char *what)
 {
 	if (off > in->size || n > in->size - off)
 		return ck_error(CK_ECORRUPT,
 				"%s at offset %llu (%zu bytes) runs past the end of the "
 				"file (%llu bytes): the file is truncated or damaged",
-				what, (unsigned long long)off, n,
-				(unsigned long long)in->size);
+				what, (unsigned long long)off, n, (unsigned long long)in->size);
 	if (in->mem) {
 		memcpy(buf, in->mem + off, n);
 		return 0;

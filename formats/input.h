@@ -14,15 +14,14 @@
 
 struct ck_input {
 	const uint8_t *mem; /* when non-NULL, the bytes; fd is then ignored */
-	int fd;             /* else a file read with pread */
-	uint64_t size;      /* total size in bytes */
+	int fd;		    /* else a file read with pread */
+	uint64_t size;	    /* total size in bytes */
 };
 
 /* Reads exactly n bytes at off into buf. Returns 0, or CK_ECORRUPT (message
  * names what, the offset and the file size) when [off, off+n) is not inside
  * the input, or CK_EIO on a read error. what names the structure being read
  * ("zip local header") for the message. */
-int ck_input_read(const struct ck_input *in, void *buf, size_t n, uint64_t off,
-		  const char *what);
+int ck_input_read(const struct ck_input *in, void *buf, size_t n, uint64_t off, const char *what);
 
 #endif

@@ -20,8 +20,8 @@
 
 enum plan_kind {
 	PLAN_LITERAL = 0, /* lit[0..len) */
-	PLAN_RANGE,       /* bytes [src_off, src_off+len) of storage `storage` */
-	PLAN_GATHER,      /* the elements of view `view` in C order (len bytes) */
+	PLAN_RANGE,	  /* bytes [src_off, src_off+len) of storage `storage` */
+	PLAN_GATHER,	  /* the elements of view `view` in C order (len bytes) */
 };
 
 /* A tensor view, as a writer's input and as a GATHER segment's source. */
@@ -29,10 +29,10 @@ struct plan_view {
 	const char *name; /* key in the output dict (borrowed) */
 	enum dtype dtype;
 	int ndim;
-	const int64_t *shape;   /* borrowed, ndim entries */
+	const int64_t *shape;	/* borrowed, ndim entries */
 	const int64_t *strides; /* borrowed, ndim entries, in elements */
-	uint64_t offset;        /* in elements */
-	size_t storage;         /* index into the writer's storages */
+	uint64_t offset;	/* in elements */
+	size_t storage;		/* index into the writer's storages */
 };
 
 /* A storage the output refers to, as a writer's input. */
@@ -44,11 +44,11 @@ struct plan_storage {
 
 struct plan_seg {
 	enum plan_kind kind;
-	uint64_t len;        /* bytes this segment contributes */
-	const uint8_t *lit;  /* PLAN_LITERAL: owned by the plan */
-	size_t storage;      /* PLAN_RANGE: storage index */
-	uint64_t src_off;    /* PLAN_RANGE: byte offset in the storage */
-	size_t view;         /* PLAN_GATHER: index into the writer's views */
+	uint64_t len;	    /* bytes this segment contributes */
+	const uint8_t *lit; /* PLAN_LITERAL: owned by the plan */
+	size_t storage;	    /* PLAN_RANGE: storage index */
+	uint64_t src_off;   /* PLAN_RANGE: byte offset in the storage */
+	size_t view;	    /* PLAN_GATHER: index into the writer's views */
 };
 
 struct plan {
@@ -73,8 +73,7 @@ void plan_free(struct plan *p);
  * weights_only=True) loads the result on torch 1.13 and 2.x. *out belongs to
  * the caller. */
 int plan_torch_zip(struct plan **out, const struct plan_view *views, size_t nviews,
-		   const struct plan_storage *storages, size_t nstorages,
-		   const char *archive_name);
+		   const struct plan_storage *storages, size_t nstorages, const char *archive_name);
 
 /* A safetensors file of views[0..nviews): 8-byte length, JSON header padded
  * with spaces to a multiple of 8, then each tensor's elements contiguous in C
@@ -86,7 +85,7 @@ int plan_safetensors(struct plan **out, const struct plan_view *views, size_t nv
 
 /* A .npy file (format 1.0, or 2.0 when the header needs it) of one view;
  * CK_EINVALID for dtypes numpy has no type for (bfloat16, float8). */
-int plan_npy(struct plan **out, const struct plan_view *view,
-	     const struct plan_storage *storages, size_t nstorages);
+int plan_npy(struct plan **out, const struct plan_view *view, const struct plan_storage *storages,
+	     size_t nstorages);
 
 #endif

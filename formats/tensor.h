@@ -32,7 +32,7 @@ enum dtype {
 	DT_COMPLEX64,
 	DT_COMPLEX128,
 	DT_COMPLEX32,
-	DT_QINT8,  /* quantized storages: kept and served as bytes */
+	DT_QINT8, /* quantized storages: kept and served as bytes */
 	DT_QUINT8,
 	DT_QINT32,
 	DT_QUINT4X2,
@@ -66,7 +66,7 @@ int tensor_numel(uint64_t *out, int ndim, const int64_t *shape);
 /* The storage extent in elements a view needs: offset + 1 + sum((shape-1) *
  * stride), or 0 when the view has no elements. CK_EINVALID on negative
  * sizes/strides or overflow. */
-int tensor_extent(uint64_t *out, int ndim, const int64_t *shape,
-		  const int64_t *strides, uint64_t offset);
+int tensor_extent(uint64_t *out, int ndim, const int64_t *shape, const int64_t *strides,
+		  uint64_t offset);
 
 #endif

@@ -32,7 +32,7 @@
 #include "log.h"
 
 #define MAX_FIELD_LEN 4096
-#define MAX_FIELDS 512
+#define MAX_FIELDS    512
 
 struct http_server {
 	struct MHD_Daemon *d;
@@ -71,8 +71,7 @@ static double since(const struct timespec *t0)
 
 static const char *header_lookup(const struct req *r, const char *name)
 {
-	return MHD_lookup_connection_value((struct MHD_Connection *)r->conn, MHD_HEADER_KIND,
-					   name);
+	return MHD_lookup_connection_value((struct MHD_Connection *)r->conn, MHD_HEADER_KIND, name);
 }
 
 static int kv_push(struct req *r, const char *key, const char *value, size_t vlen)
@@ -199,17 +198,18 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
 
 static int upload_begin(struct conn_state *cs, struct MHD_Connection *conn)
 {
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_CONTENT_LENGTH);
-	const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_CONTENT_TYPE);
+	const char *cl =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *ct =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	uint64_t max = app_max_upload(cs->srv->app);
 
 	if (cl && max && strtoull(cl, NULL, 10) > max)
-		return ck_error(CK_ETOOBIG,
-				"the upload (%s bytes) is larger than this server's limit of %" PRIu64
-				" bytes (--max-upload-size)",
-				cl, max);
+		return ck_error(
+		    CK_ETOOBIG,
+		    "the upload (%s bytes) is larger than this server's limit of %" PRIu64
+		    " bytes (--max-upload-size)",
+		    cl, max);
 	if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
 		cs->pp = MHD_create_post_processor(conn, 256 * 1024, post_iter, cs);
 		if (!cs->pp)
@@ -231,8 +231,8 @@ static int body_chunk(struct conn_state *cs, const char *data, size_t n)
 	case BODY_UPLOAD:
 		if (cs->pp)
 			return MHD_post_process(cs->pp, data, n) == MHD_YES
-				       ? 0
-				       : ck_error(CK_EINVALID, "the multipart form is malformed");
+				   ? 0
+				   : ck_error(CK_EINVALID, "the multipart form is malformed");
 		return spool_write(cs, data, n);
 	case BODY_JSON:
 		if (cs->req.body_len + n > API_MAX_JSON_BODY)
@@ -246,8 +246,7 @@ static int body_chunk(struct conn_state *cs, const char *data, size_t n)
 		cs->req.body_len += n;
 		b[cs->req.body_len] = '\0';
 		return 0;
-	case BODY_NONE:
-		return 0;
+	case BODY_NONE: return 0;
 	}
 	return 0;
 }
@@ -332,8 +331,8 @@ static enum MHD_Result respond(struct conn_state *cs)
 				status = 206;
 				cs->range_start = a;
 				len = b - a + 1;
-				snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, a, b,
-					 r->gen.size);
+				snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64,
+					 a, b, r->gen.size);
 			}
 		}
 		mr = MHD_create_response_from_callback(len, 256 * 1024, gen_reader, cs, NULL);
@@ -513,13 +512,12 @@ int http_start(struct http_server **out, const struct http_options *o)
 		flags |= MHD_USE_EPOLL;
 	s->app = o->app;
 	s->d = MHD_start_daemon(
-		flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_THREAD_POOL_SIZE, o->threads ? o->threads : 1,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)300, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024),
-		MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(16 * 1024),
-		MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_EXTERNAL_LOGGER,
-		mhd_log, NULL, MHD_OPTION_END);
+	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+	    o->threads ? o->threads : 1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    (size_t)(512 * 1024), MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(16 * 1024),
+	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
 	if (!s->d) {
 		free(s);
 		return ck_error(CK_EIO, "cannot listen on %s (is the port in use?)", o->listen);

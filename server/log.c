@@ -18,9 +18,8 @@ static void stamp(char out[64])
 
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
-	snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 (int)(tv.tv_usec / 1000));
+	snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
 }
 
 void log_msg(const char *fmt, ...)
@@ -46,7 +45,7 @@ void log_request(const char *client, const char *method, const char *path, int s
 		safe[i] = (path[i] < 0x20 || path[i] == 0x7f || path[i] == '"') ? '?' : path[i];
 	safe[i] = '\0';
 	stamp(ts);
-	fprintf(stderr, "%s %s \"%s %s\" %d in=%llu out=%llu %.1fms\n", ts, client, method,
-		safe, status, (unsigned long long)bytes_in, (unsigned long long)bytes_out,
+	fprintf(stderr, "%s %s \"%s %s\" %d in=%llu out=%llu %.1fms\n", ts, client, method, safe,
+		status, (unsigned long long)bytes_in, (unsigned long long)bytes_out,
 		seconds * 1000.0);
 }

@@ -26,28 +26,28 @@
 #endif
 
 static const char usage[] =
-	"usage: ckptd <command> [options]\n"
-	"\n"
-	"commands:\n"
-	"  serve     run the HTTP daemon\n"
-	"  verify    re-hash every stored blob and report damaged or missing ones\n"
-	"  gc        apply retention policies and remove unreferenced blobs\n"
-	"            (refuses while a daemon serves the same data directory)\n"
-	"  stats     print the store's sizes and ratios as JSON\n"
-	"\n"
-	"options:\n"
-	"  --data DIR               data directory (default ./ckptd-data; env CKPTD_DATA)\n"
-	"  --listen HOST:PORT       address to serve on (default 127.0.0.1:8080;\n"
-	"                           env CKPTD_LISTEN)\n"
-	"  --token-file FILE        lines of 'TOKEN SCOPE' (read, write, admin); writes\n"
-	"                           then need 'Authorization: Bearer TOKEN'\n"
-	"  --auth-read              reads need a token too\n"
-	"  --max-upload-size BYTES  largest upload accepted (suffixes K, M, G; default 0,\n"
-	"                           no limit)\n"
-	"  --threads N              HTTP worker threads (default 2 x CPUs, at least 4)\n"
-	"  --compress auto|off      store blobs with the codec when it pays (default auto)\n"
-	"  -h, --help               this text\n"
-	"  -V, --version            the version\n";
+    "usage: ckptd <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve     run the HTTP daemon\n"
+    "  verify    re-hash every stored blob and report damaged or missing ones\n"
+    "  gc        apply retention policies and remove unreferenced blobs\n"
+    "            (refuses while a daemon serves the same data directory)\n"
+    "  stats     print the store's sizes and ratios as JSON\n"
+    "\n"
+    "options:\n"
+    "  --data DIR               data directory (default ./ckptd-data; env CKPTD_DATA)\n"
+    "  --listen HOST:PORT       address to serve on (default 127.0.0.1:8080;\n"
+    "                           env CKPTD_LISTEN)\n"
+    "  --token-file FILE        lines of 'TOKEN SCOPE' (read, write, admin); writes\n"
+    "                           then need 'Authorization: Bearer TOKEN'\n"
+    "  --auth-read              reads need a token too\n"
+    "  --max-upload-size BYTES  largest upload accepted (suffixes K, M, G; default 0,\n"
+    "                           no limit)\n"
+    "  --threads N              HTTP worker threads (default 2 x CPUs, at least 4)\n"
+    "  --compress auto|off      store blobs with the codec when it pays (default auto)\n"
+    "  -h, --help               this text\n"
+    "  -V, --version            the version\n";
 
 static int parse_size(uint64_t *out, const char *s)
 {
@@ -59,10 +59,26 @@ static int parse_size(uint64_t *out, const char *s)
 	if (end == s || errno || s[0] == '-')
 		return -1;
 	switch (*end) {
-	case 'k': case 'K': mul = 1ull << 10; end++; break;
-	case 'm': case 'M': mul = 1ull << 20; end++; break;
-	case 'g': case 'G': mul = 1ull << 30; end++; break;
-	case 't': case 'T': mul = 1ull << 40; end++; break;
+	case 'k':
+	case 'K':
+		mul = 1ull << 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		mul = 1ull << 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		mul = 1ull << 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		mul = 1ull << 40;
+		end++;
+		break;
 	}
 	if ((*end == 'b' || *end == 'B') && mul > 1)
 		end++;
@@ -128,8 +144,8 @@ static int serve(struct app_config *cfg, const char *listen, unsigned threads)
 		close(lock);
 		return 1;
 	}
-	log_msg("ckptd %s serving http://%s/ from %s (%u threads, compression %s%s)",
-		CKPTD_VERSION, listen, cfg->data_dir, threads, cfg->compress ? "auto" : "off",
+	log_msg("ckptd %s serving http://%s/ from %s (%u threads, compression %s%s)", CKPTD_VERSION,
+		listen, cfg->data_dir, threads, cfg->compress ? "auto" : "off",
 		cfg->token_file ? ", tokens on" : "");
 	sigwait(&set, &sig);
 	log_msg("received %s: finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -143,16 +159,16 @@ static int serve(struct app_config *cfg, const char *listen, unsigned threads)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"data", required_argument, NULL, 'd'},
-		{"listen", required_argument, NULL, 'l'},
-		{"token-file", required_argument, NULL, 't'},
-		{"auth-read", no_argument, NULL, 'r'},
-		{"max-upload-size", required_argument, NULL, 'm'},
-		{"threads", required_argument, NULL, 'n'},
-		{"compress", required_argument, NULL, 'c'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	    {"data", required_argument, NULL, 'd'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"token-file", required_argument, NULL, 't'},
+	    {"auth-read", no_argument, NULL, 'r'},
+	    {"max-upload-size", required_argument, NULL, 'm'},
+	    {"threads", required_argument, NULL, 'n'},
+	    {"compress", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct app_config cfg = {0};
 	const char *listen = getenv("CKPTD_LISTEN"), *cmd = NULL;
@@ -174,8 +190,9 @@ int main(int argc, char **argv)
 		case 'r': cfg.auth_read = 1; break;
 		case 'm':
 			if (parse_size(&cfg.max_upload, optarg) < 0) {
-				fprintf(stderr, "ckptd: --max-upload-size '%s' is not a size like "
-						"512M\n",
+				fprintf(stderr,
+					"ckptd: --max-upload-size '%s' is not a size like "
+					"512M\n",
 					optarg);
 				return 2;
 			}

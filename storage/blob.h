@@ -27,8 +27,8 @@
 #include "../formats/tensor.h"
 
 enum blob_codec {
-	CODEC_RAW = 0,    /* the bytes as they are */
-	CODEC_ZSTD = 1,   /* zstd of the bytes */
+	CODEC_RAW = 0,	  /* the bytes as they are */
+	CODEC_ZSTD = 1,	  /* zstd of the bytes */
 	CODEC_PLANES = 2, /* byte planes, each raw or zstd (floating point) */
 };
 
@@ -39,10 +39,10 @@ int blob_codec_from_name(const char *name);
 struct blob_meta {
 	struct hash hash;     /* SHA-256 of the raw bytes (set by the caller) */
 	uint64_t raw_size;    /* bytes (set by the caller) */
-	uint32_t crc32;       /* CRC-32 of the raw bytes (set by the caller) */
+	uint32_t crc32;	      /* CRC-32 of the raw bytes (set by the caller) */
 	uint64_t stored_size; /* set by put: bytes on disk */
-	int codec;            /* set by put: enum blob_codec */
-	int existed;          /* set by put: 1 when the blob was already stored */
+	int codec;	      /* set by put: enum blob_codec */
+	int existed;	      /* set by put: 1 when the blob was already stored */
 };
 
 struct blob_reader;
@@ -59,8 +59,8 @@ struct blob_backend {
 	 * put does not re-hash. hint is the element type (DT_INVALID when
 	 * unknown) and lets the codec choose byte planes. Sets stored_size,
 	 * codec, existed. Errors: CK_ENOSPC, CK_EIO. */
-	int (*batch_put_fd)(struct blob_batch *bt, struct blob_meta *meta, int fd,
-			    uint64_t off, enum dtype hint);
+	int (*batch_put_fd)(struct blob_batch *bt, struct blob_meta *meta, int fd, uint64_t off,
+			    enum dtype hint);
 
 	/* Makes every blob put in bt durable and visible. */
 	int (*batch_commit)(struct blob_batch *bt);
@@ -74,8 +74,7 @@ struct blob_backend {
 	/* Opens blob h for random-access reads of its raw bytes. The reader
 	 * belongs to the caller (blob_reader_close). CK_ENOTFOUND, CK_EIO,
 	 * CK_ECORRUPT (a stored file whose framing is damaged). */
-	int (*open)(struct blob_reader **out, struct blob_backend *b,
-		    const struct hash *h);
+	int (*open)(struct blob_reader **out, struct blob_backend *b, const struct hash *h);
 
 	/* Deletes blob h; CK_ENOTFOUND when absent. The caller makes sure no
 	 * index row or upload in flight refers to it (storage/gc.c). */
@@ -83,8 +82,8 @@ struct blob_backend {
 
 	/* Calls cb for every stored blob until cb returns non-zero (which is
 	 * then returned). */
-	int (*foreach)(struct blob_backend *b,
-		       int (*cb)(void *arg, const struct hash *h), void *arg);
+	int (*foreach)(struct blob_backend *b, int (*cb)(void *arg, const struct hash *h),
+		       void *arg);
 
 	/* Removes leftovers of an earlier process (temporary files). Call only
 	 * when no other process uses the store. */

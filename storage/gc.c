@@ -158,7 +158,7 @@ static int sweep_one(void *arg, const struct hash *h)
 int gc_sweep(uint64_t *removed, struct gc *g, struct index *idx, struct blob_backend *b)
 {
 	struct sweep s = {g, idx, b, 0, 0};
-	int err = b->foreach(b, sweep_one, &s);
+	int err = b->foreach (b, sweep_one, &s);
 
 	*removed = s.removed;
 	return err < 0 ? err : s.err;

@@ -33,7 +33,7 @@
 #include "../common/err.h"
 
 #define SCHEMA_VERSION 1
-#define STMT_CACHE 48
+#define STMT_CACHE     48
 
 struct conn {
 	sqlite3 *db;
@@ -52,37 +52,37 @@ struct index {
 };
 
 static const char *schema_sql =
-	"CREATE TABLE IF NOT EXISTS models("
-	" id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
-	" created_at TEXT NOT NULL, retention TEXT);"
-	"CREATE TABLE IF NOT EXISTS runs("
-	" id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL, name TEXT NOT NULL,"
-	" UNIQUE(model_id, name));"
-	"CREATE TABLE IF NOT EXISTS blobs("
-	" hash BLOB PRIMARY KEY, raw_size INTEGER NOT NULL,"
-	" stored_size INTEGER NOT NULL, codec INTEGER NOT NULL,"
-	" crc32 INTEGER NOT NULL, refcount INTEGER NOT NULL) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS checkpoints("
-	" id INTEGER PRIMARY KEY AUTOINCREMENT, model_id INTEGER NOT NULL,"
-	" run_id INTEGER NOT NULL, epoch INTEGER, step INTEGER, loss REAL,"
-	" metrics TEXT NOT NULL DEFAULT '{}', tags TEXT NOT NULL DEFAULT '[]',"
-	" pinned INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL,"
-	" format TEXT NOT NULL, size INTEGER NOT NULL, sha256 BLOB NOT NULL,"
-	" tensor_count INTEGER NOT NULL, storage_count INTEGER NOT NULL,"
-	" new_storages INTEGER NOT NULL, tensor_bytes INTEGER NOT NULL,"
-	" new_bytes INTEGER NOT NULL, skeleton BLOB NOT NULL,"
-	" skeleton_size INTEGER NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS checkpoints_by_model ON checkpoints(model_id, id);"
-	"CREATE INDEX IF NOT EXISTS checkpoints_by_loss ON checkpoints(model_id, loss);"
-	"CREATE TABLE IF NOT EXISTS storages("
-	" checkpoint_id INTEGER NOT NULL, idx INTEGER NOT NULL, blob BLOB NOT NULL,"
-	" dtype TEXT NOT NULL, file_off INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
-	" PRIMARY KEY(checkpoint_id, idx)) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS tensors("
-	" checkpoint_id INTEGER NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL,"
-	" dtype TEXT NOT NULL, shape TEXT NOT NULL, strides TEXT NOT NULL,"
-	" offset INTEGER NOT NULL, storage_idx INTEGER NOT NULL,"
-	" nbytes INTEGER NOT NULL, PRIMARY KEY(checkpoint_id, seq)) WITHOUT ROWID;";
+    "CREATE TABLE IF NOT EXISTS models("
+    " id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    " created_at TEXT NOT NULL, retention TEXT);"
+    "CREATE TABLE IF NOT EXISTS runs("
+    " id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL, name TEXT NOT NULL,"
+    " UNIQUE(model_id, name));"
+    "CREATE TABLE IF NOT EXISTS blobs("
+    " hash BLOB PRIMARY KEY, raw_size INTEGER NOT NULL,"
+    " stored_size INTEGER NOT NULL, codec INTEGER NOT NULL,"
+    " crc32 INTEGER NOT NULL, refcount INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS checkpoints("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, model_id INTEGER NOT NULL,"
+    " run_id INTEGER NOT NULL, epoch INTEGER, step INTEGER, loss REAL,"
+    " metrics TEXT NOT NULL DEFAULT '{}', tags TEXT NOT NULL DEFAULT '[]',"
+    " pinned INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL,"
+    " format TEXT NOT NULL, size INTEGER NOT NULL, sha256 BLOB NOT NULL,"
+    " tensor_count INTEGER NOT NULL, storage_count INTEGER NOT NULL,"
+    " new_storages INTEGER NOT NULL, tensor_bytes INTEGER NOT NULL,"
+    " new_bytes INTEGER NOT NULL, skeleton BLOB NOT NULL,"
+    " skeleton_size INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS checkpoints_by_model ON checkpoints(model_id, id);"
+    "CREATE INDEX IF NOT EXISTS checkpoints_by_loss ON checkpoints(model_id, loss);"
+    "CREATE TABLE IF NOT EXISTS storages("
+    " checkpoint_id INTEGER NOT NULL, idx INTEGER NOT NULL, blob BLOB NOT NULL,"
+    " dtype TEXT NOT NULL, file_off INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
+    " PRIMARY KEY(checkpoint_id, idx)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS tensors("
+    " checkpoint_id INTEGER NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL,"
+    " dtype TEXT NOT NULL, shape TEXT NOT NULL, strides TEXT NOT NULL,"
+    " offset INTEGER NOT NULL, storage_idx INTEGER NOT NULL,"
+    " nbytes INTEGER NOT NULL, PRIMARY KEY(checkpoint_id, seq)) WITHOUT ROWID;";
 
 static int db_error(sqlite3 *db, const char *what)
 {
@@ -182,8 +182,7 @@ static sqlite3_stmt *stmt(struct conn *c, const char *sql)
 			sqlite3_clear_bindings(st);
 			return st;
 		}
-	if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
-	    SQLITE_OK) {
+	if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
 		db_error(c->db, "prepare");
 		return NULL;
 	}
@@ -266,9 +265,8 @@ static void now_rfc3339(char out[64])
 
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
-	snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 (int)(tv.tv_usec / 1000));
+	snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
 }
 
 static int step_done(struct conn *c, sqlite3_stmt *st, const char *what)
@@ -453,8 +451,8 @@ int index_checkpoint_insert(int64_t *id, json_t **dedup, struct index *idx,
 			new_storages++;
 		}
 	}
-	if ((err = blob_ref(&was_new, c, &k->skeleton, k->skeleton_size, k->skeleton_stored,
-			    0, k->skeleton_crc)) < 0)
+	if ((err = blob_ref(&was_new, c, &k->skeleton, k->skeleton_size, k->skeleton_stored, 0,
+			    k->skeleton_crc)) < 0)
 		goto out;
 
 	metrics = json_dumps(k->metrics ? k->metrics : json_object(), JSON_COMPACT);
@@ -592,8 +590,8 @@ static void metric_path(char *out, size_t n, const char *metric)
 	snprintf(out, n, "$.\"%s\"", metric);
 }
 
-int index_checkpoint_resolve(int64_t *id, struct index *idx, const char *model,
-			     const char *ref, const char *run, const char *metric, int maximize)
+int index_checkpoint_resolve(int64_t *id, struct index *idx, const char *model, const char *ref,
+			     const char *run, const char *metric, int maximize)
 {
 	struct conn *c = NULL;
 	sqlite3_stmt *st = NULL;
@@ -639,15 +637,14 @@ int index_checkpoint_resolve(int64_t *id, struct index *idx, const char *model,
 		sqlite3_bind_int64(st, 2, rid);
 	} else if (!strcmp(ref, "best")) {
 		metric_path(mpath, sizeof(mpath), metric);
-		st = stmt(c, maximize
-				     ? "SELECT id FROM checkpoints WHERE model_id = ?1"
-				       " AND (?2 < 0 OR run_id = ?2)"
-				       " AND json_type(metrics, ?3) IN ('real', 'integer')"
-				       " ORDER BY json_extract(metrics, ?3) DESC, id DESC LIMIT 1"
-				     : "SELECT id FROM checkpoints WHERE model_id = ?1"
-				       " AND (?2 < 0 OR run_id = ?2)"
-				       " AND json_type(metrics, ?3) IN ('real', 'integer')"
-				       " ORDER BY json_extract(metrics, ?3) ASC, id DESC LIMIT 1");
+		st = stmt(c, maximize ? "SELECT id FROM checkpoints WHERE model_id = ?1"
+					" AND (?2 < 0 OR run_id = ?2)"
+					" AND json_type(metrics, ?3) IN ('real', 'integer')"
+					" ORDER BY json_extract(metrics, ?3) DESC, id DESC LIMIT 1"
+				      : "SELECT id FROM checkpoints WHERE model_id = ?1"
+					" AND (?2 < 0 OR run_id = ?2)"
+					" AND json_type(metrics, ?3) IN ('real', 'integer')"
+					" ORDER BY json_extract(metrics, ?3) ASC, id DESC LIMIT 1");
 		if (!st) {
 			err = CK_EIO;
 			goto out;
@@ -666,10 +663,11 @@ int index_checkpoint_resolve(int64_t *id, struct index *idx, const char *model,
 		*id = sqlite3_column_int64(st, 0);
 	} else if (rc == SQLITE_DONE) {
 		if (!strcmp(ref, "best"))
-			err = ck_error(CK_ENOTFOUND,
-				       "model '%s' has no checkpoint with %s%s%s to pick the best by",
-				       model, metric ? "metric '" : "a loss", metric ? metric : "",
-				       metric ? "'" : "");
+			err =
+			    ck_error(CK_ENOTFOUND,
+				     "model '%s' has no checkpoint with %s%s%s to pick the best by",
+				     model, metric ? "metric '" : "a loss", metric ? metric : "",
+				     metric ? "'" : "");
 		else if (!strcmp(ref, "latest"))
 			err = ck_error(CK_ENOTFOUND, "model '%s' has no checkpoints%s%s", model,
 				       run ? " in run " : "", run ? run : "");
@@ -686,17 +684,18 @@ out:
 
 /* ---- reads ---- */
 
-#define CKPT_COLUMNS                                                                       \
-	"c.id, m.name, r.name, c.epoch, c.step, c.loss, c.metrics, c.tags, c.pinned,"      \
-	" c.created_at, c.format, c.size, c.sha256, c.tensor_count, c.storage_count,"      \
+#define CKPT_COLUMNS                                                                               \
+	"c.id, m.name, r.name, c.epoch, c.step, c.loss, c.metrics, c.tags, c.pinned,"              \
+	" c.created_at, c.format, c.size, c.sha256, c.tensor_count, c.storage_count,"              \
 	" c.new_storages, c.tensor_bytes, c.new_bytes"
-#define CKPT_FROM                                                                          \
+#define CKPT_FROM                                                                                  \
 	" FROM checkpoints c JOIN models m ON m.id = c.model_id JOIN runs r ON r.id = c.run_id"
 
 static json_t *nullable_int(sqlite3_stmt *st, int i)
 {
-	return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
-							 : json_integer(sqlite3_column_int64(st, i));
+	return sqlite3_column_type(st, i) == SQLITE_NULL
+		   ? json_null()
+		   : json_integer(sqlite3_column_int64(st, i));
 }
 
 static json_t *parsed_or(const char *text, json_t *fallback)
@@ -720,16 +719,16 @@ static json_t *ckpt_row_json(sqlite3_stmt *st)
 	json_object_set_new(o, "run", json_string((const char *)sqlite3_column_text(st, 2)));
 	json_object_set_new(o, "epoch", nullable_int(st, 3));
 	json_object_set_new(o, "step", nullable_int(st, 4));
-	json_object_set_new(o, "loss", sqlite3_column_type(st, 5) == SQLITE_NULL
-					       ? json_null()
-					       : json_real(sqlite3_column_double(st, 5)));
+	json_object_set_new(o, "loss",
+			    sqlite3_column_type(st, 5) == SQLITE_NULL
+				? json_null()
+				: json_real(sqlite3_column_double(st, 5)));
 	json_object_set_new(o, "metrics",
 			    parsed_or((const char *)sqlite3_column_text(st, 6), json_object()));
 	json_object_set_new(o, "tags",
 			    parsed_or((const char *)sqlite3_column_text(st, 7), json_array()));
 	json_object_set_new(o, "pinned", json_boolean(sqlite3_column_int(st, 8)));
-	json_object_set_new(o, "created_at",
-			    json_string((const char *)sqlite3_column_text(st, 9)));
+	json_object_set_new(o, "created_at", json_string((const char *)sqlite3_column_text(st, 9)));
 	json_object_set_new(o, "format", json_string((const char *)sqlite3_column_text(st, 10)));
 	json_object_set_new(o, "size", json_integer(sqlite3_column_int64(st, 11)));
 	json_object_set_new(o, "sha256", hash_json(&h));
@@ -745,12 +744,13 @@ static json_t *ckpt_row_json(sqlite3_stmt *st)
 
 static int tensors_json(json_t **out, struct conn *c, int64_t id)
 {
-	sqlite3_stmt *st = stmt(c, "SELECT t.path, t.dtype, t.shape, t.strides, t.offset,"
-				   " t.nbytes, s.blob, b.refcount"
-				   " FROM tensors t JOIN storages s ON s.checkpoint_id = t.checkpoint_id"
-				   " AND s.idx = t.storage_idx"
-				   " LEFT JOIN blobs b ON b.hash = s.blob"
-				   " WHERE t.checkpoint_id = ? ORDER BY t.seq");
+	sqlite3_stmt *st =
+	    stmt(c, "SELECT t.path, t.dtype, t.shape, t.strides, t.offset,"
+		    " t.nbytes, s.blob, b.refcount"
+		    " FROM tensors t JOIN storages s ON s.checkpoint_id = t.checkpoint_id"
+		    " AND s.idx = t.storage_idx"
+		    " LEFT JOIN blobs b ON b.hash = s.blob"
+		    " WHERE t.checkpoint_id = ? ORDER BY t.seq");
 	json_t *a;
 	int rc;
 
@@ -762,13 +762,15 @@ static int tensors_json(json_t **out, struct conn *c, int64_t id)
 		struct hash h;
 		column_hash(&h, st, 6);
 		json_t *t = json_object();
-		json_object_set_new(t, "path", json_string((const char *)sqlite3_column_text(st, 0)));
+		json_object_set_new(t, "path",
+				    json_string((const char *)sqlite3_column_text(st, 0)));
 		json_object_set_new(t, "dtype",
 				    json_string((const char *)sqlite3_column_text(st, 1)));
 		json_object_set_new(
-			t, "shape", parsed_or((const char *)sqlite3_column_text(st, 2), json_array()));
-		json_object_set_new(t, "strides", parsed_or((const char *)sqlite3_column_text(st, 3),
-							    json_array()));
+		    t, "shape", parsed_or((const char *)sqlite3_column_text(st, 2), json_array()));
+		json_object_set_new(
+		    t, "strides",
+		    parsed_or((const char *)sqlite3_column_text(st, 3), json_array()));
 		json_object_set_new(t, "offset", json_integer(sqlite3_column_int64(st, 4)));
 		json_object_set_new(t, "nbytes", json_integer(sqlite3_column_int64(st, 5)));
 		json_object_set_new(t, "blob", hash_json(&h));
@@ -867,32 +869,30 @@ int index_checkpoint_list(json_t **out, struct index *idx, const struct index_li
 		goto done;
 	}
 
-#define WHERE                                                                              \
-	" WHERE c.model_id = ?1 AND (?2 < 0 OR c.run_id = ?2)"                             \
-	" AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(c.tags) WHERE value = ?3))"   \
+#define WHERE                                                                                      \
+	" WHERE c.model_id = ?1 AND (?2 < 0 OR c.run_id = ?2)"                                     \
+	" AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(c.tags) WHERE value = ?3))"           \
 	" AND (?4 = 0 OR c.epoch = ?5)"
 	/* One statement per order: the cache needs distinct literals. */
 	static const char *const sql_by[] = {
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE " ORDER BY c.id ASC LIMIT ?6 OFFSET ?8",
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE " ORDER BY c.id DESC LIMIT ?6 OFFSET ?8",
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE
-		" ORDER BY c.epoch IS NULL, c.epoch ASC, c.id ASC LIMIT ?6 OFFSET ?8",
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE
-		" ORDER BY c.epoch IS NULL, c.epoch DESC, c.id DESC LIMIT ?6 OFFSET ?8",
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE
-		" ORDER BY c.step IS NULL, c.step ASC, c.id ASC LIMIT ?6 OFFSET ?8",
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE
-		" ORDER BY c.step IS NULL, c.step DESC, c.id DESC LIMIT ?6 OFFSET ?8",
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE
-		" ORDER BY c.loss IS NULL, c.loss ASC, c.id ASC LIMIT ?6 OFFSET ?8",
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE
-		" ORDER BY c.loss IS NULL, c.loss DESC, c.id DESC LIMIT ?6 OFFSET ?8",
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE
-		" ORDER BY json_extract(c.metrics, ?7) IS NULL,"
-		" json_extract(c.metrics, ?7) ASC, c.id ASC LIMIT ?6 OFFSET ?8",
-		"SELECT " CKPT_COLUMNS CKPT_FROM WHERE
-		" ORDER BY json_extract(c.metrics, ?7) IS NULL,"
-		" json_extract(c.metrics, ?7) DESC, c.id DESC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE " ORDER BY c.id ASC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE " ORDER BY c.id DESC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE
+	    " ORDER BY c.epoch IS NULL, c.epoch ASC, c.id ASC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE
+	    " ORDER BY c.epoch IS NULL, c.epoch DESC, c.id DESC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE
+	    " ORDER BY c.step IS NULL, c.step ASC, c.id ASC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE
+	    " ORDER BY c.step IS NULL, c.step DESC, c.id DESC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE
+	    " ORDER BY c.loss IS NULL, c.loss ASC, c.id ASC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE
+	    " ORDER BY c.loss IS NULL, c.loss DESC, c.id DESC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE " ORDER BY json_extract(c.metrics, ?7) IS NULL,"
+	    " json_extract(c.metrics, ?7) ASC, c.id ASC LIMIT ?6 OFFSET ?8",
+	    "SELECT " CKPT_COLUMNS CKPT_FROM WHERE " ORDER BY json_extract(c.metrics, ?7) IS NULL,"
+	    " json_extract(c.metrics, ?7) DESC, c.id DESC LIMIT ?6 OFFSET ?8",
 	};
 	if (!(st = stmt(c, "SELECT count(*) FROM checkpoints c" WHERE))) {
 		err = CK_EIO;
@@ -960,8 +960,8 @@ int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_
 	sqlite3_bind_int64(st, 1, id);
 	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
 		err = rc == SQLITE_DONE
-			      ? ck_error(CK_ENOTFOUND, "checkpoint %" PRId64 " not found", id)
-			      : db_error(c->db, "layout");
+			  ? ck_error(CK_ENOTFOUND, "checkpoint %" PRId64 " not found", id)
+			  : db_error(c->db, "layout");
 		goto out;
 	}
 	l->id = id;
@@ -989,9 +989,9 @@ int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_
 		uint64_t off = (uint64_t)sqlite3_column_int64(st, 1);
 		uint64_t n = (uint64_t)sqlite3_column_int64(st, 2);
 		if (off < pos || l->nparts + 2 > 2 * nstor + 1) {
-			err = ck_error(CK_ECORRUPT, "index: checkpoint %" PRId64
-						    " has overlapping storages",
-				       id);
+			err =
+			    ck_error(CK_ECORRUPT,
+				     "index: checkpoint %" PRId64 " has overlapping storages", id);
 			goto out;
 		}
 		if (off > pos) {
@@ -1103,10 +1103,10 @@ int index_checkpoint_tensors(struct index_tensors **out, struct index *idx, int6
 			goto out;
 		}
 		r->dtype = dtype_from_name((const char *)sqlite3_column_text(st, 1));
-		if ((err = dims_parse(&r->ndim, r->shape, (const char *)sqlite3_column_text(st, 2))) <
-			    0 ||
+		if ((err = dims_parse(&r->ndim, r->shape,
+				      (const char *)sqlite3_column_text(st, 2))) < 0 ||
 		    (err = dims_parse(&nd2, r->strides, (const char *)sqlite3_column_text(st, 3))) <
-			    0)
+			0)
 			goto out;
 		if (nd2 != r->ndim) {
 			err = ck_error(CK_ECORRUPT, "index: tensor %s has mismatched strides",
@@ -1214,9 +1214,9 @@ static int delete_one(struct hashes *freed, struct conn *c, int64_t id)
 		if ((err = blob_unref(freed, c, &refs.v[i])) < 0)
 			goto out;
 	static const char *const dels[] = {
-		"DELETE FROM tensors WHERE checkpoint_id = ?",
-		"DELETE FROM storages WHERE checkpoint_id = ?",
-		"DELETE FROM checkpoints WHERE id = ?",
+	    "DELETE FROM tensors WHERE checkpoint_id = ?",
+	    "DELETE FROM storages WHERE checkpoint_id = ?",
+	    "DELETE FROM checkpoints WHERE id = ?",
 	};
 	for (size_t i = 0; i < 3; i++) {
 		if (!(st = stmt(c, dels[i]))) {
@@ -1306,8 +1306,8 @@ int index_model_delete(struct hash **freed_out, size_t *nfreed, struct index *id
 		if ((err = delete_one(&freed, c, ids[i])) < 0)
 			goto out;
 	static const char *const dels[] = {
-		"DELETE FROM runs WHERE model_id = ?",
-		"DELETE FROM models WHERE id = ?",
+	    "DELETE FROM runs WHERE model_id = ?",
+	    "DELETE FROM models WHERE id = ?",
 	};
 	for (size_t i = 0; i < 2; i++) {
 		if (!(st = stmt(c, dels[i]))) {
@@ -1419,38 +1419,40 @@ int index_models_json(json_t **out, struct index *idx)
 		json_decref(models);
 		return err;
 	}
-	if (!(st = stmt(c,
-			"SELECT m.name, m.created_at,"
-			" (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id),"
-			" (SELECT json_group_array(name) FROM (SELECT name FROM runs"
-			"   WHERE model_id = m.id ORDER BY name)),"
-			" (SELECT id FROM checkpoints c WHERE c.model_id = m.id AND loss IS NOT NULL"
-			"   ORDER BY loss ASC, id DESC LIMIT 1),"
-			" (SELECT min(loss) FROM checkpoints c WHERE c.model_id = m.id),"
-			" (SELECT max(id) FROM checkpoints c WHERE c.model_id = m.id),"
-			" (SELECT epoch FROM checkpoints c WHERE c.model_id = m.id"
-			"   ORDER BY id DESC LIMIT 1),"
-			" (SELECT max(epoch) FROM checkpoints c WHERE c.model_id = m.id),"
-			" (SELECT coalesce(sum(size), 0) FROM checkpoints c WHERE c.model_id = m.id),"
-			" (SELECT coalesce(sum(new_bytes + 0), 0) FROM checkpoints c"
-			"   WHERE c.model_id = m.id),"
-			" (SELECT max(created_at) FROM checkpoints c WHERE c.model_id = m.id)"
-			" FROM models m ORDER BY m.name"))) {
+	if (!(st = stmt(
+		  c, "SELECT m.name, m.created_at,"
+		     " (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id),"
+		     " (SELECT json_group_array(name) FROM (SELECT name FROM runs"
+		     "   WHERE model_id = m.id ORDER BY name)),"
+		     " (SELECT id FROM checkpoints c WHERE c.model_id = m.id AND loss IS NOT NULL"
+		     "   ORDER BY loss ASC, id DESC LIMIT 1),"
+		     " (SELECT min(loss) FROM checkpoints c WHERE c.model_id = m.id),"
+		     " (SELECT max(id) FROM checkpoints c WHERE c.model_id = m.id),"
+		     " (SELECT epoch FROM checkpoints c WHERE c.model_id = m.id"
+		     "   ORDER BY id DESC LIMIT 1),"
+		     " (SELECT max(epoch) FROM checkpoints c WHERE c.model_id = m.id),"
+		     " (SELECT coalesce(sum(size), 0) FROM checkpoints c WHERE c.model_id = m.id),"
+		     " (SELECT coalesce(sum(new_bytes + 0), 0) FROM checkpoints c"
+		     "   WHERE c.model_id = m.id),"
+		     " (SELECT max(created_at) FROM checkpoints c WHERE c.model_id = m.id)"
+		     " FROM models m ORDER BY m.name"))) {
 		err = CK_EIO;
 		goto out;
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		json_t *m = json_object();
-		json_object_set_new(m, "name", json_string((const char *)sqlite3_column_text(st, 0)));
+		json_object_set_new(m, "name",
+				    json_string((const char *)sqlite3_column_text(st, 0)));
 		json_object_set_new(m, "created_at",
 				    json_string((const char *)sqlite3_column_text(st, 1)));
 		json_object_set_new(m, "checkpoints", json_integer(sqlite3_column_int64(st, 2)));
 		json_object_set_new(
-			m, "runs", parsed_or((const char *)sqlite3_column_text(st, 3), json_array()));
+		    m, "runs", parsed_or((const char *)sqlite3_column_text(st, 3), json_array()));
 		json_object_set_new(m, "best", nullable_int(st, 4));
-		json_object_set_new(m, "best_loss", sqlite3_column_type(st, 5) == SQLITE_NULL
-							    ? json_null()
-							    : json_real(sqlite3_column_double(st, 5)));
+		json_object_set_new(m, "best_loss",
+				    sqlite3_column_type(st, 5) == SQLITE_NULL
+					? json_null()
+					: json_real(sqlite3_column_double(st, 5)));
 		json_object_set_new(m, "latest", nullable_int(st, 6));
 		json_object_set_new(m, "latest_epoch", nullable_int(st, 7));
 		json_object_set_new(m, "max_epoch", nullable_int(st, 8));
@@ -1458,8 +1460,8 @@ int index_models_json(json_t **out, struct index *idx)
 		json_object_set_new(m, "bytes_added", json_integer(sqlite3_column_int64(st, 10)));
 		json_object_set_new(m, "updated_at",
 				    sqlite3_column_type(st, 11) == SQLITE_NULL
-					    ? json_null()
-					    : json_string((const char *)sqlite3_column_text(st, 11)));
+					? json_null()
+					: json_string((const char *)sqlite3_column_text(st, 11)));
 		json_array_append_new(models, m);
 	}
 	if (rc != SQLITE_DONE) {
@@ -1562,8 +1564,8 @@ int index_blob_foreach(struct index *idx,
 	if ((err = conn_get(&c, idx)) < 0)
 		return err;
 	/* Not cached: the callback may use the index (another connection). */
-	if (sqlite3_prepare_v2(c->db, "SELECT hash, raw_size, crc32 FROM blobs ORDER BY hash",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(c->db, "SELECT hash, raw_size, crc32 FROM blobs ORDER BY hash", -1,
+			       &st, NULL) != SQLITE_OK) {
 		err = db_error(c->db, "blob list");
 		goto out;
 	}
@@ -1602,8 +1604,8 @@ int index_retention_get(json_t **out, struct index *idx, const char *model)
 		goto out;
 	}
 	*out = sqlite3_column_type(st, 0) == SQLITE_NULL
-		       ? NULL
-		       : json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+		   ? NULL
+		   : json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
 out:
 	conn_put(idx, c);
 	return err;
@@ -1636,8 +1638,7 @@ out:
 	return err;
 }
 
-int index_retention_victims(int64_t **ids_out, size_t *n_out, struct index *idx,
-			    const char *model)
+int index_retention_victims(int64_t **ids_out, size_t *n_out, struct index *idx, const char *model)
 {
 	struct conn *c = NULL;
 	sqlite3_stmt *st;
@@ -1670,14 +1671,15 @@ int index_retention_victims(int64_t **ids_out, size_t *n_out, struct index *idx,
 		goto out;
 	/* Victims: not pinned, not among the keep_last newest, not among the
 	 * keep_best best by the metric (checkpoints without it are not best). */
-	if (!(st = stmt(c, "WITH k AS (SELECT id, pinned,"
-			   "  CASE WHEN ?2 = 'loss' THEN loss ELSE json_extract(metrics, ?2) END AS v"
-			   "  FROM checkpoints WHERE model_id = ?1),"
-			   " last AS (SELECT id FROM k ORDER BY id DESC LIMIT ?3),"
-			   " best AS (SELECT id FROM k WHERE v IS NOT NULL"
-			   "  ORDER BY CASE WHEN ?5 THEN -v ELSE v END ASC, id DESC LIMIT ?4)"
-			   " SELECT id FROM k WHERE pinned = 0 AND id NOT IN (SELECT id FROM last)"
-			   " AND id NOT IN (SELECT id FROM best) ORDER BY id"))) {
+	if (!(st = stmt(c,
+			"WITH k AS (SELECT id, pinned,"
+			"  CASE WHEN ?2 = 'loss' THEN loss ELSE json_extract(metrics, ?2) END AS v"
+			"  FROM checkpoints WHERE model_id = ?1),"
+			" last AS (SELECT id FROM k ORDER BY id DESC LIMIT ?3),"
+			" best AS (SELECT id FROM k WHERE v IS NOT NULL"
+			"  ORDER BY CASE WHEN ?5 THEN -v ELSE v END ASC, id DESC LIMIT ?4)"
+			" SELECT id FROM k WHERE pinned = 0 AND id NOT IN (SELECT id FROM last)"
+			" AND id NOT IN (SELECT id FROM best) ORDER BY id"))) {
 		err = CK_EIO;
 		goto out;
 	}

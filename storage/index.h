@@ -54,7 +54,7 @@ struct index_new_checkpoint {
 	int64_t epoch, step;
 	double loss;
 	json_t *metrics; /* object name -> number, borrowed; NULL = {} */
-	json_t *tags;    /* array of strings, borrowed; NULL = [] */
+	json_t *tags;	 /* array of strings, borrowed; NULL = [] */
 	int pinned;
 	const char *format;
 	uint64_t size;
@@ -79,20 +79,19 @@ int index_checkpoint_insert(int64_t *id, json_t **dedup, struct index *idx,
 /* Resolves ref ("latest", "best", or a decimal id) within model to an id.
  * run narrows best/latest when non-NULL. best picks the lowest loss, or by
  * metric (non-NULL) with maximize 0/1. CK_ENOTFOUND with a message. */
-int index_checkpoint_resolve(int64_t *id, struct index *idx, const char *model,
-			     const char *ref, const char *run, const char *metric,
-			     int maximize);
+int index_checkpoint_resolve(int64_t *id, struct index *idx, const char *model, const char *ref,
+			     const char *run, const char *metric, int maximize);
 
 /* One checkpoint as the API shows it; with_tensors adds "tensors". */
 int index_checkpoint_json(json_t **out, struct index *idx, int64_t id, int with_tensors);
 
 struct index_list_query {
 	const char *model;
-	const char *run;    /* NULL = all */
-	const char *tag;    /* NULL = all */
+	const char *run; /* NULL = all */
+	const char *tag; /* NULL = all */
 	int has_epoch;
 	int64_t epoch;
-	const char *order;  /* created|-created|epoch|-epoch|loss|-loss|metric.NAME|-metric.NAME */
+	const char *order; /* created|-created|epoch|-epoch|loss|-loss|metric.NAME|-metric.NAME */
 	int64_t limit, offset;
 };
 
@@ -104,7 +103,7 @@ int index_checkpoint_list(json_t **out, struct index *idx, const struct index_li
 struct index_layout_part {
 	struct hash blob;
 	uint64_t file_off; /* where the part starts in the upload */
-	uint64_t size;     /* its length */
+	uint64_t size;	   /* its length */
 	uint64_t src_off;  /* where it starts inside the blob */
 };
 struct index_layout {
@@ -151,8 +150,7 @@ void index_tensors_free(struct index_tensors *t);
  * are returned in *freed (caller frees) for storage/gc.c to unlink. */
 int index_checkpoint_delete(struct hash **freed, size_t *nfreed, struct index *idx,
 			    const char *model, int64_t id);
-int index_model_delete(struct hash **freed, size_t *nfreed, struct index *idx,
-		       const char *model);
+int index_model_delete(struct hash **freed, size_t *nfreed, struct index *idx, const char *model);
 
 /* Applies a PATCH body (loss, metrics, tags, pinned), already validated by
  * the caller. */
@@ -168,8 +166,7 @@ int index_stats_json(json_t **out, struct index *idx);
 int index_blob_exists(struct index *idx, const struct hash *h);
 
 /* The blob's row (size, crc, codec): CK_ENOTFOUND when absent. */
-int index_blob_get(uint64_t *raw_size, uint32_t *crc32, struct index *idx,
-		   const struct hash *h);
+int index_blob_get(uint64_t *raw_size, uint32_t *crc32, struct index *idx, const struct hash *h);
 
 /* Retention policy of a model: NULL (*out) when none. */
 int index_retention_get(json_t **out, struct index *idx, const char *model);

@@ -10,7 +10,7 @@
 #include "index.h"
 
 struct verify_report {
-	uint64_t blobs, bytes;     /* checked */
+	uint64_t blobs, bytes;	   /* checked */
 	uint64_t missing, damaged; /* bad ones */
 };
 

@@ -4,9 +4,15 @@
 set -e
 PKGS="build-essential pkg-config clang-format libmicrohttpd-dev libsqlite3-dev
 libjansson-dev zlib1g-dev libzstd-dev libssl-dev check libsubunit-dev
-python3-torch python3-numpy curl"
+python3-torch python3-numpy python3-sklearn curl clang libclang-rt-14-dev
+chromium nodejs npm"
 missing=""
 for p in $PKGS; do
+	# node and npm may come from elsewhere (the image's own Node.js)
+	case "$p" in
+	nodejs) command -v node >/dev/null 2>&1 && continue ;;
+	npm) command -v npm >/dev/null 2>&1 && continue ;;
+	esac
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
 		missing="$missing $p"
 done
@@ -14,8 +20,8 @@ done
 if [ "$(id -u)" = 0 ]; then
 	echo "deps: installing$missing"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq || true
-	apt-get install -y -qq $missing >/dev/null
+	apt-get -o DPkg::Lock::Timeout=600 update -qq || true
+	apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null
 else
 	echo "deps: missing packages; run:"
 	echo "  sudo apt-get install -y$missing"

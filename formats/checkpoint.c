@@ -1,0 +1,96 @@
+/*
+ * checkpoint.c: format detection and dispatch for uploads (see checkpoint.h).
+ *
+ * Sniffing looks at the first bytes only: "PK\3\4" (or an empty zip's
+ * "PK\5\6") is a zip, which ckptd reads as a PyTorch checkpoint; 0x80 (pickle
+ * PROTO) is torch's legacy format, whose first pickle is a magic number; an
+ * 8-byte little-endian length followed by '{' is safetensors.
+ */
+#include "checkpoint.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/err.h"
+
+const char *fmt_kind_name(enum fmt_kind k)
+{
+	switch (k) {
+	case FMT_TORCH_ZIP: return "torch-zip";
+	case FMT_SAFETENSORS: return "safetensors";
+	case FMT_TORCH_LEGACY: return "torch-legacy";
+	case FMT_UNKNOWN: break;
+	}
+	return "unknown";
+}
+
+enum fmt_kind fmt_detect(const struct ck_input *in)
+{
+	uint8_t b[9];
+	size_t n = in->size < sizeof(b) ? (size_t)in->size : sizeof(b);
+	uint64_t hlen = 0;
+
+	if (n < 2 || ck_input_read(in, b, n, 0, "file header") < 0)
+		return FMT_UNKNOWN;
+	if (n >= 4 && b[0] == 'P' && b[1] == 'K' &&
+	    ((b[2] == 3 && b[3] == 4) || (b[2] == 5 && b[3] == 6)))
+		return FMT_TORCH_ZIP;
+	if (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+		return FMT_TORCH_LEGACY;
+	if (n == 9 && b[8] == '{') {
+		for (int i = 7; i >= 0; i--)
+			hlen = hlen << 8 | b[i];
+		if (hlen >= 2 && hlen <= in->size - 8)
+			return FMT_SAFETENSORS;
+	}
+	return FMT_UNKNOWN;
+}
+
+void fmt_limits_default(struct fmt_limits *lim)
+{
+	lim->max_records = 1u << 18;
+	lim->max_pickle_bytes = 64u << 20;
+	lim->max_pickle_ops = 1u << 26;
+	lim->max_memo = 1u << 22;
+	lim->max_depth = 1000;
+	lim->max_tensors = 1u << 20;
+	lim->max_header_bytes = 100u << 20;
+}
+
+int fmt_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_limits *lim)
+{
+	struct fmt_limits def;
+
+	*out = NULL;
+	if (!lim) {
+		fmt_limits_default(&def);
+		lim = &def;
+	}
+	switch (fmt_detect(in)) {
+	case FMT_TORCH_ZIP: return torch_zip_read(out, in, lim);
+	case FMT_SAFETENSORS: return safetensors_read(out, in, lim);
+	case FMT_TORCH_LEGACY:
+		return ck_error(CK_EFORMAT,
+				"legacy (pre-1.6, non-zip) torch file; re-save it with "
+				"torch.save(obj, f) on torch >= 1.6 (the default zip format)");
+	case FMT_UNKNOWN: break;
+	}
+	return ck_error(CK_EFORMAT, "not a checkpoint format ckptd reads: it reads PyTorch zip "
+				    "(torch.save since 1.6) and safetensors");
+}
+
+void fmt_ckpt_free(struct fmt_ckpt *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->nstorages; i++)
+		free(c->storages[i].key);
+	for (size_t i = 0; i < c->ntensors; i++) {
+		free(c->tensors[i].path);
+		free(c->tensors[i].shape);
+		free(c->tensors[i].strides);
+	}
+	free(c->storages);
+	free(c->tensors);
+	free(c);
+}

@@ -1,0 +1,66 @@
+/*
+ * blob.c: the backend-independent part of the blob store: codec names and
+ * the reader dispatch. Each backend supplies its readers (blob_reader.h);
+ * this file checks ranges once so backends need not.
+ */
+#include "blob.h"
+
+#include <string.h>
+
+#include "../common/err.h"
+#include "blob_reader.h"
+
+static const char *const codec_names[] = {
+    [CODEC_RAW] = "raw",
+    [CODEC_ZSTD] = "zstd",
+    [CODEC_PLANES] = "planes",
+};
+
+const char *blob_codec_name(int codec)
+{
+	if (codec < 0 || codec >= (int)(sizeof(codec_names) / sizeof(codec_names[0])))
+		return "unknown";
+	return codec_names[codec];
+}
+
+int blob_codec_from_name(const char *name)
+{
+	for (size_t i = 0; name && i < sizeof(codec_names) / sizeof(codec_names[0]); i++)
+		if (strcmp(name, codec_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+int blob_reader_read(struct blob_reader *r, void *buf, size_t n, uint64_t off)
+{
+	if (off > r->size || n > r->size - off)
+		return ck_error(CK_ECORRUPT,
+				"blob: read of %zu bytes at offset %llu past the end (%llu bytes)",
+				n, (unsigned long long)off, (unsigned long long)r->size);
+	if (n == 0)
+		return 0;
+	return r->ops->read(r, buf, n, off);
+}
+
+uint64_t blob_reader_size(const struct blob_reader *r)
+{
+	return r->size;
+}
+
+int blob_reader_raw_fd(uint64_t *off, const struct blob_reader *r)
+{
+	if (off)
+		*off = r->raw_fd >= 0 ? r->raw_off : 0;
+	return r->raw_fd;
+}
+
+int blob_reader_codec(const struct blob_reader *r)
+{
+	return r->codec;
+}
+
+void blob_reader_close(struct blob_reader *r)
+{
+	if (r)
+		r->ops->close(r);
+}

@@ -1,0 +1,108 @@
+/*
+ * fuzz_formats.c: libFuzzer entry over fmt_read (zip, pickle, torch and
+ * safetensors readers) on an in-memory input. Built and run by run.sh.
+ *
+ * An input that starts with a pickle PROTO opcode is also wrapped as the
+ * data.pkl of a small torch zip (CRC 0, i.e. unchecked) holding storage
+ * records data/0 (64 bytes) and data/1 (16 bytes), so that mutations reach
+ * the pickle VM and the tensor walk instead of stopping at a CRC check.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../formats/checkpoint.h"
+
+static void run(const uint8_t *data, size_t size)
+{
+	struct ck_input in = {.mem = data, .fd = -1, .size = size};
+	struct fmt_limits lim;
+	struct fmt_ckpt *c = NULL;
+
+	fmt_limits_default(&lim);
+	/* smaller limits keep each run fast; the checks are the same */
+	lim.max_pickle_ops = 1u << 20;
+	lim.max_memo = 1u << 16;
+	if (fmt_read(&c, &in, &lim) == 0) {
+		for (size_t i = 0; i < c->ntensors; i++)
+			if (c->tensors[i].storage >= c->nstorages)
+				__builtin_trap();
+		for (size_t i = 0; i < c->nstorages; i++)
+			if (c->storages[i].file_off + c->storages[i].nbytes > size)
+				__builtin_trap();
+	}
+	fmt_ckpt_free(c);
+}
+
+static uint8_t *put(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++, v >>= 8)
+		*p++ = (uint8_t)v;
+	return p;
+}
+
+static void run_as_data_pkl(const uint8_t *pkl, size_t n)
+{
+	static const char *const names[] = {"a/data.pkl", "a/data/0", "a/data/1"};
+	size_t sizes[] = {n, 64, 16}, off[3], total = 22;
+	uint8_t *b, *p;
+
+	for (int i = 0; i < 3; i++)
+		total += 30 + 46 + 2 * strlen(names[i]) + sizes[i];
+	b = calloc(1, total);
+	if (!b)
+		return;
+	p = b;
+	for (int i = 0; i < 3; i++) {
+		size_t nl = strlen(names[i]);
+
+		off[i] = (size_t)(p - b);
+		p = put(p, 0x04034b50, 4);
+		p = put(p, 20, 2);
+		p = put(p, 0, 2 + 2 + 4 + 4);
+		p = put(p, sizes[i], 4);
+		p = put(p, sizes[i], 4);
+		p = put(p, nl, 2);
+		p = put(p, 0, 2);
+		memcpy(p, names[i], nl);
+		p += nl;
+		if (i == 0)
+			memcpy(p, pkl, n);
+		p += sizes[i];
+	}
+	size_t cd = (size_t)(p - b);
+	for (int i = 0; i < 3; i++) {
+		size_t nl = strlen(names[i]);
+
+		p = put(p, 0x02014b50, 4);
+		p = put(p, 20, 2);
+		p = put(p, 20, 2);
+		p = put(p, 0, 2 + 2 + 4 + 4);
+		p = put(p, sizes[i], 4);
+		p = put(p, sizes[i], 4);
+		p = put(p, nl, 2);
+		p = put(p, 0, 2 + 2 + 2 + 2 + 4);
+		p = put(p, off[i], 4);
+		memcpy(p, names[i], nl);
+		p += nl;
+	}
+	size_t cd_size = (size_t)(p - b) - cd;
+	p = put(p, 0x06054b50, 4);
+	p = put(p, 0, 4);
+	p = put(p, 3, 2);
+	p = put(p, 3, 2);
+	p = put(p, cd_size, 4);
+	p = put(p, cd, 4);
+	p = put(p, 0, 2);
+	run(b, (size_t)(p - b));
+	free(b);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	run(data, size);
+	if (size >= 2 && data[0] == 0x80)
+		run_as_data_pkl(data, size);
+	return 0;
+}

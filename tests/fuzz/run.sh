@@ -1,0 +1,32 @@
+#!/bin/sh
+# Builds tests/fuzz/fuzz_formats.c with libFuzzer + ASan + UBSan and runs it for
+# FUZZ_SECONDS (default 60), seeded from tests/data/*/valid and the torch 2.x
+# compat corpus. Run from the repo root (make fuzz). Crashes land in
+# build/fuzz/crash-*.
+set -eu
+out=build/fuzz
+mkdir -p "$out/corpus"
+for d in tests/data/*/valid ../shared/compat/torch2; do
+	[ -d "$d" ] && cp -f "$d"/* "$out/corpus/" 2>/dev/null || true
+done
+# the pickles alone: fuzz_formats wraps them in a zip (see its header)
+python3 - "$out/corpus" <<'PY' || true
+import os, sys, zipfile
+d = sys.argv[1]
+for f in os.listdir(d):
+    try:
+        z = zipfile.ZipFile(os.path.join(d, f))
+        n = [x for x in z.namelist() if x.endswith("/data.pkl")][0]
+        open(os.path.join(d, f + ".pkl"), "wb").write(z.read(n))
+    except Exception:
+        pass
+PY
+clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-o "$out/fuzz_formats" tests/fuzz/fuzz_formats.c \
+	formats/checkpoint.c formats/torch.c formats/zip.c formats/pickle.c \
+	formats/tensor.c formats/input.c formats/safetensors.c common/err.c \
+	$(pkg-config --cflags --libs jansson zlib 2>/dev/null || echo -ljansson -lz)
+cd "$out"
+./fuzz_formats -max_total_time="${FUZZ_SECONDS:-60}" -max_len=65536 -rss_limit_mb=1024 \
+	-artifact_prefix=./ corpus

@@ -1,0 +1,553 @@
+/*
+ * test_torch.c: the PyTorch zip reader (formats/torch.c, formats/checkpoint.c)
+ * against torch.load's view of real files: tests/data/torch/valid (written by
+ * tests/data/torch/make_data.py with torch 1.13) and ../shared/compat/torch2
+ * (torch 2.x), each compared with tests/data/torch/expect/<name>.txt; then
+ * damaged files: every truncation, patched offsets and sizes, bad records.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/err.h"
+#include "../../formats/checkpoint.h"
+
+#define VALID_DIR  "tests/data/torch/valid"
+#define EXPECT_DIR "tests/data/torch/expect"
+#define COMPAT_DIR "../shared/compat/torch2"
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b;
+	long n;
+
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	b = malloc((size_t)n + 1);
+	if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+		free(b);
+		b = NULL;
+	}
+	fclose(f);
+	if (b)
+		b[n] = '\0';
+	*len = (size_t)n;
+	return b;
+}
+
+static int read_mem(struct fmt_ckpt **out, const uint8_t *b, size_t n)
+{
+	struct ck_input in = {.mem = b, .fd = -1, .size = n};
+	struct fmt_limits lim;
+
+	fmt_limits_default(&lim);
+	return fmt_read(out, &in, &lim);
+}
+
+static void append(char **s, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#include <stdarg.h>
+static void append(char **s, size_t *len, const char *fmt, ...)
+{
+	char tmp[4096];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	*s = realloc(*s, *len + (size_t)n + 1);
+	memcpy(*s + *len, tmp, (size_t)n + 1);
+	*len += (size_t)n;
+}
+
+static void append_dims(char **s, size_t *len, int n, const int64_t *d)
+{
+	if (n == 0)
+		append(s, len, " -");
+	for (int i = 0; i < n; i++)
+		append(s, len, "%s%lld", i ? "," : " ", (long long)d[i]);
+}
+
+/* The same text make_data.py writes for torch.load's view. */
+static char *dump(const struct fmt_ckpt *c)
+{
+	char *s = calloc(1, 1);
+	size_t len = 0;
+
+	for (size_t i = 0; i < c->ntensors; i++) {
+		const struct fmt_tensor *t = &c->tensors[i];
+		size_t share = i;
+
+		if (c->storages[t->storage].nbytes)
+			for (size_t j = 0; j < i; j++)
+				if (c->tensors[j].storage == t->storage) {
+					share = j;
+					break;
+				}
+		append(&s, &len, "t %s %s", t->path, dtype_name(t->dtype));
+		append_dims(&s, &len, t->ndim, t->shape);
+		append_dims(&s, &len, t->ndim, t->strides);
+		append(&s, &len, " %llu %zu\n", (unsigned long long)t->offset, share);
+	}
+	if (c->has_epoch)
+		append(&s, &len, "epoch %lld\n", (long long)c->epoch);
+	if (c->has_step)
+		append(&s, &len, "step %lld\n", (long long)c->step);
+	if (c->has_loss)
+		append(&s, &len, "loss %.6g\n", c->loss);
+	return s;
+}
+
+static void check_storages(const struct fmt_ckpt *c, size_t size)
+{
+	for (size_t i = 0; i < c->nstorages; i++) {
+		ck_assert_uint_le(c->storages[i].file_off + c->storages[i].nbytes, size);
+		if (i)
+			ck_assert_uint_le(c->storages[i - 1].file_off + c->storages[i - 1].nbytes,
+					  c->storages[i].file_off);
+		ck_assert_int_ne(c->storages[i].dtype, DT_INVALID);
+	}
+}
+
+static void check_against_expect(const char *file, const char *expect_name)
+{
+	char path[512];
+	size_t n, elen;
+	uint8_t *b = slurp(file, &n), *exp;
+	struct fmt_ckpt *c = NULL;
+	char *got;
+	int err;
+
+	ck_assert_msg(b != NULL, "cannot read %s", file);
+	snprintf(path, sizeof(path), "%s/%s.txt", EXPECT_DIR, expect_name);
+	exp = slurp(path, &elen);
+	ck_assert_msg(exp != NULL, "cannot read %s", path);
+	err = read_mem(&c, b, n);
+	ck_assert_msg(err == 0, "%s: %s", file, ck_errmsg());
+	ck_assert_int_eq(c->kind, FMT_TORCH_ZIP);
+	check_storages(c, n);
+	got = dump(c);
+	ck_assert_msg(!strcmp(got, (char *)exp), "%s:\n--- got\n%s--- torch.load\n%s", file, got,
+		      (char *)exp);
+	free(got);
+	free(exp);
+	fmt_ckpt_free(c);
+	free(b);
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+	size_t a = strlen(s), b = strlen(suf);
+	return a >= b && !strcmp(s + a - b, suf);
+}
+
+START_TEST(test_torch_reads_every_valid_file_as_torch_load_does)
+{
+	DIR *d = opendir(VALID_DIR);
+	struct dirent *de;
+	int count = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d))) {
+		char file[512], name[256];
+
+		if (!ends_with(de->d_name, ".pt"))
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", VALID_DIR, de->d_name);
+		snprintf(name, sizeof(name), "%.*s", (int)strlen(de->d_name) - 3, de->d_name);
+		check_against_expect(file, name);
+		count++;
+	}
+	closedir(d);
+	ck_assert_int_ge(count, 12);
+}
+END_TEST
+
+START_TEST(test_torch_reads_every_torch2_compat_file_as_torch_load_does)
+{
+	DIR *d = opendir(COMPAT_DIR);
+	struct dirent *de;
+	int count = 0;
+
+	ck_assert_msg(d != NULL, "no %s (tests run from the repo root)", COMPAT_DIR);
+	while ((de = readdir(d))) {
+		char file[512], name[256];
+		size_t n;
+		uint8_t *b;
+		struct fmt_ckpt *c = NULL;
+		int err;
+
+		if (!ends_with(de->d_name, ".pt"))
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", COMPAT_DIR, de->d_name);
+		if (!strncmp(de->d_name, "legacy_", 7) || !strcmp(de->d_name, "simple_legacy.pt") ||
+		    !strcmp(de->d_name, "broken.pt")) {
+			b = slurp(file, &n);
+			ck_assert_ptr_nonnull(b);
+			err = read_mem(&c, b, n);
+			ck_assert_msg(err == CK_EFORMAT, "%s: %d %s", file, err, ck_errmsg());
+			ck_assert_ptr_null(c);
+			if (strcmp(de->d_name, "broken.pt"))
+				ck_assert_ptr_nonnull(strstr(ck_errmsg(), "re-save"));
+			free(b);
+			continue;
+		}
+		snprintf(name, sizeof(name), "compat_%.*s", (int)strlen(de->d_name) - 3,
+			 de->d_name);
+		check_against_expect(file, name);
+		count++;
+	}
+	closedir(d);
+	ck_assert_int_ge(count, 24);
+}
+END_TEST
+
+static struct fmt_ckpt *load_valid(const char *name, uint8_t **bytes, size_t *n)
+{
+	char file[512];
+	struct fmt_ckpt *c = NULL;
+	int err;
+
+	snprintf(file, sizeof(file), "%s/%s", VALID_DIR, name);
+	*bytes = slurp(file, n);
+	ck_assert_ptr_nonnull(*bytes);
+	err = read_mem(&c, *bytes, *n);
+	ck_assert_msg(err == 0, "%s: %s", name, ck_errmsg());
+	return c;
+}
+
+START_TEST(test_torch_general_checkpoint_with_loss_object_has_no_loss)
+{
+	uint8_t *b;
+	size_t n;
+	struct fmt_ckpt *c = load_valid("general_checkpoint.pt", &b, &n);
+
+	ck_assert_int_eq(c->has_epoch, 1);
+	ck_assert_int_eq(c->epoch, 5);
+	ck_assert_int_eq(c->has_loss, 0);
+	ck_assert_int_eq(c->has_step, 0);
+	fmt_ckpt_free(c);
+	free(b);
+}
+END_TEST
+
+START_TEST(test_torch_reads_loss_from_a_0d_tensor)
+{
+	uint8_t *b;
+	size_t n;
+	struct fmt_ckpt *c = load_valid("loss_tensor.pt", &b, &n);
+
+	ck_assert_int_eq(c->has_loss, 1);
+	ck_assert_double_eq(c->loss, 0.25);
+	ck_assert_int_eq(c->has_step, 1);
+	ck_assert_int_eq(c->step, 1200);
+	fmt_ckpt_free(c);
+	free(b);
+	c = load_valid("loss_bf16.pt", &b, &n);
+	ck_assert_int_eq(c->has_loss, 1);
+	ck_assert_double_eq(c->loss, 1.5);
+	fmt_ckpt_free(c);
+	free(b);
+}
+END_TEST
+
+START_TEST(test_torch_tied_weights_share_one_storage)
+{
+	uint8_t *b;
+	size_t n;
+	struct fmt_ckpt *c = load_valid("tied.pt", &b, &n);
+
+	ck_assert_uint_eq(c->ntensors, 2);
+	ck_assert_uint_eq(c->nstorages, 1);
+	ck_assert_str_eq(c->tensors[0].path, "/emb.weight");
+	ck_assert_str_eq(c->tensors[1].path, "/out.weight");
+	ck_assert_uint_eq(c->tensors[0].storage, c->tensors[1].storage);
+	ck_assert_uint_eq(c->storages[0].nbytes, 5 * 3 * 4);
+	ck_assert_int_eq(c->storages[0].dtype, DT_FLOAT32);
+	ck_assert_uint_eq(c->storages[0].file_off % 64, 0);
+	fmt_ckpt_free(c);
+	free(b);
+}
+END_TEST
+
+START_TEST(test_torch_storage_ranges_hold_the_storage_bytes)
+{
+	uint8_t *b;
+	size_t n;
+	struct fmt_ckpt *c = load_valid("views.pt", &b, &n);
+	float f;
+
+	ck_assert_uint_eq(c->nstorages, 1);
+	ck_assert_uint_eq(c->storages[0].nbytes, 400);
+	memcpy(&f, b + c->storages[0].file_off + 4 * 37, 4);
+	ck_assert(f == 37.0f);
+	ck_assert_uint_ne(c->storages[0].zip_crc, 0);
+	fmt_ckpt_free(c);
+	free(b);
+}
+END_TEST
+
+static void expect_fail(const uint8_t *b, size_t n, int code, const char *needle)
+{
+	struct fmt_ckpt *c = NULL;
+	int err = read_mem(&c, b, n);
+
+	ck_assert_msg(err == code, "expected %d got %d (%s)", code, err, ck_errmsg());
+	ck_assert_ptr_null(c);
+	if (needle)
+		ck_assert_msg(strstr(ck_errmsg(), needle) != NULL, "message '%s' lacks '%s'",
+			      ck_errmsg(), needle);
+}
+
+START_TEST(test_torch_rejects_every_truncation)
+{
+	const char *files[] = {"tied.pt", "zero_elements.pt"};
+
+	for (size_t f = 0; f < 2; f++) {
+		uint8_t *b;
+		size_t n;
+		struct fmt_ckpt *c = load_valid(files[f], &b, &n);
+
+		fmt_ckpt_free(c);
+		for (size_t len = 0; len < n; len++) {
+			struct fmt_ckpt *t = NULL;
+			uint8_t *copy = malloc(len ? len : 1);
+			int err;
+
+			memcpy(copy, b, len);
+			err = read_mem(&t, copy, len);
+			ck_assert_msg(err == CK_ECORRUPT || err == CK_EFORMAT,
+				      "%s cut at %zu: %d %s", files[f], len, err, ck_errmsg());
+			ck_assert_ptr_null(t);
+			ck_assert_str_ne(ck_errmsg(), "");
+			free(copy);
+		}
+		free(b);
+	}
+}
+END_TEST
+
+/* Offset of the end of central directory record (comment-less file). */
+static size_t eocd(const uint8_t *b, size_t n)
+{
+	ck_assert_uint_ge(n, 22);
+	ck_assert(b[n - 22] == 'P' && b[n - 21] == 'K' && b[n - 20] == 5 && b[n - 19] == 6);
+	return n - 22;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* The zip64 end record (torch writes one even for tiny files). */
+static uint8_t *eocd64(uint8_t *b, size_t n)
+{
+	size_t e = eocd(b, n);
+	uint64_t off = 0;
+
+	ck_assert(b[e - 20] == 'P' && b[e - 19] == 'K' && b[e - 18] == 6 && b[e - 17] == 7);
+	for (int i = 7; i >= 0; i--)
+		off = off << 8 | b[e - 20 + 8 + i];
+	ck_assert(b[off] == 'P' && b[off + 1] == 'K' && b[off + 2] == 6 && b[off + 3] == 6);
+	return b + off;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Central directory entry named name (the first whose name ends with it). */
+static uint8_t *central(uint8_t *b, size_t n, const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (size_t i = 0; i + 46 < n; i++) {
+		if (b[i] == 'P' && b[i + 1] == 'K' && b[i + 2] == 1 && b[i + 3] == 2) {
+			size_t l = b[i + 28] | b[i + 29] << 8;
+			if (l >= nl && !memcmp(b + i + 46 + l - nl, name, nl))
+				return b + i;
+		}
+	}
+	ck_abort_msg("no central entry %s", name);
+	return NULL;
+}
+
+START_TEST(test_torch_rejects_central_directory_past_end)
+{
+	uint8_t *b;
+	size_t n;
+	fmt_ckpt_free(load_valid("tied.pt", &b, &n));
+	put32(b + eocd(b, n) + 16, (uint32_t)n + 100);
+	expect_fail(b, n, CK_ECORRUPT, "disagree");
+	put32(b + eocd(b, n) + 16, 0xffffffffu);
+	put64(eocd64(b, n) + 48, n + 100);
+	expect_fail(b, n, CK_ECORRUPT, "runs past the end records");
+	free(b);
+}
+END_TEST
+
+START_TEST(test_torch_rejects_entry_size_past_end)
+{
+	uint8_t *b;
+	size_t n;
+	fmt_ckpt_free(load_valid("tied.pt", &b, &n));
+	uint8_t *e = central(b, n, "data/0");
+	put32(e + 20, 1000000);
+	put32(e + 24, 1000000);
+	expect_fail(b, n, CK_ECORRUPT, "data/0");
+	free(b);
+}
+END_TEST
+
+START_TEST(test_torch_rejects_huge_declared_sizes)
+{
+	uint8_t *b;
+	size_t n;
+	fmt_ckpt_free(load_valid("tied.pt", &b, &n));
+	uint8_t *e = central(b, n, "data.pkl");
+	put32(e + 20, 0xfffffff0u);
+	put32(e + 24, 0xfffffff0u);
+	expect_fail(b, n, CK_ECORRUPT, "data.pkl");
+	free(b);
+	/* a huge record count in the end record is refused before allocation */
+	fmt_ckpt_free(load_valid("tied.pt", &b, &n));
+	b[eocd(b, n) + 10] = 0xff;
+	b[eocd(b, n) + 11] = 0xff;
+	put64(eocd64(b, n) + 32, UINT64_C(1) << 60);
+	expect_fail(b, n, CK_ETOOBIG, "records");
+	put64(eocd64(b, n) + 32, 100000);
+	expect_fail(b, n, CK_ECORRUPT, "records");
+	free(b);
+}
+END_TEST
+
+START_TEST(test_torch_rejects_storage_size_not_matching_numel)
+{
+	uint8_t *b;
+	size_t n;
+	fmt_ckpt_free(load_valid("tied.pt", &b, &n));
+	/* shrink the record by 4 bytes: sizes in its central entry */
+	uint8_t *e = central(b, n, "data/0");
+	put32(e + 20, 56);
+	put32(e + 24, 56);
+	expect_fail(b, n, CK_ECORRUPT, "data/0");
+	free(b);
+}
+END_TEST
+
+START_TEST(test_torch_rejects_persistent_id_naming_a_missing_record)
+{
+	uint8_t *b;
+	size_t n;
+	fmt_ckpt_free(load_valid("tied.pt", &b, &n));
+	/* rename the record in its central entry and local header */
+	uint8_t *e = central(b, n, "data/0");
+	size_t l = e[28] | e[29] << 8;
+	e[46 + l - 1] = '9';
+	uint32_t lo = e[42] | e[43] << 8 | e[44] << 16 | (uint32_t)e[45] << 24;
+	b[lo + 30 + l - 1] = '9';
+	expect_fail(b, n, CK_ECORRUPT, "not in the zip");
+	free(b);
+}
+END_TEST
+
+START_TEST(test_torch_rejects_legacy_and_unknown_formats)
+{
+	uint8_t *b;
+	size_t n;
+
+	b = slurp("tests/data/torch/invalid/legacy_format.pt", &n);
+	ck_assert_ptr_nonnull(b);
+	expect_fail(b, n, CK_EFORMAT, "torch.save(obj, f) on torch >= 1.6");
+	free(b);
+	b = slurp("tests/data/torch/invalid/deflated_storage.pt", &n);
+	ck_assert_ptr_nonnull(b);
+	expect_fail(b, n, CK_EFORMAT, "compressed");
+	free(b);
+	expect_fail((const uint8_t *)"hello world, not a checkpoint", 29, CK_EFORMAT,
+		    "safetensors");
+	expect_fail((const uint8_t *)"", 0, CK_EFORMAT, "PyTorch zip");
+}
+END_TEST
+
+START_TEST(test_torch_rejects_big_endian_files)
+{
+	uint8_t *b;
+	size_t n;
+	fmt_ckpt_free(load_valid("tied.pt", &b, &n));
+	/* torch 1.13 writes no byteorder record: use a torch 2 file */
+	free(b);
+	b = slurp(COMPAT_DIR "/float32.pt", &n);
+	ck_assert_ptr_nonnull(b);
+	uint8_t *e = central(b, n, "byteorder");
+	uint32_t lo = e[42] | e[43] << 8 | e[44] << 16 | (uint32_t)e[45] << 24;
+	size_t ln = b[lo + 26] | b[lo + 27] << 8, lx = b[lo + 28] | b[lo + 29] << 8;
+	memcpy(b + lo + 30 + ln + lx, "big\0\0\0", 6);
+	put32(e + 16, 0); /* CRC off */
+	put32(e + 20, 3);
+	put32(e + 24, 3);
+	expect_fail(b, n, CK_EFORMAT, "big-endian");
+	free(b);
+}
+END_TEST
+
+START_TEST(test_fmt_detect_sniffs_each_format)
+{
+	struct ck_input in = {.mem = (const uint8_t *)"PK\3\4xxxxxxx", .fd = -1, .size = 12};
+	ck_assert_int_eq(fmt_detect(&in), FMT_TORCH_ZIP);
+	in.mem = (const uint8_t *)"\x80\x02\x8a\x0a";
+	in.size = 4;
+	ck_assert_int_eq(fmt_detect(&in), FMT_TORCH_LEGACY);
+	in.mem = (const uint8_t *)"\x02\0\0\0\0\0\0\0{}";
+	in.size = 10;
+	ck_assert_int_eq(fmt_detect(&in), FMT_SAFETENSORS);
+	in.mem = (const uint8_t *)"abc";
+	in.size = 3;
+	ck_assert_int_eq(fmt_detect(&in), FMT_UNKNOWN);
+	ck_assert_str_eq(fmt_kind_name(FMT_TORCH_ZIP), "torch-zip");
+	ck_assert_str_eq(fmt_kind_name(FMT_SAFETENSORS), "safetensors");
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("torch");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_torch_reads_every_valid_file_as_torch_load_does);
+	tcase_add_test(tc, test_torch_reads_every_torch2_compat_file_as_torch_load_does);
+	tcase_add_test(tc, test_torch_general_checkpoint_with_loss_object_has_no_loss);
+	tcase_add_test(tc, test_torch_reads_loss_from_a_0d_tensor);
+	tcase_add_test(tc, test_torch_tied_weights_share_one_storage);
+	tcase_add_test(tc, test_torch_storage_ranges_hold_the_storage_bytes);
+	tcase_add_test(tc, test_torch_rejects_every_truncation);
+	tcase_add_test(tc, test_torch_rejects_central_directory_past_end);
+	tcase_add_test(tc, test_torch_rejects_entry_size_past_end);
+	tcase_add_test(tc, test_torch_rejects_huge_declared_sizes);
+	tcase_add_test(tc, test_torch_rejects_storage_size_not_matching_numel);
+	tcase_add_test(tc, test_torch_rejects_persistent_id_naming_a_missing_record);
+	tcase_add_test(tc, test_torch_rejects_legacy_and_unknown_formats);
+	tcase_add_test(tc, test_torch_rejects_big_endian_files);
+	tcase_add_test(tc, test_fmt_detect_sniffs_each_format);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed != 0;
+}
