@@ -22,32 +22,29 @@ int h_stats(struct resp *out, struct app *app, struct req *r)
 }
 
 /* The dashboard is a single page: "/" and every "/ui/..." path answer
- * index.html (the page routes itself), and "/ui/<asset>" answers an asset. */
+ * index.html (the page routes itself), except "/ui/<asset>" for the files
+ * compiled in from web/. */
 int h_dashboard(struct resp *out, struct app *app, struct req *r)
 {
-	const char *want = "/index.html";
-	const struct web_asset *a;
+	const struct web_asset *a, *page = NULL, *hit = NULL;
 
-	if (r->nparams == 1 && strchr(r->params[0], '.')) {
-		static _Thread_local char path[256];
-		if (strlen(r->params[0]) + 2 > sizeof(path))
-			return ck_error(CK_ENOTFOUND, "no such dashboard file");
-		path[0] = '/';
-		strcpy(path + 1, r->params[0]);
-		want = path;
+	for (a = web_assets; a->path; a++) {
+		if (!strcmp(a->path, "/index.html"))
+			page = a;
+		if (r->nparams == 1 && !strcmp(a->path + 1, r->params[0]))
+			hit = a;
 	}
-	for (a = web_assets; a->path; a++)
-		if (!strcmp(a->path, want))
-			break;
-	if (!a->path)
-		return ck_error(CK_ENOTFOUND, "no such dashboard file: %s", want);
+	if (!hit)
+		hit = page;
+	if (!hit)
+		return ck_error(CK_ENOTFOUND, "this ckptd was built without its dashboard");
 	out->status = 200;
-	out->content_type = a->type;
-	out->body = malloc(a->len ? a->len : 1);
+	out->content_type = hit->type;
+	out->body = malloc(hit->len ? hit->len : 1);
 	if (!out->body)
 		return ck_error(CK_ENOMEM, "out of memory");
-	memcpy(out->body, a->data, a->len);
-	out->body_len = a->len;
+	memcpy(out->body, hit->data, hit->len);
+	out->body_len = hit->len;
 	resp_header(out, "Cache-Control", "no-cache");
 	return 0;
 }

@@ -82,19 +82,27 @@ static int find_eocd(uint64_t *eocd_off, uint8_t rec[22], const struct ck_input 
 	size_t tlen;
 	int err;
 
+	uint8_t head[4];
+	/* A file that starts with a local header is a zip: if its end is
+	 * missing, it is a damaged one (422), not another format (415). */
+	int starts_as_zip = in->size >= 4 && ck_input_read(in, head, 4, 0, "zip header") == 0 &&
+			    head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4;
+	int missing = starts_as_zip ? CK_ECORRUPT : CK_EFORMAT;
+
 	if (in->size < 22)
-		return ck_error(CK_EFORMAT, "zip: file of %llu bytes is too short for a zip",
-				(unsigned long long)in->size);
+		return ck_error(missing, "zip: file of %llu bytes is too short for a zip%s",
+				(unsigned long long)in->size,
+				starts_as_zip ? ": it is truncated" : "");
 	tlen = in->size < 22 + 65535 ? (size_t)in->size : 22 + 65535;
 	tail = malloc(tlen);
 	if (!tail)
 		return ck_error(CK_ENOMEM, "zip: out of memory");
 	if ((err = ck_input_read(in, tail, tlen, in->size - tlen, "zip end of file")) < 0)
 		goto out;
-	err = ck_error(CK_EFORMAT,
+	err = ck_error(missing,
 		       "zip: no end of central directory record in the last %zu "
-		       "bytes: not a zip file, or truncated",
-		       tlen);
+		       "bytes: %s",
+		       tlen, starts_as_zip ? "the file is truncated or damaged" : "not a zip file");
 	for (size_t i = tlen - 22 + 1; i-- > 0;) {
 		if (le32(tail + i) != SIG_EOCD)
 			continue;

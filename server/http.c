@@ -61,6 +61,17 @@ struct conn_state {
 	int status;
 };
 
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 static double since(const struct timespec *t0)
 {
 	struct timespec t;
@@ -456,6 +467,27 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	atomic_fetch_sub(&srv->inflight, 1);
 }
 
+/* Percent-decodes uri in place, except "%00": a NUL would end the path early
+ * and send the request to another route, so it stays literal (and then fails
+ * name validation with 400). Returns the new length. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *uri)
+{
+	char *r = uri, *w = uri;
+
+	while (*r) {
+		int hi, lo;
+		if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 &&
+		    (hi | lo) != 0) {
+			*w++ = (char)(hi << 4 | lo);
+			r += 3;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - uri);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char line[512];
@@ -513,10 +545,11 @@ int http_start(struct http_server **out, const struct http_options *o)
 	s->app = o->app;
 	s->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-	    o->threads ? o->threads : 1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)(512 * 1024), MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(16 * 1024),
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_SOCK_ADDR,
+	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, o->threads ? o->threads : 1,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)300, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024),
+	    MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(16 * 1024),
 	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
 	if (!s->d) {
 		free(s);

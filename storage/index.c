@@ -161,6 +161,13 @@ static void conn_put(struct index *idx, struct conn *c)
 {
 	if (!c)
 		return;
+	/* A statement left mid-read would pin an old snapshot, and a later
+	 * BEGIN IMMEDIATE on this connection would then fail at once with
+	 * SQLITE_BUSY instead of waiting for the writer. */
+	for (sqlite3_stmt *st = sqlite3_next_stmt(c->db, NULL); st;
+	     st = sqlite3_next_stmt(c->db, st))
+		if (sqlite3_stmt_busy(st))
+			sqlite3_reset(st);
 	if (!sqlite3_get_autocommit(c->db))
 		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 	pthread_mutex_lock(&idx->lock);

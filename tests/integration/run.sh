@@ -1,0 +1,97 @@
+#!/bin/sh
+# Integration tests: start the real build/ckptd and check the HTTP API end to
+# end with real torch files. Called from the repo root by `make integration`.
+#
+#   sh tests/integration/run.sh [test_NAME ...]   (default: every test_*.py)
+#
+# Each test file runs under /usr/bin/python3 (Debian's, with torch 1.13) and
+# starts its own daemons. The last line printed is "N passed, M failed" (and
+# ", K skipped"); the exit status is non-zero when M > 0.
+# Environment: CKPTD_BIN (default build/ckptd), CKPTD_SKIP_BIG=1 skips the 1 GB
+# test, CKPTD_IT_KEEP=1 keeps temp dirs and daemon logs, CKPTD_COMPAT_DIR.
+
+cd "$(dirname "$0")/../.." || exit 2
+PY=${CKPTD_PYTHON:-/usr/bin/python3}
+BIN=${CKPTD_BIN:-build/ckptd}
+case "$BIN" in /*) ;; *) BIN="$PWD/$BIN" ;; esac
+
+if [ ! -x "$BIN" ]; then
+	echo "integration: $BIN is missing; run make first"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+	echo "integration: $PY cannot import torch (apt-get install python3-torch)"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/ckptd-it.XXXXXX") || exit 2
+if [ -z "${CKPTD_IT_KEEP:-}" ]; then
+	trap 'rm -rf "$work"' EXIT
+	trap 'rm -rf "$work"; exit 130' INT TERM
+else
+	echo "integration: keeping $work"
+fi
+CKPTD_BIN=$BIN
+CKPTD_IT_WORK=$work
+export CKPTD_BIN CKPTD_IT_WORK
+
+passed=0
+failed=0
+skipped=0
+
+if "$PY" tests/data/make_seed.py "$work/seed" >"$work/seed.log" 2>&1; then
+	CKPTD_IT_SEED=$work/seed
+	export CKPTD_IT_SEED
+else
+	echo "integration: tests/data/make_seed.py failed:"
+	cat "$work/seed.log"
+	failed=$((failed + 1))
+fi
+
+if [ $# -gt 0 ]; then
+	files=""
+	for n in "$@"; do
+		n=${n%.py}
+		files="$files tests/integration/${n##*/}.py"
+	done
+else
+	files=$(ls tests/integration/test_*.py)
+fi
+
+start=$(date +%s)
+for t in $files; do
+	name=$(basename "$t" .py)
+	if [ ! -f "$t" ]; then
+		echo "FAIL $name: no such file $t"
+		failed=$((failed + 1))
+		continue
+	fi
+	limit=300
+	[ "$name" = test_big ] && limit=900
+	echo "== $name"
+	sum="$work/$name.summary"
+	rm -f "$sum"
+	CKPTD_IT_SUMMARY=$sum timeout -k 10 "$limit" "$PY" "$t"
+	rc=$?
+	if [ -s "$sum" ]; then
+		read -r p f s <"$sum"
+	else
+		p=0 f=0 s=0
+	fi
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		[ "$rc" -eq 124 ] && echo "FAIL $name: timed out after ${limit}s" ||
+			echo "FAIL $name: exited with $rc"
+		f=1
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+	skipped=$((skipped + s))
+done
+
+echo "integration: $(($(date +%s) - start))s"
+line="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && line="$line, $skipped skipped"
+echo "$line"
+[ "$failed" -eq 0 ]
