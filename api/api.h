@@ -77,6 +77,17 @@ int api_authorize(struct resp *out, struct app *app, const struct route *rt, str
 /* Runs rt's handler. Always fills out (an error is a JSON response). */
 void api_handle(struct resp *out, struct app *app, const struct route *rt, struct req *r);
 
+/* The body of an upload route, streamed: begin opens an unlinked spool file
+ * in the store's tmp directory (r->body_fd); write appends to it, hashing
+ * the whole body and, as they pass, the records of a zip (so ingest need not
+ * read tensor data twice), and enforces --max-upload-size (CK_ETOOBIG); end
+ * sets r->body_size and r->body_sha256; free closes the spool (accepts a
+ * request with no upload). */
+int api_upload_begin(struct app *app, struct req *r);
+int api_upload_write(struct app *app, struct req *r, const void *p, size_t n);
+void api_upload_end(struct req *r);
+void api_upload_free(struct req *r);
+
 /* Records one finished request for /metrics. rt may be NULL (no route). */
 void api_observe(struct app *app, const struct route *rt, int status, uint64_t bytes_in,
 		 uint64_t bytes_out, double seconds);

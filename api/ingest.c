@@ -22,7 +22,85 @@
 #include <unistd.h>
 
 #include "../common/err.h"
+#include "../formats/zip_scan.h"
 #include "internal.h"
+
+/* Records below this size are hashed after the upload from the spool (in
+ * the page cache): following them as they stream costs more than it saves. */
+#define SCAN_MIN_RECORD (64 * 1024)
+
+struct upload {
+	struct hasher *h;
+	struct zip_scan *scan;
+	uint64_t size;
+};
+
+int api_upload_begin(struct app *app, struct req *r)
+{
+	struct upload *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return ck_error(CK_ENOMEM, "out of memory");
+	r->upload = u;
+	if (!(u->h = hasher_new()) || zip_scan_new(&u->scan, SCAN_MIN_RECORD) < 0)
+		return ck_error(CK_ENOMEM, "out of memory");
+	r->body_fd = open(app->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (r->body_fd < 0)
+		return ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
+				"cannot create an upload spool in %s: %s", app->tmp_dir,
+				strerror(errno));
+	return 0;
+}
+
+int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
+{
+	struct upload *u = r->upload;
+	uint64_t max = app->cfg.max_upload;
+	const uint8_t *b = p;
+
+	if (max && u->size + n > max)
+		return ck_error(CK_ETOOBIG,
+				"the upload is larger than this server's limit of %llu bytes "
+				"(--max-upload-size)",
+				(unsigned long long)max);
+	hasher_update(u->h, b, n);
+	zip_scan_feed(u->scan, b, n);
+	while (n > 0) {
+		ssize_t w = write(r->body_fd, b, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return ck_error(errno == ENOSPC || errno == EDQUOT ? CK_ENOSPC : CK_EIO,
+					"cannot spool the upload: %s", strerror(errno));
+		b += w;
+		n -= (size_t)w;
+		u->size += (uint64_t)w;
+	}
+	return 0;
+}
+
+void api_upload_end(struct req *r)
+{
+	struct upload *u = r->upload;
+
+	hasher_final(u->h, &r->body_sha256, NULL);
+	r->body_size = u->size;
+}
+
+void api_upload_free(struct req *r)
+{
+	struct upload *u = r->upload;
+
+	if (r->body_fd >= 0)
+		close(r->body_fd);
+	r->body_fd = -1;
+	if (!u)
+		return;
+	hasher_free(u->h);
+	zip_scan_free(u->scan);
+	free(u);
+	r->upload = NULL;
+}
 
 #define MAX_TAGS    64
 #define MAX_TAG_LEN 128
@@ -186,7 +264,10 @@ int ingest_upload(json_t **out, struct app *app, struct req *r)
 	}
 	for (size_t i = 0; i < ck->nstorages; i++) {
 		const struct fmt_storage *s = &ck->storages[i];
-		if ((err = hash_fd_range(&metas[i].hash, &metas[i].crc32, r->body_fd, s->file_off,
+		struct upload *u = r->upload;
+		if ((!u || zip_scan_lookup(u->scan, s->file_off, s->nbytes, &metas[i].hash,
+					   &metas[i].crc32) < 0) &&
+		    (err = hash_fd_range(&metas[i].hash, &metas[i].crc32, r->body_fd, s->file_off,
 					 s->nbytes)) < 0)
 			goto out;
 		if (s->zip_crc && s->zip_crc != metas[i].crc32) {

@@ -54,6 +54,7 @@ struct req {
 	struct hash body_sha256;
 	char *body;
 	size_t body_len;
+	void *upload; /* the api's state while an upload streams in */
 
 	enum scope scope; /* what the caller's token allows */
 };

@@ -50,7 +50,6 @@ struct conn_state {
 	int early;  /* resp holds an error to send instead of running the route */
 	int queued; /* a response is queued */
 	/* upload */
-	struct hasher *h;
 	struct MHD_PostProcessor *pp;
 	int file_parts;
 	uint64_t received;
@@ -117,9 +116,7 @@ static void conn_state_free(struct conn_state *cs)
 {
 	if (cs->pp)
 		MHD_destroy_post_processor(cs->pp);
-	hasher_free(cs->h);
-	if (cs->req.body_fd >= 0)
-		close(cs->req.body_fd);
+	api_upload_free(&cs->req);
 	for (size_t i = 0; i < cs->req.nquery; i++) {
 		free(cs->req.query[i].key);
 		free(cs->req.query[i].value);
@@ -143,26 +140,11 @@ static void fail(struct conn_state *cs, int code)
 
 static int spool_write(struct conn_state *cs, const char *data, size_t n)
 {
-	uint64_t max = app_max_upload(cs->srv->app);
+	int err = api_upload_write(cs->srv->app, &cs->req, data, n);
 
-	if (max && cs->received + n > max)
-		return ck_error(CK_ETOOBIG,
-				"the upload is larger than this server's limit of %" PRIu64
-				" bytes (--max-upload-size)",
-				max);
-	hasher_update(cs->h, data, n);
-	while (n > 0) {
-		ssize_t w = write(cs->req.body_fd, data, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return ck_error(errno == ENOSPC || errno == EDQUOT ? CK_ENOSPC : CK_EIO,
-					"cannot spool the upload: %s", strerror(errno));
-		data += w;
-		n -= (size_t)w;
-		cs->received += (uint64_t)w;
-	}
-	return 0;
+	if (err == 0)
+		cs->received += n;
+	return err;
 }
 
 static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -214,6 +196,7 @@ static int upload_begin(struct conn_state *cs, struct MHD_Connection *conn)
 	const char *ct =
 	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	uint64_t max = app_max_upload(cs->srv->app);
+	int err;
 
 	if (cl && max && strtoull(cl, NULL, 10) > max)
 		return ck_error(
@@ -226,13 +209,8 @@ static int upload_begin(struct conn_state *cs, struct MHD_Connection *conn)
 		if (!cs->pp)
 			return ck_error(CK_EINVALID, "the multipart form has no usable boundary");
 	}
-	cs->req.body_fd = open(app_tmp_dir(cs->srv->app), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (cs->req.body_fd < 0)
-		return ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
-				"cannot create an upload spool in %s: %s",
-				app_tmp_dir(cs->srv->app), strerror(errno));
-	if (!(cs->h = hasher_new()))
-		return ck_error(CK_ENOMEM, "out of memory");
+	if ((err = api_upload_begin(cs->srv->app, &cs->req)) < 0)
+		return err;
 	return 0;
 }
 
@@ -426,8 +404,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 					  "the multipart form has no 'file' part: send the "
 					  "checkpoint as -F file=@ckpt.pth"));
 		} else {
-			hasher_final(cs->h, &cs->req.body_sha256, NULL);
-			cs->req.body_size = cs->received;
+			api_upload_end(&cs->req);
 		}
 	}
 	if (!cs->early)

@@ -1,0 +1,348 @@
+/*
+ * zip_scan.c: the streaming record hasher (see zip_scan.h).
+ *
+ * States: HEAD collects a 30-byte local header; NAME collects its name and
+ * extra field (to find zip64 sizes); DATA passes the payload through the
+ * hasher (stored records of at least min_record bytes) or skips it; DESC
+ * skips a data descriptor; STOP ignores the rest of the stream.
+ *
+ * torch writes every record with its sizes only in the data descriptor that
+ * follows it (flag bit 3, zeros in the local header). DATA_UNKNOWN follows
+ * such a stored record by hashing until it meets a descriptor signature
+ * "PK\7\8" whose size fields equal the bytes seen since the payload began:
+ * a chance match inside tensor data would also need its two size fields to
+ * name its own offset. The few bytes that might start a descriptor wait in
+ * carry[] until they are confirmed or released into the hash.
+ */
+#include "zip_scan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/err.h"
+
+enum state { HEAD, NAME, DATA, DATA_UNKNOWN, DESC, STOP };
+
+struct scanned {
+	uint64_t off, len;
+	struct hash h;
+	uint32_t crc;
+};
+
+struct zip_scan {
+	enum state st;
+	uint64_t pos;	     /* stream offset of the next byte fed */
+	uint64_t min_record; /* smaller payloads are not hashed */
+	uint8_t head[30];
+	size_t have;	 /* bytes collected for HEAD / NAME / DESC */
+	uint8_t *name;	 /* name + extra, collected in NAME */
+	size_t name_len; /* name + extra length */
+	uint16_t flags, method;
+	uint64_t size; /* payload bytes */
+	uint64_t left; /* payload (or descriptor) bytes still to come */
+	uint64_t data_off;
+	int zip64, hashing;
+	struct hasher *hasher;
+	uint8_t carry[24]; /* DATA_UNKNOWN: bytes that may start a descriptor */
+	size_t carry_len;
+	struct scanned *done;
+	size_t ndone, cap;
+};
+
+static uint16_t le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+}
+
+int zip_scan_new(struct zip_scan **out, uint64_t min_record)
+{
+	struct zip_scan *s = calloc(1, sizeof(*s));
+
+	if (!s || !(s->hasher = hasher_new())) {
+		free(s);
+		return ck_error(CK_ENOMEM, "out of memory");
+	}
+	s->min_record = min_record;
+	*out = s;
+	return 0;
+}
+
+void zip_scan_free(struct zip_scan *s)
+{
+	if (!s)
+		return;
+	hasher_free(s->hasher);
+	free(s->name);
+	free(s->done);
+	free(s);
+}
+
+/* The local header is complete: decide how to follow its payload. */
+static void head_done(struct zip_scan *s)
+{
+	const uint8_t *h = s->head;
+
+	if (le32(h) != 0x04034b50u) { /* central directory or garbage: done */
+		s->st = STOP;
+		return;
+	}
+	s->flags = le16(h + 6);
+	s->method = le16(h + 8);
+	s->size = le32(h + 18);
+	s->name_len = (size_t)le16(h + 26) + le16(h + 28);
+	s->zip64 = 0;
+	free(s->name);
+	s->name = malloc(s->name_len ? s->name_len : 1);
+	if (!s->name) {
+		s->st = STOP;
+		return;
+	}
+	s->have = 0;
+	s->st = NAME;
+}
+
+static void data_done(struct zip_scan *s);
+
+/* Name and extra are complete: find zip64 sizes, start the payload. */
+static void name_done(struct zip_scan *s)
+{
+	size_t nlen = le16(s->head + 26), i = nlen;
+	uint32_t csize32 = le32(s->head + 18), usize32 = le32(s->head + 22);
+
+	while (i + 4 <= s->name_len) {
+		uint16_t id = le16(s->name + i), len = le16(s->name + i + 2);
+		if (i + 4 + len > s->name_len)
+			break;
+		if (id == 0x0001) {
+			const uint8_t *p = s->name + i + 4;
+			size_t k = 0;
+			s->zip64 = 1;
+			/* the zip64 field lists uncompressed then compressed size,
+			 * each only when its 32-bit field is 0xFFFFFFFF */
+			if (usize32 == 0xFFFFFFFFu && k + 8 <= len)
+				k += 8;
+			if (csize32 == 0xFFFFFFFFu && k + 8 <= len)
+				s->size = le64(p + k);
+		}
+		i += 4 + (size_t)len;
+	}
+	if (s->size == 0xFFFFFFFFu) {
+		s->st = STOP;
+		return;
+	}
+	if ((s->flags & 8) && s->size == 0) {
+		/* the size is only in the data descriptor */
+		s->data_off = s->pos;
+		s->carry_len = 0;
+		s->hashing = 1;
+		s->st = s->method == 0 ? DATA_UNKNOWN : STOP;
+		return;
+	}
+	s->data_off = s->pos;
+	s->left = s->size;
+	s->hashing = s->method == 0 && s->size >= s->min_record;
+	s->st = DATA;
+	s->have = 0;
+	if (s->left == 0)
+		data_done(s);
+}
+
+static void data_done(struct zip_scan *s)
+{
+	if (s->hashing && s->size >= s->min_record) {
+		if (s->ndone == s->cap) {
+			size_t cap = s->cap ? s->cap * 2 : 64;
+			struct scanned *d = realloc(s->done, cap * sizeof(*d));
+			if (!d) {
+				s->st = STOP;
+				return;
+			}
+			s->done = d;
+			s->cap = cap;
+		}
+		struct scanned *d = &s->done[s->ndone++];
+		d->off = s->data_off;
+		d->len = s->size;
+		hasher_final(s->hasher, &d->h, &d->crc);
+	} else if (s->hashing) {
+		struct hash h;
+		hasher_final(s->hasher, &h, NULL); /* reset for the next record */
+	}
+	s->have = 0;
+	s->st = (s->flags & 8) ? DESC : HEAD;
+}
+
+static const uint8_t desc_sig[4] = {'P', 'K', 7, 8};
+
+static void unknown_feed(struct zip_scan *s, const uint8_t *p, size_t n);
+
+/* carry[] holds bytes that may start a descriptor: confirm, wait, or
+ * release its first byte into the hash and look again. */
+static void carry_resolve(struct zip_scan *s)
+{
+	size_t len = s->carry_len, m = len < 4 ? len : 4, need = s->zip64 ? 24 : 16;
+	uint64_t payload = s->pos - len - s->data_off;
+
+	if (!memcmp(s->carry, desc_sig, m)) {
+		if (len < need)
+			return; /* wait for more bytes */
+		int sizes_match =
+		    s->zip64 ? le64(s->carry + 8) == payload && le64(s->carry + 16) == payload
+			     : le32(s->carry + 8) == payload && le32(s->carry + 12) == payload;
+		if (sizes_match) {
+			s->size = payload;
+			s->carry_len = 0;
+			s->flags &= (uint16_t)~8u; /* the descriptor is consumed */
+			data_done(s);
+			return;
+		}
+	}
+	/* not a descriptor: its first byte is payload */
+	uint8_t rest[sizeof(s->carry)];
+	hasher_update(s->hasher, s->carry, 1);
+	memcpy(rest, s->carry + 1, len - 1);
+	s->carry_len = 0;
+	s->pos -= len - 1; /* unknown_feed counts them again */
+	unknown_feed(s, rest, len - 1);
+}
+
+/* Hashes payload bytes of a record of unknown size, watching for its
+ * descriptor. */
+static void unknown_feed(struct zip_scan *s, const uint8_t *p, size_t n)
+{
+	while (n > 0 && s->st == DATA_UNKNOWN) {
+		if (s->carry_len > 0) {
+			s->carry[s->carry_len++] = *p++;
+			n--;
+			s->pos++;
+			carry_resolve(s);
+			continue;
+		}
+		const uint8_t *q = memmem(p, n, desc_sig, 4);
+		size_t k = 0;
+		if (q) {
+			k = (size_t)(q - p);
+		} else {
+			/* the chunk may end inside a signature */
+			k = n;
+			for (size_t t = 3; t > 0; t--)
+				if (n >= t && !memcmp(p + n - t, desc_sig, t)) {
+					k = n - t;
+					break;
+				}
+		}
+		hasher_update(s->hasher, p, k);
+		s->pos += k;
+		p += k;
+		n -= k;
+		if (n > 0) { /* a candidate starts here */
+			s->carry[s->carry_len++] = *p++;
+			n--;
+			s->pos++;
+			carry_resolve(s);
+		}
+	}
+	if (n > 0 && s->st != DATA_UNKNOWN)
+		zip_scan_feed(s, p, n);
+}
+
+void zip_scan_feed(struct zip_scan *s, const uint8_t *p, size_t n)
+{
+	while (n > 0 && s->st != STOP) {
+		size_t take = 0;
+		switch (s->st) {
+		case HEAD:
+			take = 30 - s->have < n ? 30 - s->have : n;
+			memcpy(s->head + s->have, p, take);
+			s->have += take;
+			if (s->have == 30)
+				head_done(s);
+			break;
+		case NAME:
+			take = s->name_len - s->have < n ? s->name_len - s->have : n;
+			memcpy(s->name + s->have, p, take);
+			s->have += take;
+			s->pos += take;
+			p += take;
+			n -= take;
+			if (s->have == s->name_len)
+				name_done(s);
+			continue;
+		case DATA:
+			take = s->left < n ? (size_t)s->left : n;
+			if (s->hashing)
+				hasher_update(s->hasher, p, take);
+			s->left -= take;
+			if (s->left == 0) {
+				s->pos += take;
+				p += take;
+				n -= take;
+				data_done(s);
+				continue;
+			}
+			break;
+		case DESC:
+			/* signature (optional) + CRC + two sizes (8 bytes each with
+			 * zip64): collect 4 bytes to see whether the signature is
+			 * there, then skip the rest */
+			take = 4 - s->have < n ? 4 - s->have : n;
+			if (s->have < 4) {
+				memcpy(s->head + s->have, p, take);
+				s->have += take;
+				if (s->have == 4) {
+					size_t rest = s->zip64 ? 16 : 8;
+					s->left = le32(s->head) == 0x08074b50u ? 4 + rest : rest;
+					s->have = 5;
+				}
+				break;
+			}
+			take = s->left < n ? (size_t)s->left : n;
+			s->left -= take;
+			if (s->left == 0) {
+				s->pos += take;
+				p += take;
+				n -= take;
+				s->have = 0;
+				s->st = HEAD;
+				continue;
+			}
+			break;
+		case DATA_UNKNOWN: unknown_feed(s, p, n); return;
+		case STOP: return;
+		}
+		s->pos += take;
+		p += take;
+		n -= take;
+	}
+}
+
+int zip_scan_lookup(const struct zip_scan *s, uint64_t off, uint64_t len, struct hash *h,
+		    uint32_t *crc)
+{
+	/* records arrive in file order: binary search by offset */
+	size_t lo = 0, hi = s->ndone;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (s->done[mid].off < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < s->ndone && s->done[lo].off == off && s->done[lo].len == len) {
+		*h = s->done[lo].h;
+		*crc = s->done[lo].crc;
+		return 0;
+	}
+	return CK_ENOTFOUND;
+}

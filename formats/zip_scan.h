@@ -1,0 +1,38 @@
+/*
+ * zip_scan.h: hashing a zip's records while it is still arriving.
+ *
+ * torch.save writes its zip front to back: a local header, then the record's
+ * bytes, then the next. The scanner follows that order on the upload stream
+ * and hashes (SHA-256 + CRC-32) each stored record's payload as the bytes go
+ * by, so the upload pipeline does not read the tensor data a second time.
+ * It is only a cache: the zip reader still parses the finished file from its
+ * central directory, and a hash is used only for a storage whose offset and
+ * length match a scanned record exactly. On anything it cannot follow (sizes
+ * only in a data descriptor, a damaged header) the scanner stops quietly and
+ * the pipeline hashes the remaining storages from the file.
+ */
+#ifndef CK_ZIP_SCAN_H
+#define CK_ZIP_SCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/hash.h"
+
+struct zip_scan;
+
+/* A new scanner into *out (free with zip_scan_free). min_record: records
+ * shorter than this are not hashed (cheap enough to hash later). */
+int zip_scan_new(struct zip_scan **out, uint64_t min_record);
+void zip_scan_free(struct zip_scan *s);
+
+/* Feeds the next n bytes of the stream. Never fails: on anything unexpected
+ * the scanner stops following the stream. Not thread-safe per scanner. */
+void zip_scan_feed(struct zip_scan *s, const uint8_t *p, size_t n);
+
+/* The hash of the record payload at [off, off+len) if one was scanned: 0, or
+ * CK_ENOTFOUND. */
+int zip_scan_lookup(const struct zip_scan *s, uint64_t off, uint64_t len, struct hash *h,
+		    uint32_t *crc);
+
+#endif

@@ -1,0 +1,141 @@
+/*
+ * test_zip_scan.c: the streaming record hasher must find every stored
+ * record of real torch files, whatever the chunking of the stream, with the
+ * same hashes as hashing the parsed storages from the file.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/err.h"
+#include "../../formats/checkpoint.h"
+#include "../../formats/zip_scan.h"
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b;
+
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	*n = (size_t)ftell(f);
+	fseek(f, 0, SEEK_SET);
+	b = malloc(*n ? *n : 1);
+	ck_assert_uint_eq(fread(b, 1, *n, f), *n);
+	fclose(f);
+	return b;
+}
+
+/* Scans path in chunks of `chunk` bytes (0: varying) and checks every
+ * storage; returns how many storages the scanner had. */
+static size_t check_file(const char *path, size_t chunk)
+{
+	size_t n, hits = 0;
+	uint8_t *b = slurp(path, &n);
+	struct ck_input in = {b, -1, n};
+	struct fmt_ckpt *ck = NULL;
+	struct zip_scan *s = NULL;
+
+	ck_assert_int_eq(fmt_read(&ck, &in, NULL), 0);
+	ck_assert_int_eq(zip_scan_new(&s, 0), 0);
+	for (size_t off = 0, k = 1; off < n; k++) {
+		size_t take = chunk ? chunk : (k * 7919) % 4099 + 1;
+		if (take > n - off)
+			take = n - off;
+		zip_scan_feed(s, b + off, take);
+		off += take;
+	}
+	for (size_t i = 0; i < ck->nstorages; i++) {
+		struct hash want, got;
+		uint32_t wcrc, gcrc;
+		hash_buf(&want, &wcrc, b + ck->storages[i].file_off, ck->storages[i].nbytes);
+		if (zip_scan_lookup(s, ck->storages[i].file_off, ck->storages[i].nbytes, &got,
+				    &gcrc) == 0) {
+			ck_assert_mem_eq(got.b, want.b, 32);
+			ck_assert_uint_eq(gcrc, wcrc);
+			hits++;
+		}
+	}
+	zip_scan_free(s);
+	fmt_ckpt_free(ck);
+	free(b);
+	return hits;
+}
+
+START_TEST(test_zip_scan_hashes_every_record_of_torch_files)
+{
+	const char *dirs[] = {"tests/data/torch/valid", "../shared/compat/torch2"};
+	size_t files = 0;
+
+	for (size_t d = 0; d < 2; d++) {
+		DIR *dir = opendir(dirs[d]);
+		struct dirent *e;
+		if (!dir)
+			continue;
+		while ((e = readdir(dir))) {
+			char path[512];
+			size_t len = strlen(e->d_name);
+			if (len < 3 || strcmp(e->d_name + len - 3, ".pt") ||
+			    strstr(e->d_name, "legacy") || strstr(e->d_name, "broken"))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dirs[d], e->d_name);
+			size_t n;
+			uint8_t *b = slurp(path, &n);
+			struct ck_input in = {b, -1, n};
+			struct fmt_ckpt *ck = NULL;
+			int ok = fmt_read(&ck, &in, NULL) == 0;
+			size_t nst = ok ? ck->nstorages : 0;
+			fmt_ckpt_free(ck);
+			free(b);
+			if (!ok)
+				continue;
+			/* every storage is found, whatever the chunking */
+			if (check_file(path, 1) != nst)
+				fprintf(stderr, "zip_scan: %s\n", path);
+			ck_assert_uint_eq(check_file(path, 1), nst);
+			ck_assert_uint_eq(check_file(path, 0), nst);
+			ck_assert_uint_eq(check_file(path, 1 << 20), nst);
+			files++;
+		}
+		closedir(dir);
+	}
+	ck_assert_uint_gt(files, 10);
+}
+END_TEST
+
+START_TEST(test_zip_scan_stops_quietly_on_garbage)
+{
+	uint8_t junk[4096];
+	struct zip_scan *s = NULL;
+	struct hash h;
+	uint32_t crc;
+
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(i * 131 + 7);
+	memcpy(junk, "PK\3\4", 4); /* a header whose sizes are nonsense */
+	junk[18] = junk[19] = junk[20] = junk[21] = 0xff;
+	ck_assert_int_eq(zip_scan_new(&s, 0), 0);
+	zip_scan_feed(s, junk, sizeof(junk));
+	ck_assert_int_eq(zip_scan_lookup(s, 30, 4096, &h, &crc), CK_ENOTFOUND);
+	zip_scan_free(s);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("zip_scan");
+	TCase *tc = tcase_create("zip_scan");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_test(tc, test_zip_scan_hashes_every_record_of_torch_files);
+	tcase_add_test(tc, test_zip_scan_stops_quietly_on_garbage);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed != 0;
+}
