@@ -5,6 +5,7 @@ CC ?= cc
 BUILD := build
 PKGS := libmicrohttpd jansson sqlite3 libzstd zlib libcrypto
 CFLAGS ?= -O2 -g
+FUZZ_SECONDS ?= 60
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(CPPFLAGS) -MMD -MP
@@ -55,12 +56,14 @@ deps:
 run: deps all
 	$(BUILD)/ckptd serve --listen 127.0.0.1:8080 --data ./ckptd-data
 
+# The integration suite runs last: its "N passed, M failed" line closes the run.
 test: deps
 	$(MAKE) all
 	$(MAKE) format-check
 	$(MAKE) unit
-	$(MAKE) integration
+	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-30}
 	$(MAKE) e2e
+	$(MAKE) integration
 
 unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do \
@@ -81,7 +84,7 @@ format-check:
 	@clang-format --dry-run --Werror $(FMT_SRCS) && echo "format: ok"
 
 fuzz:
-	@sh tests/fuzz/run.sh
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh
 
 bench: all
 	@sh bench/run.sh
