@@ -527,7 +527,8 @@ int http_start(struct http_server **out, const struct http_options *o)
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)300, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024),
 	    MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(16 * 1024),
-	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_CONNECTION_LIMIT,
+	    (unsigned)1024, MHD_OPTION_END);
 	if (!s->d) {
 		free(s);
 		return ck_error(CK_EIO, "cannot listen on %s (is the port in use?)", o->listen);
