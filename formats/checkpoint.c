@@ -28,7 +28,6 @@ enum fmt_kind fmt_detect(const struct ck_input *in)
 {
 	uint8_t b[9];
 	size_t n = in->size < sizeof(b) ? (size_t)in->size : sizeof(b);
-	uint64_t hlen = 0;
 
 	if (n < 2 || ck_input_read(in, b, n, 0, "file header") < 0)
 		return FMT_UNKNOWN;
@@ -37,12 +36,11 @@ enum fmt_kind fmt_detect(const struct ck_input *in)
 		return FMT_TORCH_ZIP;
 	if (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
 		return FMT_TORCH_LEGACY;
-	if (n == 9 && b[8] == '{') {
-		for (int i = 7; i >= 0; i--)
-			hlen = hlen << 8 | b[i];
-		if (hlen >= 2 && hlen <= in->size - 8)
-			return FMT_SAFETENSORS;
-	}
+	/* A JSON object right after an 8-byte length is a safetensors header,
+	 * even when the length is wrong: such a file is a damaged safetensors
+	 * file (422), not one of another format (415). */
+	if (n == 9 && b[8] == '{')
+		return FMT_SAFETENSORS;
 	return FMT_UNKNOWN;
 }
 

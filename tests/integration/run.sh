@@ -70,6 +70,7 @@ for t in $files; do
 	fi
 	limit=300
 	[ "$name" = test_big ] && limit=900
+	[ "$name" = test_big_tensor ] && limit=900
 	echo "== $name"
 	sum="$work/$name.summary"
 	rm -f "$sum"
