@@ -33,6 +33,7 @@ void api_error_status(struct resp *out, int status, const char *name, const char
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	utf8_sanitize(msg);
 	resp_release(out);
 	json_reply(out, status, json_pack("{s:s, s:s}", "error", name, "message", msg));
 }

@@ -120,6 +120,8 @@ static int tag_check(const char *t)
 
 	if (n == 0 || n > MAX_TAG_LEN)
 		return ck_error(CK_EINVALID, "a tag must have 1 to %d characters", MAX_TAG_LEN);
+	if (!utf8_valid(t))
+		return ck_error(CK_EINVALID, "a tag must be UTF-8 text");
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f)
 			return ck_error(CK_EINVALID, "a tag must not hold control characters");

@@ -41,6 +41,12 @@ int json_reply(struct resp *out, int status, json_t *v);
 /* Validation (SPEC 2): model/run/metric names. 0 or CK_EINVALID. */
 int name_check(const char *what, const char *s);
 
+/* 1 when s is valid UTF-8; utf8_sanitize replaces each byte that is not
+ * part of a valid sequence with '?', in place (JSON strings must be UTF-8,
+ * and messages quote what the request or the file held). */
+int utf8_valid(const char *s);
+void utf8_sanitize(char *s);
+
 /* Parses a decimal integer / a finite float query value; CK_EINVALID with a
  * message naming the field. */
 int parse_i64(int64_t *out, const char *field, const char *s);

@@ -30,6 +30,11 @@ struct plan_gen {
 	size_t *storage_map;	/* plan storage index -> t->storages index */
 	struct blob_reader *rd; /* the current storage's reader */
 	size_t rd_storage;
+	uint8_t *verified; /* per plan storage: its blob was checked */
+	struct hasher *sh; /* streaming check of a whole-storage segment */
+	size_t sh_storage;
+	uint64_t sh_pos;
+	int sh_active;
 	uint8_t *win; /* gather cache: a window of one storage */
 	size_t win_storage;
 	uint64_t win_off, win_len;
@@ -51,6 +56,8 @@ static void plan_gen_free(void *ctx)
 	free(g->names);
 	free(g->views);
 	free(g->storage_map);
+	free(g->verified);
+	hasher_free(g->sh);
 	free(g->win);
 	free(g);
 }
@@ -67,6 +74,63 @@ static int open_storage(struct plan_gen *g, size_t s)
 	if ((err = g->app->blobs->open(&g->rd, g->app->blobs, h)) < 0)
 		return err;
 	g->rd_storage = s;
+	return 0;
+}
+
+/* A storage is checked against its SHA-256 before any of its bytes go out,
+ * unless it is streamed whole and in order (then see range_read). */
+static int verify_storage(struct plan_gen *g, size_t s)
+{
+	int err;
+
+	if (g->verified[s])
+		return 0;
+	if ((err = open_storage(g, s)) < 0 ||
+	    (err = blob_reader_verify(g->rd, &g->t->storages[g->storage_map[s]].blob)) < 0)
+		return err;
+	g->verified[s] = 1;
+	return 0;
+}
+
+/* Reads part of a RANGE segment. A segment that is a whole storage, read
+ * from its start onwards, is hashed as it streams and checked when its last
+ * byte is read (a mismatch stops the download: the client sees it cut);
+ * any other read of an unchecked storage checks the whole blob first. */
+static int range_read(struct plan_gen *g, const struct plan_seg *sg, uint64_t in_seg, uint8_t *out,
+		      size_t m)
+{
+	size_t s = sg->storage;
+	const struct index_storage_row *row = &g->t->storages[g->storage_map[s]];
+	int whole = sg->src_off == 0 && sg->len == row->nbytes, err;
+
+	if (!g->verified[s]) {
+		if (whole && in_seg == 0 && !g->sh_active) {
+			g->sh_active = 1;
+			g->sh_storage = s;
+			g->sh_pos = 0;
+		}
+		if (!(g->sh_active && g->sh_storage == s && g->sh_pos == in_seg && whole)) {
+			if ((err = verify_storage(g, s)) < 0)
+				return err;
+		}
+	}
+	if ((err = open_storage(g, s)) < 0 ||
+	    (err = blob_reader_read(g->rd, out, m, sg->src_off + in_seg)) < 0)
+		return err;
+	if (!g->verified[s] && g->sh_active && g->sh_storage == s) {
+		hasher_update(g->sh, out, m);
+		g->sh_pos += m;
+		if (g->sh_pos == sg->len) {
+			struct hash got;
+			g->sh_active = 0;
+			hasher_final(g->sh, &got, NULL);
+			if (memcmp(got.b, row->blob.b, 32))
+				return ck_error(CK_ECORRUPT,
+						"a stored storage does not match its SHA-256: the "
+						"store is damaged (run 'ckptd verify')");
+			g->verified[s] = 1;
+		}
+	}
 	return 0;
 }
 
@@ -150,12 +214,12 @@ static long plan_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 		switch (s->kind) {
 		case PLAN_LITERAL: memcpy(buf + done, s->lit + in_seg, m); break;
 		case PLAN_RANGE:
-			if ((err = open_storage(g, s->storage)) < 0 ||
-			    (err = blob_reader_read(g->rd, buf + done, m, s->src_off + in_seg)) < 0)
+			if ((err = range_read(g, s, in_seg, buf + done, m)) < 0)
 				goto fail;
 			break;
 		case PLAN_GATHER:
-			if ((err = gather(g, &g->views[s->view], in_seg, buf + done, m)) < 0)
+			if ((err = verify_storage(g, g->views[s->view].storage)) < 0 ||
+			    (err = gather(g, &g->views[s->view], in_seg, buf + done, m)) < 0)
 				goto fail;
 			break;
 		}
@@ -285,8 +349,10 @@ static int choose(struct plan_gen *g, struct plan_storage **pst, size_t *nst, co
 	g->names = calloc(t->ntensors + 1, sizeof(*g->names));
 	g->views = calloc(t->ntensors + 1, sizeof(*g->views));
 	g->storage_map = calloc(t->nstorages + 1, sizeof(*g->storage_map));
+	g->verified = calloc(t->nstorages + 1, 1);
+	g->sh = hasher_new();
 	*nst = 0;
-	if (!map || !g->names || !st || !g->views || !g->storage_map) {
+	if (!map || !g->names || !st || !g->views || !g->storage_map || !g->verified || !g->sh) {
 		err = ck_error(CK_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -494,7 +560,9 @@ int h_tensor(struct resp *out, struct app *app, struct req *r)
 	const struct index_storage_row *sr = &g->t->storages[t->storage];
 	g->views = calloc(1, sizeof(*g->views));
 	g->storage_map = calloc(1, sizeof(*g->storage_map));
-	if (!g->views || !g->storage_map) {
+	g->verified = calloc(1, 1);
+	g->sh = hasher_new();
+	if (!g->views || !g->storage_map || !g->verified || !g->sh) {
 		err = ck_error(CK_ENOMEM, "out of memory");
 		goto out;
 	}

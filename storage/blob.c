@@ -5,6 +5,7 @@
  */
 #include "blob.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "../common/err.h"
@@ -63,4 +64,39 @@ void blob_reader_close(struct blob_reader *r)
 {
 	if (r)
 		r->ops->close(r);
+}
+
+int blob_reader_verify(struct blob_reader *r, const struct hash *h)
+{
+	enum { CHUNK = 1 << 20 };
+	uint64_t size = blob_reader_size(r), off = 0;
+	struct hasher *hs = hasher_new();
+	uint8_t *buf = malloc(CHUNK);
+	struct hash got;
+	int err = 0;
+
+	if (!hs || !buf) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
+	}
+	while (off < size) {
+		size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+		if ((err = blob_reader_read(r, buf, n, off)) < 0)
+			goto out;
+		hasher_update(hs, buf, n);
+		off += n;
+	}
+	hasher_final(hs, &got, NULL);
+	if (memcmp(got.b, h->b, 32)) {
+		char hex[65];
+		hash_to_hex(hex, h);
+		err = ck_error(CK_ECORRUPT,
+			       "stored blob %s does not match its SHA-256: the store is damaged "
+			       "(run 'ckptd verify')",
+			       hex);
+	}
+out:
+	free(buf);
+	hasher_free(hs);
+	return err;
 }

@@ -103,6 +103,11 @@ uint64_t blob_reader_size(const struct blob_reader *r);
 /* Closes r; accepts NULL. */
 void blob_reader_close(struct blob_reader *r);
 
+/* Reads all of r and checks its bytes against h (SHA-256). 0 when they
+ * match, CK_ECORRUPT naming the blob when not, or a read error. Memory stays
+ * bounded (1 MiB chunks). */
+int blob_reader_verify(struct blob_reader *r, const struct hash *h);
+
 /* The file holding r's raw bytes uncompressed, which start at *off (off may
  * be NULL), so the HTTP layer can sendfile them; -1 when the blob is stored
  * compressed (read it with blob_reader_read). The fd belongs to r: valid

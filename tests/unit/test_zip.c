@@ -158,9 +158,23 @@ START_TEST(test_zip_rejects_non_zip_input)
 	struct ck_input in;
 	struct zip_reader *z;
 
-	ck_assert_int_eq(open_mem(&z, &in, (const uint8_t *)"PK\3\4 not really a zip file", 27),
+	ck_assert_int_eq(open_mem(&z, &in, (const uint8_t *)"not a zip file at all, no", 25),
 			 CK_EFORMAT);
 	ck_assert_int_eq(open_mem(&z, &in, (const uint8_t *)"", 0), CK_EFORMAT);
+}
+END_TEST
+
+/* A file that opens with a local header but has no end record is a zip cut
+ * short: damaged (422), not some other format (415). */
+START_TEST(test_zip_calls_a_headed_file_without_end_record_corrupt)
+{
+	struct ck_input in;
+	struct zip_reader *z;
+
+	ck_assert_int_eq(open_mem(&z, &in, (const uint8_t *)"PK\3\4 not really a zip file", 27),
+			 CK_ECORRUPT);
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "truncated"));
+	ck_assert_int_eq(open_mem(&z, &in, (const uint8_t *)"PK\3\4", 4), CK_ECORRUPT);
 }
 END_TEST
 
@@ -177,6 +191,7 @@ int main(void)
 	tcase_add_test(tc, test_zip_rejects_overlapping_entries);
 	tcase_add_test(tc, test_zip_rejects_crc_mismatch_and_too_many_records);
 	tcase_add_test(tc, test_zip_rejects_non_zip_input);
+	tcase_add_test(tc, test_zip_calls_a_headed_file_without_end_record_corrupt);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
