@@ -525,7 +525,7 @@ int http_start(struct http_server **out, const struct http_options *o)
 	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, o->threads ? o->threads : 1,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned)300, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024),
+	    (unsigned)300, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
 	    MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(16 * 1024),
 	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)1024, MHD_OPTION_END);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -122,6 +123,11 @@ static int serve(struct app_config *cfg, const char *listen, unsigned threads)
 	sigset_t set;
 	int sig = 0, lock, err;
 
+	/* Downloads open a blob reader per storage, each with ~1-3 MiB of
+	 * codec buffers; keep such blocks in the heap instead of mapping and
+	 * unmapping (and faulting in) fresh pages for every blob. */
+	mallopt(M_MMAP_THRESHOLD, 16 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 	if ((lock = lock_data_dir(cfg->data_dir)) < 0)
 		return 1;
 	cfg->clean = 1;
