@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +30,68 @@
  * the page cache): following them as they stream costs more than it saves. */
 #define SCAN_MIN_RECORD (64 * 1024)
 
+/* The SHA-256 of the whole upload is taken by a second thread that reads
+ * the spool just behind the writer (from the page cache), so the connection
+ * thread's per-byte work is the write and the record hashing only. */
 struct upload {
-	struct hasher *h;
 	struct zip_scan *scan;
-	uint64_t size;
+	uint64_t size; /* bytes spooled */
+	int fd;
+	pthread_t thread;
+	int thread_started;
+	pthread_mutex_t lock;
+	pthread_cond_t more;
+	uint64_t published; /* bytes the hash thread may read */
+	int finished;	    /* no more bytes will come */
+	struct hasher *h;
+	int hash_err;
 };
+
+static void *hash_thread(void *arg)
+{
+	enum { CHUNK = 1 << 20 };
+	struct upload *u = arg;
+	uint8_t *buf = malloc(CHUNK);
+	uint64_t done = 0;
+
+	if (!buf)
+		u->hash_err = CK_ENOMEM;
+	for (;;) {
+		pthread_mutex_lock(&u->lock);
+		while (u->published == done && !u->finished)
+			pthread_cond_wait(&u->more, &u->lock);
+		uint64_t avail = u->published;
+		int fin = u->finished;
+		pthread_mutex_unlock(&u->lock);
+		if (avail == done && fin)
+			break;
+		while (buf && done < avail) {
+			size_t n = avail - done < CHUNK ? (size_t)(avail - done) : CHUNK;
+			ssize_t r = pread(u->fd, buf, n, (off_t)done);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0) {
+				u->hash_err = CK_EIO;
+				done = avail;
+				break;
+			}
+			hasher_update(u->h, buf, (size_t)r);
+			done += (uint64_t)r;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Lets the hash thread go on to byte `size`, or tells it the end came. */
+static void hash_publish(struct upload *u, int finished)
+{
+	pthread_mutex_lock(&u->lock);
+	u->published = u->size;
+	u->finished |= finished;
+	pthread_cond_signal(&u->more);
+	pthread_mutex_unlock(&u->lock);
+}
 
 int api_upload_begin(struct app *app, struct req *r)
 {
@@ -42,6 +100,9 @@ int api_upload_begin(struct app *app, struct req *r)
 	if (!u)
 		return ck_error(CK_ENOMEM, "out of memory");
 	r->upload = u;
+	u->fd = -1;
+	pthread_mutex_init(&u->lock, NULL);
+	pthread_cond_init(&u->more, NULL);
 	if (!(u->h = hasher_new()) || zip_scan_new(&u->scan, SCAN_MIN_RECORD) < 0)
 		return ck_error(CK_ENOMEM, "out of memory");
 	r->body_fd = open(app->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -49,6 +110,10 @@ int api_upload_begin(struct app *app, struct req *r)
 		return ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
 				"cannot create an upload spool in %s: %s", app->tmp_dir,
 				strerror(errno));
+	u->fd = r->body_fd;
+	if (pthread_create(&u->thread, NULL, hash_thread, u) != 0)
+		return ck_error(CK_ENOMEM, "cannot start the upload's hash thread");
+	u->thread_started = 1;
 	return 0;
 }
 
@@ -63,7 +128,6 @@ int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
 				"the upload is larger than this server's limit of %llu bytes "
 				"(--max-upload-size)",
 				(unsigned long long)max);
-	hasher_update(u->h, b, n);
 	zip_scan_feed(u->scan, b, n);
 	while (n > 0) {
 		ssize_t w = write(r->body_fd, b, n);
@@ -76,26 +140,41 @@ int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
 		n -= (size_t)w;
 		u->size += (uint64_t)w;
 	}
+	hash_publish(u, 0);
 	return 0;
 }
 
-void api_upload_end(struct req *r)
+int api_upload_end(struct req *r)
 {
 	struct upload *u = r->upload;
 
+	hash_publish(u, 1);
+	pthread_join(u->thread, NULL);
+	u->thread_started = 0;
 	hasher_final(u->h, &r->body_sha256, NULL);
 	r->body_size = u->size;
+	if (u->hash_err)
+		return ck_error(u->hash_err == CK_ENOMEM ? CK_ENOMEM : CK_EIO,
+				"the upload spool could not be read back to hash it");
+	return 0;
 }
 
 void api_upload_free(struct req *r)
 {
 	struct upload *u = r->upload;
 
+	if (u && u->thread_started) { /* it reads the spool: stop it first */
+		hash_publish(u, 1);
+		pthread_join(u->thread, NULL);
+		u->thread_started = 0;
+	}
 	if (r->body_fd >= 0)
 		close(r->body_fd);
 	r->body_fd = -1;
 	if (!u)
 		return;
+	pthread_mutex_destroy(&u->lock);
+	pthread_cond_destroy(&u->more);
 	hasher_free(u->h);
 	zip_scan_free(u->scan);
 	free(u);

@@ -404,7 +404,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 					  "the multipart form has no 'file' part: send the "
 					  "checkpoint as -F file=@ckpt.pth"));
 		} else {
-			api_upload_end(&cs->req);
+			if ((err = api_upload_end(&cs->req)) < 0)
+				fail(cs, err);
 		}
 	}
 	if (!cs->early)
