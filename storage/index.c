@@ -773,11 +773,16 @@ static int tensors_json(json_t **out, struct conn *c, int64_t id)
 				    json_string((const char *)sqlite3_column_text(st, 0)));
 		json_object_set_new(t, "dtype",
 				    json_string((const char *)sqlite3_column_text(st, 1)));
-		json_object_set_new(
-		    t, "shape", parsed_or((const char *)sqlite3_column_text(st, 2), json_array()));
-		json_object_set_new(
-		    t, "strides",
-		    parsed_or((const char *)sqlite3_column_text(st, 3), json_array()));
+		/* dims_parse, not a JSON parser: this runs for every tensor of
+		 * every checkpoint read */
+		int64_t dims[TENSOR_MAX_NDIM];
+		int nd = 0;
+		if (dims_parse(&nd, dims, (const char *)sqlite3_column_text(st, 2)) < 0)
+			nd = 0;
+		json_object_set_new(t, "shape", dims_json(nd, dims));
+		if (dims_parse(&nd, dims, (const char *)sqlite3_column_text(st, 3)) < 0)
+			nd = 0;
+		json_object_set_new(t, "strides", dims_json(nd, dims));
 		json_object_set_new(t, "offset", json_integer(sqlite3_column_int64(st, 4)));
 		json_object_set_new(t, "nbytes", json_integer(sqlite3_column_int64(st, 5)));
 		json_object_set_new(t, "blob", hash_json(&h));
