@@ -204,9 +204,39 @@ struct file_gen {
 	struct blob_reader *rd;
 	struct hash rd_blob;
 	struct hasher *h;
-	uint64_t hashed; /* the stream is verified while reads are sequential */
+	uint64_t hashed; /* a whole download is hashed as it streams */
 	int verify;
+	/* A Range response checks each blob it touches instead. */
+	int per_blob;
+	struct hash *checked;
+	size_t nchecked;
 };
+
+static void file_gen_ranged(void *ctx)
+{
+	struct file_gen *g = ctx;
+
+	g->verify = 0;
+	g->per_blob = 1;
+}
+
+/* Checks the open reader's blob once per response. */
+static int check_blob(struct file_gen *g)
+{
+	int err;
+
+	for (size_t i = 0; i < g->nchecked; i++)
+		if (!memcmp(g->checked[i].b, g->rd_blob.b, 32))
+			return 0;
+	if ((err = blob_reader_verify(g->rd, &g->rd_blob)) < 0)
+		return err;
+	struct hash *v = realloc(g->checked, (g->nchecked + 1) * sizeof(*v));
+	if (!v)
+		return ck_error(CK_ENOMEM, "out of memory");
+	g->checked = v;
+	g->checked[g->nchecked++] = g->rd_blob;
+	return 0;
+}
 
 static void file_gen_free(void *ctx)
 {
@@ -215,6 +245,7 @@ static void file_gen_free(void *ctx)
 	blob_reader_close(g->rd);
 	hasher_free(g->h);
 	index_layout_free(g->l);
+	free(g->checked);
 	free(g);
 }
 
@@ -239,6 +270,10 @@ static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 	size_t done = 0;
 	int err;
 
+	if (g->verify && pos != g->hashed) { /* not in order: check blob by blob */
+		g->verify = 0;
+		g->per_blob = 1;
+	}
 	while (done < n && pos + done < l->size) {
 		uint64_t at = pos + done;
 		const struct index_layout_part *p = &l->parts[part_at(l, at)];
@@ -253,6 +288,8 @@ static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 				goto fail;
 			g->rd_blob = p->blob;
 		}
+		if (g->per_blob && (err = check_blob(g)) < 0)
+			goto fail;
 		if ((err = blob_reader_read(g->rd, buf + done, m, p->src_off + in_part)) < 0)
 			goto fail;
 		done += m;
@@ -271,8 +308,6 @@ static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 				goto fail;
 			}
 		}
-	} else {
-		g->verify = 0;
 	}
 	return (long)done;
 fail:
@@ -321,6 +356,6 @@ int h_file(struct resp *out, struct app *app, struct req *r)
 	g->verify = 1;
 	out->status = 200;
 	out->content_type = "application/octet-stream";
-	out->gen = (struct resp_gen){l->size, file_gen_read, file_gen_free, g, 1};
+	out->gen = (struct resp_gen){l->size, file_gen_read, file_gen_free, g, 1, file_gen_ranged};
 	return 0;
 }

@@ -73,6 +73,9 @@ struct resp_gen {
 	void (*free)(void *ctx);
 	void *ctx;
 	int rangeable; /* 1: the server answers Range requests on it */
+	/* Called (when set) before the first read of a Range response: the
+	 * generator then cannot count on seeing every byte in order. */
+	void (*ranged)(void *ctx);
 };
 
 #define RESP_MAX_HEADERS 12

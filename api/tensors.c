@@ -35,12 +35,18 @@ struct plan_gen {
 	size_t sh_storage;
 	uint64_t sh_pos;
 	int sh_active;
+	int ranged;   /* a Range response: check storages before serving them */
 	uint8_t *win; /* gather cache: a window of one storage */
 	size_t win_storage;
 	uint64_t win_off, win_len;
 };
 
 enum { WIN = 1 << 20 };
+
+static void plan_gen_ranged(void *ctx)
+{
+	((struct plan_gen *)ctx)->ranged = 1;
+}
 
 static void plan_gen_free(void *ctx)
 {
@@ -104,7 +110,7 @@ static int range_read(struct plan_gen *g, const struct plan_seg *sg, uint64_t in
 	int whole = sg->src_off == 0 && sg->len == row->nbytes, err;
 
 	if (!g->verified[s]) {
-		if (whole && in_seg == 0 && !g->sh_active) {
+		if (whole && in_seg == 0 && !g->sh_active && !g->ranged) {
 			g->sh_active = 1;
 			g->sh_storage = s;
 			g->sh_pos = 0;
@@ -462,7 +468,8 @@ int h_state_dict(struct resp *out, struct app *app, struct req *r)
 	set_disposition(out, r->params[0], id, ck, "-state_dict", st_fmt ? "safetensors" : "pth");
 	out->status = 200;
 	out->content_type = "application/octet-stream";
-	out->gen = (struct resp_gen){g->plan->total, plan_gen_read, plan_gen_free, g, 1};
+	out->gen =
+	    (struct resp_gen){g->plan->total, plan_gen_read, plan_gen_free, g, 1, plan_gen_ranged};
 	g = NULL;
 out:
 	json_decref(ck);
@@ -589,7 +596,8 @@ int h_tensor(struct resp *out, struct app *app, struct req *r)
 	resp_header(out, "X-Shape", shape);
 	out->status = 200;
 	out->content_type = "application/octet-stream";
-	out->gen = (struct resp_gen){g->plan->total, plan_gen_read, plan_gen_free, g, 1};
+	out->gen =
+	    (struct resp_gen){g->plan->total, plan_gen_read, plan_gen_free, g, 1, plan_gen_ranged};
 	g = NULL;
 out:
 	free(want);

@@ -319,6 +319,8 @@ static enum MHD_Result respond(struct conn_state *cs)
 			if (k > 0) {
 				status = 206;
 				cs->range_start = a;
+				if (r->gen.ranged)
+					r->gen.ranged(r->gen.ctx);
 				len = b - a + 1;
 				snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64,
 					 a, b, r->gen.size);

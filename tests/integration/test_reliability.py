@@ -26,6 +26,8 @@ replays a run. CKPTD_KILL_ROUNDS (default 20) sets test 1's rounds.
 import hashlib
 import http.client
 import os
+import io
+import zipfile
 import random
 import re
 import socket
@@ -809,12 +811,13 @@ class Malformed(unittest.TestCase):
 
 # -- 6. damaged blobs are never served silently (SPEC 6) ------------------------------------
 
-def fetch(d, url):
-    """GET url -> (status, body, complete): complete is False when the
-    connection ended before Content-Length bytes (a cut download)."""
+def fetch(d, url, rng=None):
+    """GET url (with a Range header when rng is given) -> (status, body,
+    complete): complete is False when the connection ended before
+    Content-Length bytes (a cut download)."""
     c = d.conn(60)
     try:
-        c.request("GET", ckptd.API + url)
+        c.request("GET", ckptd.API + url, headers={"Range": rng} if rng else {})
         r = c.getresponse()
         try:
             body = r.read()
@@ -841,7 +844,8 @@ class DamagedBlobs(unittest.TestCase):
                   "i": torch.randint(-2 ** 62, 2 ** 62, (8192,), dtype=torch.int64,
                                      generator=torch.Generator().manual_seed(SEED)),  # raw
                   "u": torch.zeros(4096, dtype=torch.uint8)}  # zstd
-            j = d.upload_ok("dmg", store.save_torch({"state_dict": sd}))
+            blob = store.save_torch({"state_dict": sd})
+            j = d.upload_ok("dmg", blob)
             base = "/models/dmg/checkpoints/%d" % j["id"]
             urls = [base + "/file", base + "/state_dict", base + "/state_dict?format=safetensors"]
             for k in sd:
@@ -852,20 +856,51 @@ class DamagedBlobs(unittest.TestCase):
                 st, body, complete = fetch(d, u)
                 self.assertEqual((st, complete), (200, True), u)
                 good[u] = body
+            # Range requests see only part of a blob: they must check it too
+            ranges = ["bytes=0-99", "bytes=-64", "bytes=100-"]
+            good_ranges = {}
+            # and ranges of /file that hold exactly one tensor record each,
+            # so no other (compressed, self-checking) blob is read with them
+            zf = zipfile.ZipFile(io.BytesIO(blob))
+            record_ranges = []
+            for zi in zf.infolist():
+                if "/data/" in zi.filename:
+                    lh = blob[zi.header_offset:zi.header_offset + 30]
+                    start = zi.header_offset + 30 + struct.unpack("<H", lh[26:28])[0] + \
+                        struct.unpack("<H", lh[28:30])[0]
+                    if zi.file_size:
+                        record_ranges.append("bytes=%d-%d" % (start, start + zi.file_size - 1))
+            self.assertEqual(len(record_ranges), 3, record_ranges)
+            for rg in record_ranges:
+                st, body, complete = fetch(d, urls[0], rg)
+                self.assertEqual((st, complete), (206, True), rg)
+                good_ranges[(urls[0], rg)] = body
+            for u in urls[:3]:
+                for rg in ranges:
+                    st, body, complete = fetch(d, u, rg)
+                    self.assertEqual((st, complete), (206, True), (u, rg))
+                    good_ranges[(u, rg)] = body
             files = sorted(glob_blobs(d.data_dir))
             self.assertGreaterEqual(len(files), 4, files)
             for p in files:
                 os.chmod(p, 0o644)
                 with open(p, "r+b") as f:
-                    f.seek(os.path.getsize(p) - 1)
-                    b = f.read(1)
-                    f.seek(-1, 1)
-                    f.write(bytes([b[0] ^ 0x10]))
+                    # the last byte, and the middle one (inside any range
+                    # that covers most of the blob)
+                    for at in sorted({os.path.getsize(p) // 2, os.path.getsize(p) - 1}):
+                        f.seek(at)
+                        b = f.read(1)
+                        f.seek(at)
+                        f.write(bytes([b[0] ^ 0x10]))
             served = []
             for u in urls:
                 st, body, complete = fetch(d, u)
                 if st == 200 and complete and body != good[u]:
                     served.append(u)
+            for (u, rg), want in good_ranges.items():
+                st, body, complete = fetch(d, u, rg)
+                if st == 206 and complete and body != want:
+                    served.append("%s [%s]" % (u, rg))
             print("  damaged blobs: %d blob files damaged; served silently: %s"
                   % (len(files), served or "none"), flush=True)
             self.assertEqual(served, [], "answered 200 with damaged bytes (SPEC 6: a download "
