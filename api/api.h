@@ -79,7 +79,7 @@ void api_handle(struct resp *out, struct app *app, const struct route *rt, struc
 
 /* The body of an upload route, streamed: begin opens an unlinked spool file
  * in the store's tmp directory (r->body_fd); write appends to it, hashing
- * the whole body (in a second thread) and, as they pass, the records of a
+ * (in a second thread) the whole body and, as they pass, the records of a
  * zip (so ingest need not read tensor data twice), and enforces
  * --max-upload-size (CK_ETOOBIG); end sets r->body_size and r->body_sha256
  * (or fails with CK_EIO); free closes the spool (accepts a

@@ -30,9 +30,10 @@
  * the page cache): following them as they stream costs more than it saves. */
 #define SCAN_MIN_RECORD (64 * 1024)
 
-/* The SHA-256 of the whole upload is taken by a second thread that reads
- * the spool just behind the writer (from the page cache), so the connection
- * thread's per-byte work is the write and the record hashing only. */
+/* The upload is hashed by a second thread that reads the spool just behind
+ * the writer (from the page cache): the SHA-256 of the whole file, and each
+ * zip record's through the scanner. The connection thread only writes, so
+ * receiving and hashing run on two cores at once. */
 struct upload {
 	struct zip_scan *scan;
 	uint64_t size; /* bytes spooled */
@@ -76,6 +77,7 @@ static void *hash_thread(void *arg)
 				break;
 			}
 			hasher_update(u->h, buf, (size_t)r);
+			zip_scan_feed(u->scan, buf, (size_t)r);
 			done += (uint64_t)r;
 		}
 	}
@@ -128,7 +130,6 @@ int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
 				"the upload is larger than this server's limit of %llu bytes "
 				"(--max-upload-size)",
 				(unsigned long long)max);
-	zip_scan_feed(u->scan, b, n);
 	while (n > 0) {
 		ssize_t w = write(r->body_fd, b, n);
 		if (w < 0 && errno == EINTR)
