@@ -130,7 +130,7 @@ void hash_to_hex(char out[65], const struct hash *h)
 	out[64] = '\0';
 }
 
-static int unhex(char c)
+int hex_value(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -144,10 +144,10 @@ static int unhex(char c)
 int hash_from_hex(struct hash *out, const char *hex)
 {
 	for (int i = 0; i < 32; i++) {
-		int hi = unhex(hex[2 * i]), lo;
+		int hi = hex_value(hex[2 * i]), lo;
 		if (hi < 0)
 			return ck_error(CK_EINVALID, "not a SHA-256 hex digest");
-		lo = unhex(hex[2 * i + 1]);
+		lo = hex_value(hex[2 * i + 1]);
 		if (lo < 0)
 			return ck_error(CK_EINVALID, "not a SHA-256 hex digest");
 		out->b[i] = (uint8_t)(hi << 4 | lo);

@@ -32,6 +32,9 @@ int hash_fd_range(struct hash *out, uint32_t *crc, int fd, uint64_t off, uint64_
 /* 64 lowercase hex digits and a NUL into out. */
 void hash_to_hex(char out[65], const struct hash *h);
 
+/* The value of one hex digit (either case), or -1. */
+int hex_value(char c);
+
 /* Parses exactly 64 hex digits; CK_EINVALID otherwise. */
 int hash_from_hex(struct hash *out, const char *hex);
 

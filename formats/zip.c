@@ -19,6 +19,7 @@
 #include <zlib.h>
 
 #include "../common/err.h"
+#include "le.h"
 
 #define SIG_LOCAL   0x04034b50u
 #define SIG_CENTRAL 0x02014b50u
@@ -33,21 +34,6 @@ struct zip_reader {
 	size_t *by_name; /* indices sorted by name */
 	uint64_t cd_off, cd_size;
 };
-
-static uint16_t le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
 
 void zip_reader_free(struct zip_reader *z)
 {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "le.h"
 
 enum state { HEAD, NAME, DATA, DATA_UNKNOWN, DESC, STOP };
 
@@ -48,21 +49,6 @@ struct zip_scan {
 	struct scanned *done;
 	size_t ndone, cap;
 };
-
-static uint16_t le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
 
 int zip_scan_new(struct zip_scan **out, uint64_t min_record)
 {

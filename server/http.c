@@ -29,6 +29,7 @@
 
 #include "../api/api.h"
 #include "../common/err.h"
+#include "../common/hash.h"
 #include "log.h"
 
 #define MAX_FIELD_LEN 4096
@@ -59,17 +60,6 @@ struct conn_state {
 	struct timespec start;
 	int status;
 };
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 static double since(const struct timespec *t0)
 {
@@ -456,7 +446,7 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *uri)
 
 	while (*r) {
 		int hi, lo;
-		if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 &&
+		if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 &&
 		    (hi | lo) != 0) {
 			*w++ = (char)(hi << 4 | lo);
 			r += 3;
