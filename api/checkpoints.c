@@ -3,15 +3,16 @@
  * (SPEC 3).
  *
  * /file rebuilds the upload from the index's layout: the skeleton blob and
- * the storage blobs interleaved in file order. A full download is hashed as
- * it streams and compared with the upload's SHA-256 before its last bytes go
- * out; on a mismatch the connection is cut, so a damaged store never serves
- * a file that looks complete.
+ * the storage blobs interleaved in file order, each blob checked as it
+ * streams (see "/file" below): a damaged store never serves a file that
+ * looks complete.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <zlib.h>
 
 #include "../common/err.h"
 #include "internal.h"
@@ -198,44 +199,33 @@ int h_delete(struct resp *out, struct app *app, struct req *r)
 
 /* ---- /file ---- */
 
+/* Every blob a download reads is checked before the download completes.
+ * Read in order from its start (a plain download: storages whole, the
+ * skeleton's pieces one after another), a blob's CRC-32 is taken as it
+ * streams and compared with the index when its last byte is read; on a
+ * mismatch the connection is cut, so a damaged file never arrives looking
+ * complete. A blob first met anywhere else (a Range response) is checked
+ * whole against its SHA-256 before any of its bytes go out. */
+struct blob_check {
+	struct hash blob;
+	uint64_t next; /* raw offset the running CRC has reached */
+	uLong crc;
+	int verified;
+};
+
 struct file_gen {
 	struct app *app;
 	struct index_layout *l;
 	struct blob_reader *rd;
 	struct hash rd_blob;
-	struct hasher *h;
-	uint64_t hashed; /* a whole download is hashed as it streams */
-	int verify;
-	/* A Range response checks each blob it touches instead. */
-	int per_blob;
-	struct hash *checked;
-	size_t nchecked;
+	int ranged;
+	struct blob_check *checks;
+	size_t nchecks;
 };
 
 static void file_gen_ranged(void *ctx)
 {
-	struct file_gen *g = ctx;
-
-	g->verify = 0;
-	g->per_blob = 1;
-}
-
-/* Checks the open reader's blob once per response. */
-static int check_blob(struct file_gen *g)
-{
-	int err;
-
-	for (size_t i = 0; i < g->nchecked; i++)
-		if (!memcmp(g->checked[i].b, g->rd_blob.b, 32))
-			return 0;
-	if ((err = blob_reader_verify(g->rd, &g->rd_blob)) < 0)
-		return err;
-	struct hash *v = realloc(g->checked, (g->nchecked + 1) * sizeof(*v));
-	if (!v)
-		return ck_error(CK_ENOMEM, "out of memory");
-	g->checked = v;
-	g->checked[g->nchecked++] = g->rd_blob;
-	return 0;
+	((struct file_gen *)ctx)->ranged = 1;
 }
 
 static void file_gen_free(void *ctx)
@@ -243,9 +233,8 @@ static void file_gen_free(void *ctx)
 	struct file_gen *g = ctx;
 
 	blob_reader_close(g->rd);
-	hasher_free(g->h);
 	index_layout_free(g->l);
-	free(g->checked);
+	free(g->checks);
 	free(g);
 }
 
@@ -263,6 +252,71 @@ static size_t part_at(const struct index_layout *l, uint64_t pos)
 	return lo;
 }
 
+static struct blob_check *check_of(struct file_gen *g, const struct hash *h, int create)
+{
+	for (size_t i = 0; i < g->nchecks; i++)
+		if (!memcmp(g->checks[i].blob.b, h->b, 32))
+			return &g->checks[i];
+	if (!create)
+		return NULL;
+	struct blob_check *v = realloc(g->checks, (g->nchecks + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	g->checks = v;
+	v = &g->checks[g->nchecks++];
+	memset(v, 0, sizeof(*v));
+	v->blob = *h;
+	v->crc = crc32(0L, Z_NULL, 0);
+	return v;
+}
+
+/* Reads m bytes of part p at in_part into out, checking its blob. */
+static int part_read(struct file_gen *g, const struct index_layout_part *p, uint64_t in_part,
+		     uint8_t *out, size_t m)
+{
+	uint64_t src = p->src_off + in_part;
+	struct blob_check *c = check_of(g, &p->blob, 0);
+	int err;
+
+	if (!c && !g->ranged && src == 0 && !(c = check_of(g, &p->blob, 1)))
+		return ck_error(CK_ENOMEM, "out of memory");
+	if (c && !c->verified && c->next != src) {
+		/* out of order after all: check the whole blob first */
+		if ((err = blob_reader_verify(g->rd, &p->blob)) < 0)
+			return err;
+		c->verified = 1;
+	}
+	if (!c) {
+		if ((err = blob_reader_verify(g->rd, &p->blob)) < 0)
+			return err;
+		if (!(c = check_of(g, &p->blob, 1)))
+			return ck_error(CK_ENOMEM, "out of memory");
+		c->verified = 1;
+	}
+	if ((err = blob_reader_read(g->rd, out, m, src)) < 0)
+		return err;
+	if (c->verified)
+		return 0;
+	for (size_t k = 0; k < m;) { /* zlib takes uInt lengths */
+		uInt n = m - k > (1u << 30) ? (1u << 30) : (uInt)(m - k);
+		c->crc = crc32(c->crc, out + k, n);
+		k += n;
+	}
+	c->next += m;
+	if (c->next == p->blob_size) {
+		if ((uint32_t)c->crc != p->blob_crc) {
+			char hex[65];
+			hash_to_hex(hex, &p->blob);
+			return ck_error(CK_ECORRUPT,
+					"stored blob %s does not match its CRC-32: the store is "
+					"damaged (run 'ckptd verify')",
+					hex);
+		}
+		c->verified = 1;
+	}
+	return 0;
+}
+
 static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 {
 	struct file_gen *g = ctx;
@@ -270,10 +324,6 @@ static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 	size_t done = 0;
 	int err;
 
-	if (g->verify && pos != g->hashed) { /* not in order: check blob by blob */
-		g->verify = 0;
-		g->per_blob = 1;
-	}
 	while (done < n && pos + done < l->size) {
 		uint64_t at = pos + done;
 		const struct index_layout_part *p = &l->parts[part_at(l, at)];
@@ -288,26 +338,9 @@ static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 				goto fail;
 			g->rd_blob = p->blob;
 		}
-		if (g->per_blob && (err = check_blob(g)) < 0)
-			goto fail;
-		if ((err = blob_reader_read(g->rd, buf + done, m, p->src_off + in_part)) < 0)
+		if ((err = part_read(g, p, in_part, buf + done, m)) < 0)
 			goto fail;
 		done += m;
-	}
-	if (g->verify && pos == g->hashed) {
-		hasher_update(g->h, buf, done);
-		g->hashed += done;
-		if (g->hashed == l->size) {
-			struct hash got;
-			hasher_final(g->h, &got, NULL);
-			if (memcmp(got.b, l->sha256.b, 32)) {
-				err = ck_error(CK_ECORRUPT,
-					       "checkpoint %" PRId64 " does not match its SHA-256: "
-					       "run 'ckptd verify'",
-					       l->id);
-				goto fail;
-			}
-		}
 	}
 	return (long)done;
 fail:
@@ -346,14 +379,12 @@ int h_file(struct resp *out, struct app *app, struct req *r)
 		out->status = 304;
 		return 0;
 	}
-	if (!(g = calloc(1, sizeof(*g))) || !(g->h = hasher_new())) {
-		free(g);
+	if (!(g = calloc(1, sizeof(*g)))) {
 		index_layout_free(l);
 		return ck_error(CK_ENOMEM, "out of memory");
 	}
 	g->app = app;
 	g->l = l;
-	g->verify = 1;
 	out->status = 200;
 	out->content_type = "application/octet-stream";
 	out->gen = (struct resp_gen){l->size, file_gen_read, file_gen_free, g, 1, file_gen_ranged};

@@ -957,6 +957,7 @@ int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_
 	struct index_layout *l = calloc(1, sizeof(*l));
 	struct hash skel;
 	uint64_t skel_size, nstor = 0, pos = 0, skel_off = 0;
+	uint32_t skel_crc = 0;
 	int err = 0, rc;
 
 	if (!l)
@@ -964,7 +965,8 @@ int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_
 	if ((err = conn_get(&c, idx)) < 0)
 		goto out;
 	if (!(st = stmt(c, "SELECT m.name, c.epoch, c.format, c.size, c.sha256, c.skeleton,"
-			   " c.skeleton_size, c.storage_count FROM checkpoints c"
+			   " c.skeleton_size, c.storage_count,"
+			   " (SELECT crc32 FROM blobs WHERE hash = c.skeleton) FROM checkpoints c"
 			   " JOIN models m ON m.id = c.model_id WHERE c.id = ?"))) {
 		err = CK_EIO;
 		goto out;
@@ -986,13 +988,15 @@ int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_
 	column_hash(&skel, st, 5);
 	skel_size = (uint64_t)sqlite3_column_int64(st, 6);
 	nstor = (uint64_t)sqlite3_column_int64(st, 7);
+	skel_crc = (uint32_t)sqlite3_column_int64(st, 8);
 	if (!l->model || !l->format || nstor > (1u << 26) ||
 	    !(l->parts = calloc(2 * nstor + 1, sizeof(*l->parts)))) {
 		err = ck_error(CK_ENOMEM, "out of memory");
 		goto out;
 	}
-	if (!(st = stmt(c, "SELECT blob, file_off, nbytes FROM storages"
-			   " WHERE checkpoint_id = ? ORDER BY file_off"))) {
+	if (!(st = stmt(c, "SELECT s.blob, s.file_off, s.nbytes, b.crc32 FROM storages s"
+			   " LEFT JOIN blobs b ON b.hash = s.blob"
+			   " WHERE s.checkpoint_id = ? ORDER BY s.file_off"))) {
 		err = CK_EIO;
 		goto out;
 	}
@@ -1012,6 +1016,8 @@ int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_
 			p->file_off = pos;
 			p->size = off - pos;
 			p->src_off = skel_off;
+			p->blob_size = skel_size;
+			p->blob_crc = skel_crc;
 			skel_off += off - pos;
 		}
 		struct index_layout_part *p = &l->parts[l->nparts++];
@@ -1019,6 +1025,8 @@ int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_
 		p->file_off = off;
 		p->size = n;
 		p->src_off = 0;
+		p->blob_size = n;
+		p->blob_crc = (uint32_t)sqlite3_column_int64(st, 3);
 		pos = off + n;
 	}
 	if (rc != SQLITE_DONE) {
@@ -1031,6 +1039,8 @@ int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_
 		p->file_off = pos;
 		p->size = l->size - pos;
 		p->src_off = skel_off;
+		p->blob_size = skel_size;
+		p->blob_crc = skel_crc;
 		skel_off += l->size - pos;
 	}
 	if (skel_off != skel_size || pos > l->size) {

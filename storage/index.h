@@ -102,9 +102,11 @@ int index_checkpoint_list(json_t **out, struct index *idx, const struct index_li
 /* Everything /file needs to rebuild an upload. */
 struct index_layout_part {
 	struct hash blob;
-	uint64_t file_off; /* where the part starts in the upload */
-	uint64_t size;	   /* its length */
-	uint64_t src_off;  /* where it starts inside the blob */
+	uint64_t file_off;  /* where the part starts in the upload */
+	uint64_t size;	    /* its length */
+	uint64_t src_off;   /* where it starts inside the blob */
+	uint64_t blob_size; /* the whole blob's raw size */
+	uint32_t blob_crc;  /* and its CRC-32, to check it as it streams */
 };
 struct index_layout {
 	char *model;
