@@ -110,7 +110,8 @@ int app_open(struct app **out, const struct app_config *cfg)
 		goto fail;
 	if ((err = blob_fs_open(&app->blobs, blob_dir, cfg->compress)) < 0)
 		goto fail;
-	if ((err = gc_new(&app->gc)) < 0 || (err = metrics_new(&app->metrics)) < 0)
+	if ((err = gc_new(&app->gc)) < 0 || (err = metrics_new(&app->metrics)) < 0 ||
+	    (err = json_cache_new(&app->jcache)) < 0)
 		goto fail;
 	/* Leftovers of a crash: temporary blob files, and blobs written
 	 * whose checkpoint never committed. */
@@ -140,6 +141,7 @@ void app_close(struct app *app)
 	index_close(app->idx);
 	gc_free(app->gc);
 	metrics_free(app->metrics);
+	json_cache_free(app->jcache);
 	for (size_t i = 0; i < app->ntokens; i++)
 		free(app->tokens[i].token);
 	free(app->tokens);

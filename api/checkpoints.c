@@ -8,6 +8,7 @@
  * looks complete.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,16 +69,111 @@ int h_list(struct resp *out, struct app *app, struct req *r)
 	return json_reply(out, 200, res);
 }
 
+/* ---- the JSON cache ---- */
+
+#define JCACHE_SLOTS 1024
+
+struct jslot {
+	int64_t id;
+	uint64_t gen;
+	char *json;
+	size_t len;
+};
+
+struct json_cache {
+	pthread_mutex_t lock;
+	uint64_t gen;
+	struct jslot slots[JCACHE_SLOTS];
+};
+
+int json_cache_new(struct json_cache **out)
+{
+	struct json_cache *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return ck_error(CK_ENOMEM, "out of memory");
+	pthread_mutex_init(&c->lock, NULL);
+	c->gen = 1;
+	*out = c;
+	return 0;
+}
+
+void json_cache_free(struct json_cache *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < JCACHE_SLOTS; i++)
+		free(c->slots[i].json);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void json_cache_bump(struct json_cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->gen++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* A copy of id's JSON into out (1), or 0 with *gen the generation to store
+ * a fresh rendering under. */
+static int json_cache_get(struct resp *out, uint64_t *gen, struct json_cache *c, int64_t id)
+{
+	struct jslot *e = &c->slots[(uint64_t)id % JCACHE_SLOTS];
+	char *copy = NULL;
+	size_t len = 0;
+
+	pthread_mutex_lock(&c->lock);
+	*gen = c->gen;
+	if (e->json && e->id == id && e->gen == c->gen && (copy = malloc(e->len + 1))) {
+		memcpy(copy, e->json, e->len + 1);
+		len = e->len;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!copy)
+		return 0;
+	out->status = 200;
+	out->body = copy;
+	out->body_len = len;
+	out->content_type = "application/json";
+	return 1;
+}
+
+static void json_cache_put(struct json_cache *c, int64_t id, uint64_t gen, const char *json,
+			   size_t len)
+{
+	struct jslot *e = &c->slots[(uint64_t)id % JCACHE_SLOTS];
+	char *copy = malloc(len + 1);
+
+	if (!copy)
+		return;
+	memcpy(copy, json, len + 1);
+	pthread_mutex_lock(&c->lock);
+	if (gen == c->gen) {
+		free(e->json);
+		*e = (struct jslot){id, gen, copy, len};
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(copy);
+}
+
 int h_get(struct resp *out, struct app *app, struct req *r)
 {
+	uint64_t gen;
 	int64_t id;
 	json_t *ck;
 	int err;
 
-	if ((err = resolve_ref(&id, app, r)) < 0 ||
-	    (err = index_checkpoint_json(&ck, app->idx, id, 1)) < 0)
+	if ((err = resolve_ref(&id, app, r)) < 0)
 		return err;
-	return json_reply(out, 200, ck);
+	if (json_cache_get(out, &gen, app->jcache, id))
+		return 0;
+	if ((err = index_checkpoint_json(&ck, app->idx, id, 1)) < 0 ||
+	    (err = json_reply(out, 200, ck)) < 0)
+		return err;
+	json_cache_put(app->jcache, id, gen, out->body, out->body_len);
+	return 0;
 }
 
 static int patch_check(const json_t *p)

@@ -49,7 +49,8 @@ void api_error(struct resp *out, int code)
 
 int json_reply(struct resp *out, int status, json_t *v)
 {
-	char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+	/* 15 digits: a loss sent as 0.1 reads back as 0.1, not 0.10000000000000001 */
+	char *s = v ? json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
 
 	json_decref(v);
 	if (!s) {

@@ -20,6 +20,7 @@ struct token {
 };
 
 struct metrics;
+struct json_cache;
 
 struct app {
 	struct app_config cfg;
@@ -31,6 +32,7 @@ struct app {
 	size_t ntokens;
 	struct fmt_limits limits;
 	struct metrics *metrics;
+	struct json_cache *jcache;
 };
 
 typedef int (*handler_fn)(struct resp *out, struct app *app, struct req *r);
@@ -54,6 +56,14 @@ int parse_f64(double *out, const char *field, const char *s);
 
 /* Resolves {model} and {ref} (params 0 and 1) with ?run=, ?metric=, ?mode=. */
 int resolve_ref(int64_t *id, struct app *app, struct req *r);
+
+/* Rendered checkpoint JSON, kept between requests (api/checkpoints.c).
+ * Every write request moves the cache to a new generation, so no entry
+ * outlives a change that could alter it (a PATCH, a delete, or an upload
+ * changing how many checkpoints share a blob). Thread-safe. */
+int json_cache_new(struct json_cache **out);
+void json_cache_free(struct json_cache *c);
+void json_cache_bump(struct json_cache *c);
 
 /* Metrics (api/metrics.c). */
 int metrics_new(struct metrics **out);
