@@ -30,33 +30,52 @@
  * the page cache): following them as they stream costs more than it saves. */
 #define SCAN_MIN_RECORD (64 * 1024)
 
-/* The upload is hashed by a second thread that reads the spool just behind
- * the writer (from the page cache): the SHA-256 of the whole file, and each
- * zip record's through the scanner. The connection thread only writes, so
- * receiving and hashing run on two cores at once. */
-struct upload {
-	struct zip_scan *scan;
-	uint64_t size; /* bytes spooled */
-	int fd;
+/* The upload is hashed by two threads that read the spool just behind the
+ * writer (from the page cache): one takes the SHA-256 of the whole file, the
+ * other follows the zip records through the scanner. The connection thread
+ * only writes, so receiving and hashing spread over the cores. */
+struct upload;
+
+struct follower {
+	struct upload *u;
+	void (*eat)(struct upload *u, const uint8_t *p, size_t n);
 	pthread_t thread;
-	int thread_started;
-	pthread_mutex_t lock;
-	pthread_cond_t more;
-	uint64_t published; /* bytes the hash thread may read */
-	int finished;	    /* no more bytes will come */
-	struct hasher *h;
-	int hash_err;
+	int started;
+	int err;
 };
 
-static void *hash_thread(void *arg)
+struct upload {
+	struct zip_scan *scan;
+	struct hasher *h;
+	uint64_t size; /* bytes spooled */
+	int fd;
+	pthread_mutex_t lock;
+	pthread_cond_t more;
+	uint64_t published; /* bytes the followers may read */
+	int finished;	    /* no more bytes will come */
+	struct follower f[2];
+};
+
+static void eat_file_hash(struct upload *u, const uint8_t *p, size_t n)
+{
+	hasher_update(u->h, p, n);
+}
+
+static void eat_records(struct upload *u, const uint8_t *p, size_t n)
+{
+	zip_scan_feed(u->scan, p, n);
+}
+
+static void *follow(void *arg)
 {
 	enum { CHUNK = 1 << 20 };
-	struct upload *u = arg;
+	struct follower *f = arg;
+	struct upload *u = f->u;
 	uint8_t *buf = malloc(CHUNK);
 	uint64_t done = 0;
 
 	if (!buf)
-		u->hash_err = CK_ENOMEM;
+		f->err = CK_ENOMEM;
 	for (;;) {
 		pthread_mutex_lock(&u->lock);
 		while (u->published == done && !u->finished)
@@ -72,12 +91,11 @@ static void *hash_thread(void *arg)
 			if (r < 0 && errno == EINTR)
 				continue;
 			if (r <= 0) {
-				u->hash_err = CK_EIO;
+				f->err = CK_EIO;
 				done = avail;
 				break;
 			}
-			hasher_update(u->h, buf, (size_t)r);
-			zip_scan_feed(u->scan, buf, (size_t)r);
+			f->eat(u, buf, (size_t)r);
 			done += (uint64_t)r;
 		}
 	}
@@ -85,14 +103,31 @@ static void *hash_thread(void *arg)
 	return NULL;
 }
 
-/* Lets the hash thread go on to byte `size`, or tells it the end came. */
+/* Lets the followers go on to byte `size`, or tells them the end came. */
 static void hash_publish(struct upload *u, int finished)
 {
 	pthread_mutex_lock(&u->lock);
 	u->published = u->size;
 	u->finished |= finished;
-	pthread_cond_signal(&u->more);
+	pthread_cond_broadcast(&u->more);
 	pthread_mutex_unlock(&u->lock);
+}
+
+/* Ends the followers; returns the first error either had. */
+static int followers_join(struct upload *u)
+{
+	int err = 0;
+
+	hash_publish(u, 1);
+	for (int i = 0; i < 2; i++) {
+		if (!u->f[i].started)
+			continue;
+		pthread_join(u->f[i].thread, NULL);
+		u->f[i].started = 0;
+		if (u->f[i].err && !err)
+			err = u->f[i].err;
+	}
+	return err;
 }
 
 int api_upload_begin(struct app *app, struct req *r)
@@ -113,9 +148,14 @@ int api_upload_begin(struct app *app, struct req *r)
 				"cannot create an upload spool in %s: %s", app->tmp_dir,
 				strerror(errno));
 	u->fd = r->body_fd;
-	if (pthread_create(&u->thread, NULL, hash_thread, u) != 0)
-		return ck_error(CK_ENOMEM, "cannot start the upload's hash thread");
-	u->thread_started = 1;
+	u->f[0].eat = eat_file_hash;
+	u->f[1].eat = eat_records;
+	for (int i = 0; i < 2; i++) {
+		u->f[i].u = u;
+		if (pthread_create(&u->f[i].thread, NULL, follow, &u->f[i]) != 0)
+			return ck_error(CK_ENOMEM, "cannot start the upload's hash threads");
+		u->f[i].started = 1;
+	}
 	return 0;
 }
 
@@ -149,13 +189,12 @@ int api_upload_end(struct req *r)
 {
 	struct upload *u = r->upload;
 
-	hash_publish(u, 1);
-	pthread_join(u->thread, NULL);
-	u->thread_started = 0;
+	int err = followers_join(u);
+
 	hasher_final(u->h, &r->body_sha256, NULL);
 	r->body_size = u->size;
-	if (u->hash_err)
-		return ck_error(u->hash_err == CK_ENOMEM ? CK_ENOMEM : CK_EIO,
+	if (err)
+		return ck_error(err == CK_ENOMEM ? CK_ENOMEM : CK_EIO,
 				"the upload spool could not be read back to hash it");
 	return 0;
 }
@@ -164,11 +203,8 @@ void api_upload_free(struct req *r)
 {
 	struct upload *u = r->upload;
 
-	if (u && u->thread_started) { /* it reads the spool: stop it first */
-		hash_publish(u, 1);
-		pthread_join(u->thread, NULL);
-		u->thread_started = 0;
-	}
+	if (u) /* they read the spool: stop them first */
+		followers_join(u);
 	if (r->body_fd >= 0)
 		close(r->body_fd);
 	r->body_fd = -1;
