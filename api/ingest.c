@@ -413,8 +413,14 @@ int ingest_upload(json_t **out, struct app *app, struct req *r)
 	    (err = gc_hold(app->gc, &skel.hash)) < 0)
 		goto out;
 	skel_held = 1;
-	if ((err = app->blobs->batch_put_fd(bt, &skel, skel_fd, 0, DT_INVALID)) < 0 ||
-	    (err = app->blobs->batch_commit(bt)) < 0)
+	if ((err = app->blobs->batch_put_fd(bt, &skel, skel_fd, 0, DT_INVALID)) < 0)
+		goto out;
+	/* Every byte now lives in the batch: drop the spool's dirty pages, or
+	 * a filesystem-wide flush in the commit would write them to disk too
+	 * (a second copy of the upload). */
+	int dropped = ftruncate(r->body_fd, 0); /* only an optimisation */
+	(void)dropped;
+	if ((err = app->blobs->batch_commit(bt)) < 0)
 		goto out;
 
 	for (size_t i = 0; i < ck->nstorages; i++) {
