@@ -29,5 +29,15 @@ clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	common/err.c common/hash.c \
 	$(pkg-config --cflags --libs jansson zlib libcrypto 2>/dev/null || echo -ljansson -lz -lcrypto)
 cd "$out"
-./fuzz_formats -max_total_time="${FUZZ_SECONDS:-60}" -max_len=65536 -rss_limit_mb=1024 \
-	-artifact_prefix=./ corpus
+# libFuzzer reports every new input; keep that in fuzz.log and show its end
+# (the whole log when it finds something).
+echo "fuzz: running fuzz_formats for ${FUZZ_SECONDS:-60} s (log: $out/fuzz.log)"
+if ./fuzz_formats -max_total_time="${FUZZ_SECONDS:-60}" -max_len=65536 -rss_limit_mb=1024 \
+	-artifact_prefix=./ corpus >fuzz.log 2>&1; then
+	tail -n 3 fuzz.log
+else
+	rc=$?
+	tail -n 60 fuzz.log
+	echo "fuzz: FAILED (exit $rc); the input is in $out/crash-* or $out/leak-*"
+	exit "$rc"
+fi
