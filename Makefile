@@ -22,7 +22,7 @@ WEB_FILES := $(sort $(wildcard web/*))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test unit integration e2e deps format format-check fuzz bench clean
+.PHONY: all run test unit integration e2e deps format format-check fuzz bench sanitize clean
 
 all: $(BUILD)/ckptd
 
@@ -88,6 +88,21 @@ fuzz:
 
 bench: all
 	@sh bench/run.sh
+
+# The daemon built with ASan + UBSan, and the integration suite run against
+# it (without the 1 GB cases); each daemon's log is kept and searched for
+# sanitizer reports. Not part of make test: it takes several minutes.
+$(BUILD)/asan/ckptd: $(LIB_SRCS) server/main.c $(BUILD)/gen/web_assets.c
+	@mkdir -p $(dir $@)
+	clang -std=c11 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+		$(CPPFLAGS) -o $@ $(LIB_SRCS) server/main.c $(BUILD)/gen/web_assets.c $(LDLIBS_ALL)
+
+sanitize: $(BUILD)/asan/ckptd
+	@rm -rf $(BUILD)/asan/it && mkdir -p $(BUILD)/asan/it
+	CKPTD_BIN=$(BUILD)/asan/ckptd CKPTD_SKIP_BIG=1 CKPTD_IT_KEEP=1 TMPDIR=$(CURDIR)/$(BUILD)/asan/it \
+		sh tests/integration/run.sh
+	@if grep -rl "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" $(BUILD)/asan/it; then \
+		echo "sanitize: reports above"; exit 1; else echo "sanitize: no sanitizer reports"; fi
 
 clean:
 	rm -rf $(BUILD)
