@@ -241,6 +241,15 @@ fail:
 	return err;
 }
 
+/* Makes g (now owned by out) the response body. */
+static void plan_serve(struct resp *out, struct plan_gen *g)
+{
+	out->status = 200;
+	out->content_type = "application/octet-stream";
+	out->gen =
+	    (struct resp_gen){g->plan->total, plan_gen_read, plan_gen_free, g, 1, plan_gen_ranged};
+}
+
 /* ---- choosing tensors ---- */
 
 /* Decodes one JSON Pointer segment (~1 -> /, ~0 -> ~) into out. */
@@ -466,10 +475,7 @@ int h_state_dict(struct resp *out, struct app *app, struct req *r)
 	if (err < 0 || (err = index_checkpoint_json(&ck, app->idx, id, 0)) < 0)
 		goto out;
 	set_disposition(out, r->params[0], id, ck, "-state_dict", st_fmt ? "safetensors" : "pth");
-	out->status = 200;
-	out->content_type = "application/octet-stream";
-	out->gen =
-	    (struct resp_gen){g->plan->total, plan_gen_read, plan_gen_free, g, 1, plan_gen_ranged};
+	plan_serve(out, g);
 	g = NULL;
 out:
 	json_decref(ck);
@@ -594,10 +600,7 @@ int h_tensor(struct resp *out, struct app *app, struct req *r)
 	snprintf(shape + used, sizeof(shape) - used, "]");
 	resp_header(out, "X-Dtype", dtype_name(t->dtype));
 	resp_header(out, "X-Shape", shape);
-	out->status = 200;
-	out->content_type = "application/octet-stream";
-	out->gen =
-	    (struct resp_gen){g->plan->total, plan_gen_read, plan_gen_free, g, 1, plan_gen_ranged};
+	plan_serve(out, g);
 	g = NULL;
 out:
 	free(want);

@@ -183,24 +183,6 @@ static char *pointer(const char *name)
 	return out;
 }
 
-static void free_partial(struct fmt_ckpt *c)
-{
-	size_t i;
-
-	if (!c)
-		return;
-	for (i = 0; i < c->nstorages; i++)
-		free(c->storages[i].key);
-	for (i = 0; i < c->ntensors; i++) {
-		free(c->tensors[i].path);
-		free(c->tensors[i].shape);
-		free(c->tensors[i].strides);
-	}
-	free(c->storages);
-	free(c->tensors);
-	free(c);
-}
-
 int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_limits *lim)
 {
 	uint64_t max_hdr =
@@ -375,7 +357,7 @@ int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in, const str
 	c = NULL;
 	err = 0;
 out:
-	free_partial(c);
+	fmt_ckpt_free(c);
 	free(ents);
 	json_decref(root);
 	free(hdr);
