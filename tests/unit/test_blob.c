@@ -18,6 +18,7 @@
 #include "../../common/err.h"
 #include "../../common/hash.h"
 #include "../../storage/blob.h"
+#include "check_main.h"
 
 static char dir[256];
 
@@ -571,11 +572,5 @@ static Suite *blob_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(blob_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return run_suite(blob_suite());
 }

@@ -14,6 +14,7 @@
 #include "../../common/err.h"
 #include "../../storage/blob.h"
 #include "../../storage/codec.h"
+#include "check_main.h"
 
 static uint64_t rng_state;
 
@@ -328,11 +329,5 @@ static Suite *codec_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(codec_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return run_suite(codec_suite());
 }

@@ -11,6 +11,7 @@
 
 #include "../../common/err.h"
 #include "../../storage/index.h"
+#include "check_main.h"
 
 static char dir[64];
 static struct index *idx;
@@ -249,8 +250,6 @@ int main(void)
 {
 	Suite *s = suite_create("index");
 	TCase *tc = tcase_create("index");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_index_insert_counts_new_bytes_once);
@@ -261,9 +260,5 @@ int main(void)
 	tcase_add_test(tc, test_index_retention_keeps_best_last_and_pinned);
 	tcase_add_test(tc, test_index_refuses_a_newer_schema);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return run_suite(s);
 }

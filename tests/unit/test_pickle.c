@@ -8,6 +8,7 @@
 
 #include "../../common/err.h"
 #include "../../formats/pickle.h"
+#include "check_main.h"
 
 static const struct pickle_limits lim = {
     .max_ops = 1000000, .max_memo = 1000, .max_marks = 100, .max_stack = 200000};
@@ -220,8 +221,6 @@ int main(void)
 {
 	Suite *s = suite_create("pickle");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_pickle_builds_a_state_dict_graph);
 	tcase_add_test(tc, test_pickle_reads_ints_floats_and_memo);
@@ -231,9 +230,5 @@ int main(void)
 	tcase_add_test(tc, test_pickle_limits_opcodes_and_arena_bytes);
 	tcase_add_test(tc, test_pickle_rejects_every_truncation);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return run_suite(s);
 }

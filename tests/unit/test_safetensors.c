@@ -16,6 +16,7 @@
 
 #include "../../common/err.h"
 #include "../../formats/checkpoint.h"
+#include "check_main.h"
 
 static char *data_path(const char *rel)
 {
@@ -290,8 +291,6 @@ int main(void)
 {
 	Suite *s = suite_create("safetensors");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_safetensors_reads_tensors_with_offsets_and_strides);
 	tcase_add_test(tc, test_safetensors_reads_every_dtype);
@@ -303,9 +302,5 @@ int main(void)
 	tcase_add_test(tc, test_safetensors_header_over_the_limit_is_too_big);
 	tcase_add_test(tc, test_safetensors_survives_every_truncation_and_bit_flip);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return run_suite(s);
 }

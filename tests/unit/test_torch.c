@@ -54,6 +54,7 @@ static void append(char **s, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #include <stdarg.h>
+#include "check_main.h"
 static void append(char **s, size_t *len, const char *fmt, ...)
 {
 	char tmp[4096];
@@ -525,8 +526,6 @@ int main(void)
 {
 	Suite *s = suite_create("torch");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_torch_reads_every_valid_file_as_torch_load_does);
@@ -545,9 +544,5 @@ int main(void)
 	tcase_add_test(tc, test_torch_rejects_big_endian_files);
 	tcase_add_test(tc, test_fmt_detect_sniffs_each_format);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return run_suite(s);
 }

@@ -22,6 +22,7 @@
 #include "../../formats/plan.h"
 #include "../../formats/tensor.h"
 #include "../../formats/zip_write.h"
+#include "check_main.h"
 
 #define PY "/usr/bin/python3"
 
@@ -668,8 +669,6 @@ int main(void)
 {
 	Suite *s = suite_create("writers");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_torch_zip_loads_views_ties_and_dtypes_in_torch);
@@ -684,9 +683,5 @@ int main(void)
 	tcase_add_test(tc, test_npy_output_loads_in_numpy);
 	tcase_add_test(tc, test_npy_rejects_bfloat16_and_float8);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return run_suite(s);
 }

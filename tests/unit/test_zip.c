@@ -9,6 +9,7 @@
 
 #include "../../common/err.h"
 #include "../../formats/zip.h"
+#include "check_main.h"
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -182,8 +183,6 @@ int main(void)
 {
 	Suite *s = suite_create("zip");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_zip_lists_records_with_their_data_offsets);
 	tcase_add_test(tc, test_zip_inflates_deflated_records);
@@ -193,9 +192,5 @@ int main(void)
 	tcase_add_test(tc, test_zip_rejects_non_zip_input);
 	tcase_add_test(tc, test_zip_calls_a_headed_file_without_end_record_corrupt);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return run_suite(s);
 }

@@ -12,6 +12,7 @@
 #include "../../common/err.h"
 #include "../../formats/checkpoint.h"
 #include "../../formats/zip_scan.h"
+#include "check_main.h"
 
 static uint8_t *slurp(const char *path, size_t *n)
 {
@@ -92,11 +93,9 @@ START_TEST(test_zip_scan_hashes_every_record_of_torch_files)
 			if (!ok)
 				continue;
 			/* every storage is found, whatever the chunking */
-			if (check_file(path, 1) != nst)
-				fprintf(stderr, "zip_scan: %s\n", path);
-			ck_assert_uint_eq(check_file(path, 1), nst);
-			ck_assert_uint_eq(check_file(path, 0), nst);
-			ck_assert_uint_eq(check_file(path, 1 << 20), nst);
+			ck_assert_msg(check_file(path, 1) == nst, "%s: byte by byte", path);
+			ck_assert_msg(check_file(path, 0) == nst, "%s: uneven chunks", path);
+			ck_assert_msg(check_file(path, 1 << 20) == nst, "%s: 1 MiB chunks", path);
 			files++;
 		}
 		closedir(dir);
@@ -127,15 +126,9 @@ int main(void)
 {
 	Suite *s = suite_create("zip_scan");
 	TCase *tc = tcase_create("zip_scan");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_zip_scan_hashes_every_record_of_torch_files);
 	tcase_add_test(tc, test_zip_scan_stops_quietly_on_garbage);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return run_suite(s);
 }
