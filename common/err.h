@@ -21,6 +21,7 @@ enum ck_err {
 	CK_EFORMAT = -8,   /* not a format ckptd reads */
 	CK_ECONFLICT = -9, /* the request conflicts with the stored state */
 	CK_ENOMEM = -10,   /* allocation failed */
+	CK_EUNAVAIL = -11, /* a backend (index or blob store) is unreachable or busy: retry later */
 };
 
 /* Sets the thread's message (printf-style) and returns code, so callers can
@@ -36,5 +37,24 @@ void ck_error_clear(void);
 
 /* A short fixed name for a code ("not_found", "corrupt", ...). */
 const char *ck_err_name(int code);
+
+/* Prepends a printf-style prefix to the thread's current message (so a caller
+ * can say where an error of a callee happened: "blob ab12...: " + message),
+ * and returns code. Safe to call with arguments that are not the message. */
+int ck_error_prefix(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A saved copy of the thread's message, for a caller that must run more
+ * fallible code (cleanup) before it reports the first error
+ * (libgit2's git_error_state_capture/restore). */
+struct ck_error_state {
+	int code;
+	char msg[1024];
+};
+
+/* Copies the current message and code into st; returns code. */
+int ck_error_save(struct ck_error_state *st, int code);
+
+/* Makes st's message the thread's message again; returns its code. */
+int ck_error_restore(const struct ck_error_state *st);
 
 #endif

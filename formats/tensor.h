@@ -1,5 +1,5 @@
 /*
- * tensor.h: element types and tensor geometry shared by every format.
+ * tensor.h: tensor geometry shared by every format (dtypes: common/dtype.h).
  *
  * dtypes are named as torch names them (float32, bfloat16, ...). A tensor is
  * a view on a storage: shape, strides and offset are in elements, as in torch.
@@ -10,54 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum dtype {
-	DT_INVALID = 0,
-	DT_FLOAT64,
-	DT_FLOAT32,
-	DT_FLOAT16,
-	DT_BFLOAT16,
-	DT_FLOAT8_E4M3FN,
-	DT_FLOAT8_E5M2,
-	DT_FLOAT8_E4M3FNUZ,
-	DT_FLOAT8_E5M2FNUZ,
-	DT_INT64,
-	DT_INT32,
-	DT_INT16,
-	DT_INT8,
-	DT_UINT8,
-	DT_UINT16,
-	DT_UINT32,
-	DT_UINT64,
-	DT_BOOL,
-	DT_COMPLEX64,
-	DT_COMPLEX128,
-	DT_COMPLEX32,
-	DT_QINT8, /* quantized storages: kept and served as bytes */
-	DT_QUINT8,
-	DT_QINT32,
-	DT_QUINT4X2,
-	DT_QUINT2X4,
-	DT__COUNT
-};
-
-#define TENSOR_MAX_NDIM 64
-
-/* torch's name ("float32"); "invalid" for DT_INVALID or out of range. */
-const char *dtype_name(enum dtype dt);
-
-/* The dtype named name (torch's name), or DT_INVALID. */
-enum dtype dtype_from_name(const char *name);
-
-/* Bytes per element (1 for bool and the 8-bit types), 0 for DT_INVALID. */
-size_t dtype_size(enum dtype dt);
-
-/* The legacy typed-storage class name torch pickles for dt ("FloatStorage"),
- * or NULL when torch has none; and the reverse lookup. */
-const char *dtype_storage_class(enum dtype dt);
-enum dtype dtype_from_storage_class(const char *cls);
-
-/* 1 when dt is a floating-point type (the codec splits these into planes). */
-int dtype_is_float(enum dtype dt);
+#include "../common/dtype.h"
 
 /* Number of elements of shape[0..ndim) into *out; CK_ETOOBIG on overflow of
  * 2^62. An ndim of 0 is a scalar (1 element). */

@@ -44,9 +44,9 @@ static int check_view(uint64_t *nbytes, int *contig, const struct plan_view *v,
 	if (v->ndim < 0 || v->ndim > TENSOR_MAX_NDIM || (v->ndim > 0 && (!v->shape || !v->strides)))
 		return ck_error(CK_EINVALID, "tensor %s has %d dimensions", v->name, v->ndim);
 	if ((err = tensor_numel(&numel, v->ndim, v->shape)) < 0)
-		return ck_error(err, "tensor %s: %s", v->name, ck_errmsg());
+		return ck_error_prefix(err, "tensor %s: ", v->name);
 	if ((err = tensor_extent(&extent, v->ndim, v->shape, v->strides, v->offset)) < 0)
-		return ck_error(err, "tensor %s: %s", v->name, ck_errmsg());
+		return ck_error_prefix(err, "tensor %s: ", v->name);
 	if (extent > UINT64_MAX / esz || extent * esz > storages[v->storage].nbytes)
 		return ck_error(CK_EINVALID,
 				"tensor %s needs %" PRIu64
