@@ -31,7 +31,7 @@ static void print_progress(void *arg, uint64_t done, uint64_t bytes)
 int app_verify(struct app *app, int progress)
 {
 	struct verify_report rep;
-	int err = verify_store(&rep, app->idx, app->blobs, print_bad, print_progress, &progress);
+	int err = store_verify(&rep, app->store, print_bad, print_progress, &progress);
 
 	if (progress)
 		fprintf(stderr, "\r\033[K");
@@ -46,31 +46,19 @@ int app_verify(struct app *app, int progress)
 
 int app_gc(struct app *app, uint64_t *removed)
 {
-	json_t *models = NULL, *m;
-	size_t i;
-	int err;
-
-	if ((err = index_models_json(&models, app->idx)) < 0)
-		return err;
-	json_array_foreach(json_object_get(models, "models"), i, m)
-	{
-		const char *name = json_string_value(json_object_get(m, "name"));
-		if (name && (err = apply_retention(app, name)) < 0)
-			break;
-	}
-	json_decref(models);
-	if (err < 0)
-		return err;
-	return gc_sweep(removed, app->gc, app->idx, app->blobs);
+	return store_gc(removed, app->store);
 }
 
 int app_stats_text(char **out, struct app *app)
 {
+	struct index_stats st;
 	json_t *v;
-	int err = index_stats_json(&v, app->idx);
+	int err = store_stats(&st, app->store);
 
 	if (err < 0)
 		return err;
+	if (!(v = render_stats(&st)))
+		return ck_error(CK_ENOMEM, "out of memory");
 	*out = json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(v);
 	return *out ? 0 : ck_error(CK_ENOMEM, "out of memory");

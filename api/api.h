@@ -17,20 +17,25 @@
 #include "request.h"
 
 struct app_config {
-	const char *data_dir;	/* the store: index.sqlite, blobs/, tmp/ */
+	const char *data_dir;  /* this instance's directory (spools; by default
+				  also index.sqlite and blobs/) */
+	const char *index_url; /* NULL = sqlite:DATA/index.sqlite */
+	const char *blobs_url; /* NULL = DATA/blobs */
+	const char *s3_endpoint, *s3_region;
 	const char *token_file; /* NULL = no tokens: everything open */
 	int auth_read;		/* 1: reads need a read token too */
 	uint64_t max_upload;	/* bytes; 0 = no limit */
 	int compress;		/* 1 = codec per blob, 0 = raw */
-	int clean;		/* 1 = remove leftovers at open (needs the lock) */
+	int64_t lease;		/* seconds a claim lives unrenewed; 0 = default */
+	int clean;		/* 1 = remove leftovers at open */
 };
 
 struct app;
 
-/* Opens the store in cfg->data_dir (creating it), loads tokens, and removes
- * leftovers of an earlier process (temporary files, blobs no index row
- * names). *out belongs to the caller (app_close). The caller must hold the
- * data directory's lock (only one process serves a store). */
+/* Opens the store (storage/store.h: creating it, migrating the index, and
+ * with cfg->clean removing leftovers of earlier processes) and loads tokens.
+ * *out belongs to the caller (app_close). The caller holds the data
+ * directory's lock (one process per data directory). */
 int app_open(struct app **out, const struct app_config *cfg);
 void app_close(struct app *app);
 
@@ -46,10 +51,13 @@ int app_gc(struct app *app, uint64_t *removed);
 /* `ckptd stats`: the /stats JSON as text (caller frees). */
 int app_stats_text(char **out, struct app *app);
 
-/* The directory for spool files (in the store, so renames stay on one
- * filesystem). Borrowed for the app's lifetime. */
+/* The directory for spool files (this instance's). Borrowed for the app's
+ * lifetime. */
 const char *app_tmp_dir(const struct app *app);
 uint64_t app_max_upload(const struct app *app);
+/* The kinds of the store's index and blob backends, for the log. */
+const char *app_index_kind(const struct app *app);
+const char *app_blobs_kind(const struct app *app);
 
 enum body_kind {
 	BODY_NONE = 0, /* the body, if any, is ignored */

@@ -8,6 +8,7 @@
  * looks complete.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,12 +23,12 @@ int h_upload(struct resp *out, struct app *app, struct req *r)
 {
 	json_t *ck = NULL;
 	char loc[400];
+	int64_t id;
 	int err;
 
-	if ((err = ingest_upload(&ck, app, r)) < 0)
+	if ((err = ingest_upload(&ck, &id, app, r)) < 0)
 		return err;
-	snprintf(loc, sizeof(loc), "/api/v1/models/%s/checkpoints/%" PRId64, r->params[0],
-		 (int64_t)json_integer_value(json_object_get(ck, "id")));
+	snprintf(loc, sizeof(loc), "/api/v1/models/%s/checkpoints/%" PRId64, r->params[0], id);
 	resp_header(out, "Location", loc);
 	return json_reply(out, 201, ck);
 }
@@ -35,6 +36,7 @@ int h_upload(struct resp *out, struct app *app, struct req *r)
 int h_list(struct resp *out, struct app *app, struct req *r)
 {
 	struct index_list_query q = {0};
+	struct index_checkpoint_list *l = NULL;
 	const char *v;
 	json_t *res;
 	int err;
@@ -64,9 +66,11 @@ int h_list(struct resp *out, struct app *app, struct req *r)
 		if (!strncmp(o, "metric.", 7) && (err = name_check("metric", o + 7)) < 0)
 			return err;
 	}
-	if ((err = index_checkpoint_list(&res, app->idx, &q)) < 0)
+	if ((err = store_list(&l, app->store, &q)) < 0)
 		return err;
-	return json_reply(out, 200, res);
+	res = render_checkpoint_list(l);
+	index_checkpoint_list_free(l);
+	return res ? json_reply(out, 200, res) : ck_error(CK_ENOMEM, "out of memory");
 }
 
 /* ---- the JSON cache ---- */
@@ -82,7 +86,6 @@ struct jslot {
 
 struct json_cache {
 	pthread_mutex_t lock;
-	uint64_t gen;
 	struct jslot slots[JCACHE_SLOTS];
 };
 
@@ -93,7 +96,6 @@ int json_cache_new(struct json_cache **out)
 	if (!c)
 		return ck_error(CK_ENOMEM, "out of memory");
 	pthread_mutex_init(&c->lock, NULL);
-	c->gen = 1;
 	*out = c;
 	return 0;
 }
@@ -108,24 +110,15 @@ void json_cache_free(struct json_cache *c)
 	free(c);
 }
 
-void json_cache_bump(struct json_cache *c)
-{
-	pthread_mutex_lock(&c->lock);
-	c->gen++;
-	pthread_mutex_unlock(&c->lock);
-}
-
-/* A copy of id's JSON into out (1), or 0 with *gen the generation to store
- * a fresh rendering under. */
-static int json_cache_get(struct resp *out, uint64_t *gen, struct json_cache *c, int64_t id)
+/* A copy of id's JSON rendered at generation gen into out (1), or 0. */
+static int json_cache_get(struct resp *out, struct json_cache *c, int64_t id, uint64_t gen)
 {
 	struct jslot *e = &c->slots[(uint64_t)id % JCACHE_SLOTS];
 	char *copy = NULL;
 	size_t len = 0;
 
 	pthread_mutex_lock(&c->lock);
-	*gen = c->gen;
-	if (e->json && e->id == id && e->gen == c->gen && (copy = malloc(e->len + 1))) {
+	if (e->json && e->id == id && e->gen == gen && (copy = malloc(e->len + 1))) {
 		memcpy(copy, e->json, e->len + 1);
 		len = e->len;
 	}
@@ -149,13 +142,39 @@ static void json_cache_put(struct json_cache *c, int64_t id, uint64_t gen, const
 		return;
 	memcpy(copy, json, len + 1);
 	pthread_mutex_lock(&c->lock);
-	if (gen == c->gen) {
+	if (!e->json || e->gen <= gen) { /* never replace a newer rendering */
 		free(e->json);
 		*e = (struct jslot){id, gen, copy, len};
 		copy = NULL;
 	}
 	pthread_mutex_unlock(&c->lock);
 	free(copy);
+}
+
+/* The checkpoint's JSON; with_tensors adds its tensor list. */
+static int checkpoint_json(json_t **out, struct app *app, int64_t id, int with_tensors)
+{
+	struct index_checkpoint *c = NULL;
+	struct index_tensors *t = NULL;
+	json_t *o = NULL, *a;
+	int err;
+
+	if ((err = store_checkpoint(&c, app->store, id)) < 0 ||
+	    (with_tensors && (err = store_tensors(&t, app->store, id)) < 0))
+		goto out;
+	if (!(o = render_checkpoint(c)) || (with_tensors && !(a = render_tensors(t)))) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (with_tensors)
+		json_object_set_new(o, "tensors", a);
+	*out = o;
+	o = NULL;
+out:
+	json_decref(o);
+	index_checkpoint_free(c);
+	index_tensors_free(t);
+	return err;
 }
 
 int h_get(struct resp *out, struct app *app, struct req *r)
@@ -165,63 +184,97 @@ int h_get(struct resp *out, struct app *app, struct req *r)
 	json_t *ck;
 	int err;
 
-	if ((err = resolve_ref(&id, app, r)) < 0)
+	/* The generation is read first: a change committed after it makes a
+	 * rendering stored under it stale only for requests that read the
+	 * older generation, never for later ones. */
+	if ((err = store_generation(&gen, app->store)) < 0 || (err = resolve_ref(&id, app, r)) < 0)
 		return err;
-	if (json_cache_get(out, &gen, app->jcache, id))
+	if (json_cache_get(out, app->jcache, id, gen))
 		return 0;
-	if ((err = index_checkpoint_json(&ck, app->idx, id, 1)) < 0 ||
-	    (err = json_reply(out, 200, ck)) < 0)
+	if ((err = checkpoint_json(&ck, app, id, 1)) < 0 || (err = json_reply(out, 200, ck)) < 0)
 		return err;
 	json_cache_put(app->jcache, id, gen, out->body, out->body_len);
 	return 0;
 }
 
-static int patch_check(const json_t *p)
+/* A PATCH body into p (pointing into body and into names/tags, arrays the
+ * caller provides, big enough for the body's object sizes). Every value is
+ * checked as an upload's would be; the merged metrics' count is checked by
+ * the index. */
+static int patch_parse(struct index_patch *p, struct index_metric *set, const char **remove,
+		       const char **tags, const json_t *body)
 {
 	const char *key;
 	json_t *v;
+	int err;
 
-	if (!json_is_object(p))
+	memset(p, 0, sizeof(*p));
+	p->set = set;
+	p->remove = remove;
+	p->tags = tags;
+	if (!json_is_object(body))
 		return ck_error(CK_EINVALID, "the body must be a JSON object with any of loss, "
 					     "metrics, tags, pinned");
-	json_object_foreach((json_t *)p, key, v)
+	json_object_foreach((json_t *)body, key, v)
 	{
 		if (!strcmp(key, "loss")) {
 			if (!json_is_number(v) && !json_is_null(v))
 				return ck_error(CK_EINVALID, "loss must be a number or null");
+			p->has_loss = 1;
+			p->loss_null = json_is_null(v);
+			p->loss = json_number_value(v);
+			if (!p->loss_null && !isfinite(p->loss))
+				return ck_error(CK_EINVALID, "loss must be a finite number");
 		} else if (!strcmp(key, "metrics")) {
 			const char *mk;
 			json_t *mv;
 			if (!json_is_object(v))
 				return ck_error(CK_EINVALID,
 						"metrics must be an object of numbers");
+			if (json_object_size(v) > INDEX_MAX_METRICS)
+				return ck_error(
+				    CK_EINVALID,
+				    "a PATCH sets at most %d metrics (a checkpoint keeps "
+				    "at most %d)",
+				    INDEX_MAX_METRICS, INDEX_MAX_METRICS);
 			json_object_foreach(v, mk, mv)
 			{
-				int err = name_check("metric", mk);
-				if (err < 0)
+				if ((err = name_check("metric", mk)) < 0)
 					return err;
-				if (!json_is_number(mv) && !json_is_null(mv))
+				if (json_is_null(mv)) {
+					remove[p->nremove++] = mk;
+					continue;
+				}
+				if (!json_is_number(mv) || !isfinite(json_number_value(mv)))
 					return ck_error(CK_EINVALID,
-							"metric '%s' must be a number (or null "
-							"to remove it)",
+							"metric '%s' must be a finite number (or "
+							"null to remove it)",
 							mk);
+				snprintf(set[p->nset].name, sizeof(set[p->nset].name), "%s", mk);
+				set[p->nset++].value = json_number_value(mv);
 			}
 		} else if (!strcmp(key, "tags")) {
 			size_t i;
 			json_t *t;
-			if (!json_is_array(v) || json_array_size(v) > 64)
-				return ck_error(CK_EINVALID, "tags must be an array of at most 64 "
-							     "strings");
+			if (!json_is_array(v) || json_array_size(v) > INDEX_MAX_TAGS)
+				return ck_error(CK_EINVALID,
+						"tags must be an array of at most %d strings",
+						INDEX_MAX_TAGS);
 			json_array_foreach(v, i, t)
 			{
 				const char *s = json_string_value(t);
-				if (!s || !*s || strlen(s) > 128)
-					return ck_error(CK_EINVALID, "each tag must be a string of "
-								     "1 to 128 characters");
+				if (!s)
+					return ck_error(CK_EINVALID, "each tag must be a string");
+				if ((err = tag_check(s)) < 0)
+					return err;
+				tags[p->ntags++] = s;
 			}
+			p->has_tags = 1;
 		} else if (!strcmp(key, "pinned")) {
 			if (!json_is_boolean(v))
 				return ck_error(CK_EINVALID, "pinned must be true or false");
+			p->has_pinned = 1;
+			p->pinned = json_is_true(v);
 		} else {
 			return ck_error(CK_EINVALID,
 					"'%s' cannot be changed: PATCH takes loss, metrics, tags, "
@@ -234,50 +287,37 @@ static int patch_check(const json_t *p)
 
 int h_patch(struct resp *out, struct app *app, struct req *r)
 {
+	struct index_patch p;
+	struct index_metric *set = NULL;
+	const char **remove = NULL, **tags = NULL;
 	json_error_t jerr;
-	json_t *p = NULL, *ck = NULL;
+	json_t *body = NULL, *ck = NULL;
 	int64_t id;
 	int err;
 
 	if ((err = resolve_ref(&id, app, r)) < 0)
 		return err;
-	p = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!p)
+	body = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!body)
 		return ck_error(CK_EINVALID, "the body is not JSON: %s at position %d", jerr.text,
 				jerr.position);
-	if ((err = patch_check(p)) < 0 || (err = index_checkpoint_patch(app->idx, id, p)) < 0 ||
-	    (err = index_checkpoint_json(&ck, app->idx, id, 0)) < 0)
+	set = calloc(INDEX_MAX_METRICS, sizeof(*set));
+	remove = calloc(INDEX_MAX_METRICS, sizeof(*remove));
+	tags = calloc(INDEX_MAX_TAGS, sizeof(*tags));
+	if (!set || !remove || !tags) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((err = patch_parse(&p, set, remove, tags, body)) < 0 ||
+	    (err = store_patch(app->store, id, &p)) < 0 ||
+	    (err = checkpoint_json(&ck, app, id, 0)) < 0)
 		goto out;
 	err = json_reply(out, 200, ck);
 out:
-	json_decref(p);
-	return err;
-}
-
-int delete_checkpoint(struct app *app, const char *model, int64_t id)
-{
-	struct hash *freed = NULL;
-	size_t n = 0;
-	int err = index_checkpoint_delete(&freed, &n, app->idx, model, id);
-
-	if (err == 0)
-		err = gc_unlink_freed(app->gc, app->idx, app->blobs, freed, n);
-	free(freed);
-	return err;
-}
-
-int apply_retention(struct app *app, const char *model)
-{
-	int64_t *ids = NULL;
-	size_t n = 0;
-	int err = index_retention_victims(&ids, &n, app->idx, model);
-
-	for (size_t i = 0; err == 0 && i < n; i++) {
-		err = delete_checkpoint(app, model, ids[i]);
-		if (err == CK_ENOTFOUND) /* a concurrent delete got there first */
-			err = 0;
-	}
-	free(ids);
+	free(set);
+	free(remove);
+	free(tags);
+	json_decref(body);
 	return err;
 }
 
@@ -287,7 +327,7 @@ int h_delete(struct resp *out, struct app *app, struct req *r)
 	int err;
 
 	if ((err = resolve_ref(&id, app, r)) < 0 ||
-	    (err = delete_checkpoint(app, r->params[0], id)) < 0)
+	    (err = store_delete(app->store, r->params[0], id)) < 0)
 		return err;
 	out->status = 204;
 	return 0;
@@ -312,6 +352,7 @@ struct blob_check {
 struct file_gen {
 	struct app *app;
 	struct index_layout *l;
+	struct store_hold *hold; /* the layout's blobs, held against deletes */
 	struct blob_reader *rd;
 	struct hash rd_blob;
 	int ranged;
@@ -329,6 +370,7 @@ static void file_gen_free(void *ctx)
 	struct file_gen *g = ctx;
 
 	blob_reader_close(g->rd);
+	store_hold_end(g->hold);
 	index_layout_free(g->l);
 	free(g->checks);
 	free(g);
@@ -430,7 +472,8 @@ static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 		if (!g->rd || memcmp(g->rd_blob.b, p->blob.b, 32)) {
 			blob_reader_close(g->rd);
 			g->rd = NULL;
-			if ((err = g->app->blobs->open(&g->rd, g->app->blobs, &p->blob)) < 0)
+			if ((err = store_hold_renew(g->hold)) < 0 ||
+			    (err = store_blob_open(&g->rd, g->app->store, &p->blob)) < 0)
 				goto fail;
 			g->rd_blob = p->blob;
 		}
@@ -445,6 +488,44 @@ fail:
 	return err;
 }
 
+/* Whether ref names one checkpoint for good (an id) rather than whichever
+ * is best or latest now. */
+static int ref_is_id(const char *ref)
+{
+	return *ref && strspn(ref, "0123456789") == strlen(ref);
+}
+
+int hold_blobs(struct store_hold **out, struct app *app, int64_t id, const struct hash *blobs,
+	       size_t nblobs)
+{
+	struct hash *h = calloc(nblobs + 1, sizeof(*h));
+	struct index_checkpoint *c = NULL;
+	size_t n = 0;
+	int err;
+
+	if (!h)
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (size_t i = 0; i < nblobs; i++) {
+		size_t k;
+		for (k = 0; k < n; k++)
+			if (!memcmp(h[k].b, blobs[i].b, 32))
+				break;
+		if (k == n)
+			h[n++] = blobs[i];
+	}
+	err = store_hold(out, app->store, h, n);
+	free(h);
+	if (err < 0)
+		return err;
+	if ((err = store_checkpoint(&c, app->store, id)) < 0) {
+		store_hold_end(*out);
+		*out = NULL;
+		return err;
+	}
+	index_checkpoint_free(c);
+	return 0;
+}
+
 int h_file(struct resp *out, struct app *app, struct req *r)
 {
 	struct index_layout *l = NULL;
@@ -454,8 +535,7 @@ int h_file(struct resp *out, struct app *app, struct req *r)
 	int64_t id;
 	int err;
 
-	if ((err = resolve_ref(&id, app, r)) < 0 ||
-	    (err = index_checkpoint_layout(&l, app->idx, id)) < 0)
+	if ((err = resolve_ref(&id, app, r)) < 0 || (err = store_layout(&l, app->store, id)) < 0)
 		return err;
 	hash_to_hex(hex, &l->sha256);
 	snprintf(etag, sizeof(etag), "\"%s\"", hex);
@@ -468,7 +548,10 @@ int h_file(struct resp *out, struct app *app, struct req *r)
 			 l->id, ext);
 	resp_header(out, "ETag", etag);
 	resp_header(out, "Content-Disposition", disp);
-	resp_header(out, "Cache-Control", "private, max-age=31536000, immutable");
+	/* An id names the same bytes forever; best and latest move, so a
+	 * cache must ask again (the ETag makes that cheap: 304). */
+	resp_header(out, "Cache-Control",
+		    ref_is_id(r->params[1]) ? "private, max-age=31536000, immutable" : "no-cache");
 	inm = r->header ? r->header(r, "If-None-Match") : NULL;
 	if (inm && (strstr(inm, hex) || !strcmp(inm, "*"))) {
 		index_layout_free(l);
@@ -481,6 +564,18 @@ int h_file(struct resp *out, struct app *app, struct req *r)
 	}
 	g->app = app;
 	g->l = l;
+	if (strcmp(r->method, "HEAD")) {
+		struct hash *h = calloc(l->nparts + 1, sizeof(*h));
+		for (size_t i = 0; h && i < l->nparts; i++)
+			h[i] = l->parts[i].blob;
+		err = h ? hold_blobs(&g->hold, app, id, h, l->nparts)
+			: ck_error(CK_ENOMEM, "out of memory");
+		free(h);
+		if (err < 0) {
+			file_gen_free(g);
+			return err;
+		}
+	}
 	out->status = 200;
 	out->content_type = "application/octet-stream";
 	out->gen = (struct resp_gen){l->size, file_gen_read, file_gen_free, g, 1, file_gen_ranged};

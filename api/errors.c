@@ -21,6 +21,7 @@ static int status_of(int code)
 	case CK_ETOOBIG: return 413;
 	case CK_ENOSPC: return 507;
 	case CK_EFORMAT: return 415;
+	case CK_EUNAVAIL: return 503;
 	}
 	return 500;
 }
@@ -45,6 +46,10 @@ void api_error(struct resp *out, int code)
 	if (!msg[0])
 		msg = code == CK_ENOMEM ? "ckptd ran out of memory" : "internal error";
 	api_error_status(out, status_of(code), ck_err_name(code), "%s", msg);
+	/* the index or the blob store is down or busy: nothing changed, and
+	 * the same request may work in a moment */
+	if (code == CK_EUNAVAIL)
+		resp_header(out, "Retry-After", "2");
 }
 
 int json_reply(struct resp *out, int status, json_t *v)

@@ -142,11 +142,11 @@ int api_upload_begin(struct app *app, struct req *r)
 	pthread_cond_init(&u->more, NULL);
 	if (!(u->h = hasher_new()) || zip_scan_new(&u->scan, SCAN_MIN_RECORD) < 0)
 		return ck_error(CK_ENOMEM, "out of memory");
-	r->body_fd = open(app->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	r->body_fd = open(store_tmp_dir(app->store), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (r->body_fd < 0)
 		return ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
-				"cannot create an upload spool in %s: %s", app->tmp_dir,
-				strerror(errno));
+				"cannot create an upload spool in %s: %s",
+				store_tmp_dir(app->store), strerror(errno));
 	u->fd = r->body_fd;
 	u->f[0].eat = eat_file_hash;
 	u->f[1].eat = eat_records;
@@ -218,24 +218,24 @@ void api_upload_free(struct req *r)
 	r->upload = NULL;
 }
 
-#define MAX_TAGS    64
-#define MAX_TAG_LEN 128
-#define MAX_METRICS 256
-
 struct fields {
 	const char *run;
 	int has_epoch, has_step, has_loss, pinned;
 	int64_t epoch, step;
 	double loss;
-	json_t *metrics, *tags;
+	struct index_metric metrics[INDEX_MAX_METRICS];
+	size_t nmetrics;
+	const char *tags[INDEX_MAX_TAGS];
+	size_t ntags;
 };
 
-static int tag_check(const char *t)
+int tag_check(const char *t)
 {
 	size_t n = strlen(t);
 
-	if (n == 0 || n > MAX_TAG_LEN)
-		return ck_error(CK_EINVALID, "a tag must have 1 to %d characters", MAX_TAG_LEN);
+	if (n == 0 || n > INDEX_MAX_TAG_LEN)
+		return ck_error(CK_EINVALID, "a tag must have 1 to %d characters",
+				INDEX_MAX_TAG_LEN);
 	if (!utf8_valid(t))
 		return ck_error(CK_EINVALID, "a tag must be UTF-8 text");
 	for (size_t i = 0; i < n; i++)
@@ -244,16 +244,13 @@ static int tag_check(const char *t)
 	return 0;
 }
 
+/* The upload's fields (query or form). Borrows strings from r. */
 static int fields_parse(struct fields *f, const struct req *r)
 {
 	int err;
 
 	memset(f, 0, sizeof(*f));
 	f->run = "default";
-	f->metrics = json_object();
-	f->tags = json_array();
-	if (!f->metrics || !f->tags)
-		return ck_error(CK_ENOMEM, "out of memory");
 	for (size_t i = 0; i < r->nquery; i++) {
 		const char *k = r->query[i].key, *v = r->query[i].value ? r->query[i].value : "";
 		if (!strcmp(k, "epoch")) {
@@ -274,18 +271,26 @@ static int fields_parse(struct fields *f, const struct req *r)
 			f->run = v;
 		} else if (!strncmp(k, "metric.", 7)) {
 			double m;
+			size_t j;
 			if ((err = name_check("metric", k + 7)) < 0 ||
 			    (err = parse_f64(&m, k, v)) < 0)
 				return err;
-			if (json_object_size(f->metrics) >= MAX_METRICS)
-				return ck_error(CK_EINVALID, "at most %d metrics", MAX_METRICS);
-			json_object_set_new(f->metrics, k + 7, json_real(m));
+			for (j = 0; j < f->nmetrics; j++) /* a repeated name: the last wins */
+				if (!strcmp(f->metrics[j].name, k + 7))
+					break;
+			if (j == f->nmetrics && f->nmetrics == INDEX_MAX_METRICS)
+				return ck_error(CK_EINVALID, "at most %d metrics",
+						INDEX_MAX_METRICS);
+			snprintf(f->metrics[j].name, sizeof(f->metrics[j].name), "%s", k + 7);
+			f->metrics[j].value = m;
+			if (j == f->nmetrics)
+				f->nmetrics++;
 		} else if (!strcmp(k, "tag")) {
 			if ((err = tag_check(v)) < 0)
 				return err;
-			if (json_array_size(f->tags) >= MAX_TAGS)
-				return ck_error(CK_EINVALID, "at most %d tags", MAX_TAGS);
-			json_array_append_new(f->tags, json_string(v));
+			if (f->ntags == INDEX_MAX_TAGS)
+				return ck_error(CK_EINVALID, "at most %d tags", INDEX_MAX_TAGS);
+			f->tags[f->ntags++] = v;
 		} else if (!strcmp(k, "pin")) {
 			f->pinned = !strcmp(v, "1") || !strcmp(v, "true");
 		}
@@ -293,75 +298,22 @@ static int fields_parse(struct fields *f, const struct req *r)
 	return 0;
 }
 
-/* Copies every byte of the upload outside the storages into a new unlinked
- * file, hashing it on the way. */
-static int skeleton_write(int *fd_out, struct blob_meta *meta, struct app *app, int src,
-			  uint64_t size, const struct fmt_ckpt *ck)
-{
-	enum { CHUNK = 1 << 18 };
-	struct hasher *h = hasher_new();
-	uint8_t *buf = malloc(CHUNK);
-	uint64_t pos = 0, out_off = 0;
-	int fd = -1, err = 0;
-
-	if (!h || !buf) {
-		err = ck_error(CK_ENOMEM, "out of memory");
-		goto out;
-	}
-	fd = open(app->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		err = ck_error(CK_EIO, "cannot create a temporary file in %s: %m", app->tmp_dir);
-		goto out;
-	}
-	for (size_t i = 0; i <= ck->nstorages; i++) {
-		uint64_t end = i < ck->nstorages ? ck->storages[i].file_off : size;
-		while (pos < end) {
-			size_t n = end - pos < CHUNK ? (size_t)(end - pos) : CHUNK;
-			ssize_t got = pread(src, buf, n, (off_t)pos);
-			if (got <= 0) {
-				err = ck_error(CK_EIO, "reading the upload spool: %m");
-				goto out;
-			}
-			hasher_update(h, buf, (size_t)got);
-			if (pwrite(fd, buf, (size_t)got, (off_t)out_off) != got) {
-				err = ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
-					       "writing the skeleton: %m");
-				goto out;
-			}
-			pos += (uint64_t)got;
-			out_off += (uint64_t)got;
-		}
-		if (i < ck->nstorages)
-			pos = ck->storages[i].file_off + ck->storages[i].nbytes;
-	}
-	hasher_final(h, &meta->hash, &meta->crc32);
-	meta->raw_size = out_off;
-	*fd_out = fd;
-	fd = -1;
-out:
-	if (fd >= 0)
-		close(fd);
-	free(buf);
-	hasher_free(h);
-	return err;
-}
-
-int ingest_upload(json_t **out, struct app *app, struct req *r)
+int ingest_upload(json_t **out, int64_t *id_out, struct app *app, struct req *r)
 {
 	const char *model = r->params[0];
-	struct fields f;
+	struct fields *f = NULL;
 	struct fmt_ckpt *ck = NULL;
-	struct blob_meta *metas = NULL, skel = {0};
 	struct index_storage *stor = NULL;
 	struct index_tensor *tens = NULL;
-	struct blob_batch *bt = NULL;
-	struct index_new_checkpoint k;
-	size_t held = 0;
-	int skel_fd = -1, skel_held = 0, committed = 0, err;
+	struct store_upload u;
+	struct index_dedup dedup;
+	struct index_checkpoint *row = NULL;
 	int64_t id = 0;
-	json_t *dedup = NULL, *ckpt = NULL;
+	int err;
 
-	if ((err = fields_parse(&f, r)) < 0 || (err = name_check("model", model)) < 0)
+	if (!(f = malloc(sizeof(*f))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	if ((err = fields_parse(f, r)) < 0 || (err = name_check("model", model)) < 0)
 		goto out;
 	if (r->body_fd < 0 || r->body_size == 0) {
 		err = ck_error(CK_EINVALID, "the request has no checkpoint: send the file as the "
@@ -373,131 +325,84 @@ int ingest_upload(json_t **out, struct app *app, struct req *r)
 	if ((err = fmt_read(&ck, &in, &app->limits)) < 0)
 		goto out;
 
-	metas = calloc(ck->nstorages + 1, sizeof(*metas));
 	stor = calloc(ck->nstorages + 1, sizeof(*stor));
 	tens = calloc(ck->ntensors + 1, sizeof(*tens));
-	if (!metas || !stor || !tens) {
+	if (!stor || !tens) {
 		err = ck_error(CK_ENOMEM, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < ck->nstorages; i++) {
 		const struct fmt_storage *s = &ck->storages[i];
-		struct upload *u = r->upload;
-		if ((!u || zip_scan_lookup(u->scan, s->file_off, s->nbytes, &metas[i].hash,
-					   &metas[i].crc32) < 0) &&
-		    (err = hash_fd_range(&metas[i].hash, &metas[i].crc32, r->body_fd, s->file_off,
+		struct upload *up = r->upload;
+		if ((!up || zip_scan_lookup(up->scan, s->file_off, s->nbytes, &stor[i].blob,
+					    &stor[i].crc32) < 0) &&
+		    (err = hash_fd_range(&stor[i].blob, &stor[i].crc32, r->body_fd, s->file_off,
 					 s->nbytes)) < 0)
 			goto out;
-		if (s->zip_crc && s->zip_crc != metas[i].crc32) {
+		if (s->zip_crc && s->zip_crc != stor[i].crc32) {
 			err = ck_error(CK_ECORRUPT,
 				       "record '%s' at offset %llu: CRC-32 is %08x but the zip "
 				       "directory says %08x: the file is damaged",
-				       s->key, (unsigned long long)s->file_off, metas[i].crc32,
+				       s->key, (unsigned long long)s->file_off, stor[i].crc32,
 				       s->zip_crc);
 			goto out;
 		}
-		metas[i].raw_size = s->nbytes;
-	}
-	if ((err = app->blobs->batch_begin(&bt, app->blobs)) < 0)
-		goto out;
-	for (size_t i = 0; i < ck->nstorages; i++) {
-		if ((err = gc_hold(app->gc, &metas[i].hash)) < 0)
-			goto out;
-		held++;
-		if ((err = app->blobs->batch_put_fd(bt, &metas[i], r->body_fd,
-						    ck->storages[i].file_off,
-						    ck->storages[i].dtype)) < 0)
-			goto out;
-	}
-	if ((err = skeleton_write(&skel_fd, &skel, app, r->body_fd, r->body_size, ck)) < 0 ||
-	    (err = gc_hold(app->gc, &skel.hash)) < 0)
-		goto out;
-	skel_held = 1;
-	if ((err = app->blobs->batch_put_fd(bt, &skel, skel_fd, 0, DT_INVALID)) < 0)
-		goto out;
-	/* Every byte now lives in the batch: drop the spool's dirty pages, or
-	 * a filesystem-wide flush in the commit would write them to disk too
-	 * (a second copy of the upload). */
-	int dropped = ftruncate(r->body_fd, 0); /* only an optimisation */
-	(void)dropped;
-	if ((err = app->blobs->batch_commit(bt)) < 0)
-		goto out;
-
-	for (size_t i = 0; i < ck->nstorages; i++) {
-		stor[i].blob = metas[i].hash;
-		stor[i].raw_size = metas[i].raw_size;
-		stor[i].stored_size = metas[i].stored_size;
-		stor[i].crc32 = metas[i].crc32;
-		stor[i].codec = metas[i].codec;
-		stor[i].dtype = ck->storages[i].dtype;
-		stor[i].file_off = ck->storages[i].file_off;
+		stor[i].raw_size = s->nbytes;
+		stor[i].dtype = s->dtype;
+		stor[i].file_off = s->file_off;
 	}
 	for (size_t i = 0; i < ck->ntensors; i++) {
 		const struct fmt_tensor *t = &ck->tensors[i];
-		tens[i] = (struct index_tensor){t->path,    t->dtype,  t->ndim,	  t->shape,
-						t->strides, t->offset, t->storage};
+		uint64_t numel;
+		if ((err = tensor_numel(&numel, t->ndim, t->shape)) < 0) {
+			ck_error_prefix(err, "tensor %s: ", t->path);
+			goto out;
+		}
+		tens[i] = (struct index_tensor){
+		    t->path,	t->dtype,  t->ndim,    t->shape,
+		    t->strides, t->offset, t->storage, numel * dtype_size(t->dtype)};
 	}
-	memset(&k, 0, sizeof(k));
-	k.model = model;
-	k.run = f.run;
-	k.has_epoch = f.has_epoch || ck->has_epoch;
-	k.epoch = f.has_epoch ? f.epoch : ck->epoch;
-	k.has_step = f.has_step || ck->has_step;
-	k.step = f.has_step ? f.step : ck->step;
-	k.has_loss = f.has_loss || ck->has_loss;
-	k.loss = f.has_loss ? f.loss : ck->loss;
-	k.metrics = f.metrics;
-	k.tags = f.tags;
-	k.pinned = f.pinned;
-	k.format = fmt_kind_name(ck->kind);
-	k.size = r->body_size;
-	k.sha256 = r->body_sha256;
-	k.skeleton = skel.hash;
-	k.skeleton_size = skel.raw_size;
-	k.skeleton_stored = skel.stored_size;
-	k.skeleton_crc = skel.crc32;
-	k.storages = stor;
-	k.nstorages = ck->nstorages;
-	k.tensors = tens;
-	k.ntensors = ck->ntensors;
-	if ((err = index_checkpoint_insert(&id, &dedup, app->idx, &k)) < 0)
+	memset(&u, 0, sizeof(u));
+	u.fd = r->body_fd;
+	u.ck.model = model;
+	u.ck.run = f->run;
+	u.ck.has_epoch = f->has_epoch || ck->has_epoch;
+	u.ck.epoch = f->has_epoch ? f->epoch : ck->epoch;
+	u.ck.has_step = f->has_step || ck->has_step;
+	u.ck.step = f->has_step ? f->step : ck->step;
+	u.ck.has_loss = f->has_loss || ck->has_loss;
+	u.ck.loss = f->has_loss ? f->loss : ck->loss;
+	u.ck.metrics = f->metrics;
+	u.ck.nmetrics = f->nmetrics;
+	u.ck.tags = f->tags;
+	u.ck.ntags = f->ntags;
+	u.ck.pinned = f->pinned;
+	u.ck.format = fmt_kind_name(ck->kind);
+	u.ck.size = r->body_size;
+	u.ck.sha256 = r->body_sha256;
+	u.ck.storages = stor;
+	u.ck.nstorages = ck->nstorages;
+	u.ck.tensors = tens;
+	u.ck.ntensors = ck->ntensors;
+	u.fd_disposable = 1; /* the spool: nothing reads it after the commit */
+	if ((err = store_commit(&id, &dedup, app->store, &u)) < 0)
 		goto out;
-	committed = 1;
-	if ((err = index_checkpoint_json(&ckpt, app->idx, id, 0)) < 0)
+	/* The committed row as stored; retention never removes the checkpoint
+	 * its own upload made, so this finds it unless a concurrent delete
+	 * removed it meanwhile (then the answer says so: 404). */
+	if ((err = store_checkpoint(&row, app->store, id)) < 0)
 		goto out;
-	json_object_set(ckpt, "dedup", dedup);
-	*out = ckpt;
-	ckpt = NULL;
+	if (!(*out = render_checkpoint(row))) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
+	}
+	json_object_set_new(*out, "dedup", render_dedup(&dedup));
+	*id_out = id;
 out:
-	for (size_t i = 0; i < held; i++)
-		gc_release(app->gc, &metas[i].hash);
-	if (skel_held)
-		gc_release(app->gc, &skel.hash);
-	if (err < 0 && !committed && bt) {
-		/* blobs this upload wrote and nobody else holds or names go again */
-		int saved = err;
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", ck_errmsg());
-		for (size_t i = 0; i < held; i++)
-			if (!metas[i].existed)
-				gc_unlink_freed(app->gc, app->idx, app->blobs, &metas[i].hash, 1);
-		if (skel_held && !skel.existed)
-			gc_unlink_freed(app->gc, app->idx, app->blobs, &skel.hash, 1);
-		ck_error(saved, "%s", msg);
-	}
-	if (bt)
-		app->blobs->batch_free(bt);
-	if (skel_fd >= 0)
-		close(skel_fd);
-	json_decref(dedup);
-	json_decref(ckpt);
-	json_decref(f.metrics);
-	json_decref(f.tags);
-	free(metas);
+	index_checkpoint_free(row);
 	free(stor);
 	free(tens);
+	free(f);
 	fmt_ckpt_free(ck);
-	if (committed && err == 0)
-		apply_retention(app, model);
 	return err;
 }

@@ -9,9 +9,7 @@
 #include <pthread.h>
 
 #include "../formats/checkpoint.h"
-#include "../storage/blob.h"
-#include "../storage/gc.h"
-#include "../storage/index.h"
+#include "../storage/store.h"
 #include "api.h"
 
 struct token {
@@ -24,10 +22,7 @@ struct json_cache;
 
 struct app {
 	struct app_config cfg;
-	char *data_dir, *tmp_dir;
-	struct index *idx;
-	struct blob_backend *blobs;
-	struct gc *gc;
+	struct store *store;
 	struct token *tokens;
 	size_t ntokens;
 	struct fmt_limits limits;
@@ -49,6 +44,10 @@ int name_check(const char *what, const char *s);
 int utf8_valid(const char *s);
 void utf8_sanitize(char *s);
 
+/* A tag (SPEC 2): 1 to 128 bytes of UTF-8 text without control characters.
+ * 0 or CK_EINVALID (api/ingest.c; PATCH checks tags the same way). */
+int tag_check(const char *t);
+
 /* Parses a decimal integer / a finite float query value; CK_EINVALID with a
  * message naming the field. */
 int parse_i64(int64_t *out, const char *field, const char *s);
@@ -57,26 +56,40 @@ int parse_f64(double *out, const char *field, const char *s);
 /* Resolves {model} and {ref} (params 0 and 1) with ?run=, ?metric=, ?mode=. */
 int resolve_ref(int64_t *id, struct app *app, struct req *r);
 
-/* Rendered checkpoint JSON, kept between requests (api/checkpoints.c).
- * Every write request moves the cache to a new generation, so no entry
+/* Rendered checkpoint JSON, kept between requests (api/checkpoints.c),
+ * keyed by the id and the index's generation (store_generation), which
+ * every committed change moves, whichever instance made it: no entry
  * outlives a change that could alter it (a PATCH, a delete, or an upload
  * changing how many checkpoints share a blob). Thread-safe. */
 int json_cache_new(struct json_cache **out);
 void json_cache_free(struct json_cache *c);
-void json_cache_bump(struct json_cache *c);
+
+/* JSON of the index's structs, as the API shows them (api/render.c). Each
+ * returns a new value, or NULL when out of memory. */
+json_t *render_checkpoint(const struct index_checkpoint *c);
+json_t *render_tensors(const struct index_tensors *t);
+json_t *render_checkpoint_list(const struct index_checkpoint_list *l);
+json_t *render_models(const struct index_model_list *l);
+json_t *render_stats(const struct index_stats *s);
+json_t *render_retention(const struct index_retention *p);
+json_t *render_dedup(const struct index_dedup *d);
 
 /* Metrics (api/metrics.c). */
 int metrics_new(struct metrics **out);
 void metrics_free(struct metrics *m);
 int metrics_render(char **out, size_t *len, struct metrics *m, struct app *app);
 
-/* The upload pipeline (api/ingest.c): parse the spooled body, store blobs,
- * commit the index rows, apply retention. *out is the checkpoint JSON. */
-int ingest_upload(json_t **out, struct app *app, struct req *r);
+/* The upload pipeline (api/ingest.c): parse the spooled body, then commit
+ * it through the store (which applies retention). *out is the checkpoint
+ * JSON with its dedup counters. */
+int ingest_upload(json_t **out, int64_t *id, struct app *app, struct req *r);
 
-/* Deletes checkpoints and frees their blobs (api/checkpoints.c). */
-int delete_checkpoint(struct app *app, const char *model, int64_t id);
-int apply_retention(struct app *app, const char *model);
+/* Holds blobs[0..n) (duplicates allowed) of checkpoint id against deletes
+ * for a download (store_hold), then checks that the checkpoint still exists:
+ * a delete between reading its rows and the hold may have freed them
+ * (CK_ENOTFOUND then). End the hold with store_hold_end. */
+int hold_blobs(struct store_hold **out, struct app *app, int64_t id, const struct hash *blobs,
+	       size_t n);
 
 /* Handlers. */
 int h_healthz(struct resp *out, struct app *app, struct req *r);

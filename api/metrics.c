@@ -116,7 +116,7 @@ static void put(struct buf *b, const char *fmt, ...)
 int metrics_render(char **out, size_t *len, struct metrics *m, struct app *app)
 {
 	struct buf b = {malloc(4096), 0, 4096, 0};
-	json_t *st = NULL;
+	struct index_stats st;
 	uint64_t cum = 0;
 
 	if (!b.p)
@@ -150,7 +150,14 @@ int metrics_render(char **out, size_t *len, struct metrics *m, struct app *app)
 	    "ckptd_upload_seconds_count %llu\n",
 	    (unsigned long long)cum, m->upload_sum, (unsigned long long)m->upload_count);
 	pthread_mutex_unlock(&m->lock);
-	if (index_stats_json(&st, app->idx) == 0) {
+	int up = store_stats(&st, app->store) == 0;
+	put(&b,
+	    "# HELP ckptd_index_up 1 when the index answered this scrape, 0 when it could not be "
+	    "reached.\n"
+	    "# TYPE ckptd_index_up gauge\n"
+	    "ckptd_index_up %d\n",
+	    up);
+	if (up) {
 		put(&b,
 		    "# HELP ckptd_store_logical_bytes Sum of the sizes of all uploads kept.\n"
 		    "# TYPE ckptd_store_logical_bytes gauge\n"
@@ -170,13 +177,9 @@ int metrics_render(char **out, size_t *len, struct metrics *m, struct app *app)
 		    "# HELP ckptd_dedup_ratio Logical bytes over unique bytes.\n"
 		    "# TYPE ckptd_dedup_ratio gauge\n"
 		    "ckptd_dedup_ratio %.4f\n",
-		    (long long)json_integer_value(json_object_get(st, "logical_bytes")),
-		    (long long)json_integer_value(json_object_get(st, "unique_bytes")),
-		    (long long)json_integer_value(json_object_get(st, "stored_bytes")),
-		    (long long)json_integer_value(json_object_get(st, "blobs")),
-		    (long long)json_integer_value(json_object_get(st, "checkpoints")),
-		    json_real_value(json_object_get(st, "dedup_ratio")));
-		json_decref(st);
+		    (long long)st.logical_bytes, (long long)st.unique_bytes,
+		    (long long)st.stored_bytes, (long long)st.blobs, (long long)st.checkpoints,
+		    st.unique_bytes ? (double)st.logical_bytes / (double)st.unique_bytes : 1.0);
 	}
 	if (b.oom) {
 		free(b.p);

@@ -184,8 +184,6 @@ void api_handle(struct resp *out, struct app *app, const struct route *rt, struc
 
 	ck_error_clear();
 	err = rt->fn(out, app, r);
-	if (rt->scope == SCOPE_WRITE) /* after the change: see json_cache_bump */
-		json_cache_bump(app->jcache);
 	if (err < 0)
 		api_error(out, err);
 }

@@ -15,10 +15,10 @@ int h_healthz(struct resp *out, struct app *app, struct req *r)
 
 int h_stats(struct resp *out, struct app *app, struct req *r)
 {
-	json_t *v;
-	int err = index_stats_json(&v, app->idx);
+	struct index_stats st;
+	int err = store_stats(&st, app->store);
 
-	return err < 0 ? err : json_reply(out, 200, v);
+	return err < 0 ? err : json_reply(out, 200, render_stats(&st));
 }
 
 /* The dashboard is a single page: "/" and every "/ui/..." path answer

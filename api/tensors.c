@@ -22,6 +22,7 @@
 
 struct plan_gen {
 	struct app *app;
+	struct store_hold *hold; /* the storages' blobs, held against deletes */
 	struct plan *plan;
 	struct index_tensors *t; /* owns the geometry views point into */
 	struct plan_view *views; /* one per output tensor */
@@ -55,6 +56,7 @@ static void plan_gen_free(void *ctx)
 	if (!g)
 		return;
 	blob_reader_close(g->rd);
+	store_hold_end(g->hold);
 	plan_free(g->plan);
 	index_tensors_free(g->t);
 	for (size_t i = 0; i < g->nviews; i++)
@@ -77,7 +79,8 @@ static int open_storage(struct plan_gen *g, size_t s)
 	blob_reader_close(g->rd);
 	g->rd = NULL;
 	const struct hash *h = &g->t->storages[g->storage_map[s]].blob;
-	if ((err = g->app->blobs->open(&g->rd, g->app->blobs, h)) < 0)
+	if ((err = store_hold_renew(g->hold)) < 0 ||
+	    (err = store_blob_open(&g->rd, g->app->store, h)) < 0)
 		return err;
 	g->rd_storage = s;
 	return 0;
@@ -238,6 +241,23 @@ static long plan_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 	return (long)done;
 fail:
 	fprintf(stderr, "ckptd: generated download stopped: %s\n", ck_errmsg());
+	return err;
+}
+
+/* Holds the blobs of the storages g's plan reads (g->storage_map[0..n)). */
+static int plan_hold(struct plan_gen *g, const struct req *r, int64_t id, size_t n)
+{
+	struct hash *h;
+	int err;
+
+	if (!strcmp(r->method, "HEAD"))
+		return 0;
+	if (!(h = calloc(n + 1, sizeof(*h))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		h[i] = g->t->storages[g->storage_map[i]].blob;
+	err = hold_blobs(&g->hold, g->app, id, h, n);
+	free(h);
 	return err;
 }
 
@@ -416,15 +436,14 @@ out:
 	return err;
 }
 
-static void set_disposition(struct resp *out, const char *model, int64_t id, json_t *ck,
-			    const char *what, const char *ext)
+static void set_disposition(struct resp *out, const char *model, int64_t id,
+			    const struct index_checkpoint *ck, const char *what, const char *ext)
 {
 	char disp[512];
-	json_t *ep = json_object_get(ck, "epoch");
 
-	if (json_is_integer(ep))
+	if (ck->has_epoch)
 		snprintf(disp, sizeof(disp), "attachment; filename=\"%s-epoch%" PRId64 "%s.%s\"",
-			 model, (int64_t)json_integer_value(ep), what, ext);
+			 model, ck->epoch, what, ext);
 	else
 		snprintf(disp, sizeof(disp), "attachment; filename=\"%s-%" PRId64 "%s.%s\"", model,
 			 id, what, ext);
@@ -438,7 +457,7 @@ int h_state_dict(struct resp *out, struct app *app, struct req *r)
 	struct plan_gen *g = NULL;
 	struct plan_storage *st = NULL;
 	size_t nst = 0;
-	json_t *ck = NULL;
+	struct index_checkpoint *ck = NULL;
 	int64_t id;
 	int err, st_fmt;
 
@@ -459,7 +478,7 @@ int h_state_dict(struct resp *out, struct app *app, struct req *r)
 	if (!(g = calloc(1, sizeof(*g))))
 		return ck_error(CK_ENOMEM, "out of memory");
 	g->app = app;
-	if ((err = index_checkpoint_tensors(&g->t, app->idx, id)) < 0)
+	if ((err = store_tensors(&g->t, app->store, id)) < 0)
 		goto out;
 	if (!root && (err = default_root(&root, g->t)) < 0)
 		goto out;
@@ -472,13 +491,14 @@ int h_state_dict(struct resp *out, struct app *app, struct req *r)
 	}
 	err = st_fmt ? plan_safetensors(&g->plan, g->views, g->nviews, st, nst)
 		     : plan_torch_zip(&g->plan, g->views, g->nviews, st, nst, "archive");
-	if (err < 0 || (err = index_checkpoint_json(&ck, app->idx, id, 0)) < 0)
+	if (err < 0 || (err = store_checkpoint(&ck, app->store, id)) < 0 ||
+	    (err = plan_hold(g, r, id, nst)) < 0)
 		goto out;
 	set_disposition(out, r->params[0], id, ck, "-state_dict", st_fmt ? "safetensors" : "pth");
 	plan_serve(out, g);
 	g = NULL;
 out:
-	json_decref(ck);
+	index_checkpoint_free(ck);
 	free(st);
 	plan_gen_free(g);
 	return err;
@@ -557,7 +577,7 @@ int h_tensor(struct resp *out, struct app *app, struct req *r)
 	want[0] = '/';
 	strcpy(want + 1, r->params[2]);
 	g->app = app;
-	if ((err = index_checkpoint_tensors(&g->t, app->idx, id)) < 0)
+	if ((err = store_tensors(&g->t, app->store, id)) < 0)
 		goto out;
 	for (i = 0; i < g->t->ntensors; i++)
 		if (!strcmp(g->t->tensors[i].path, want))
@@ -590,7 +610,7 @@ int h_tensor(struct resp *out, struct app *app, struct req *r)
 	if (err == CK_EINVALID && !raw)
 		err = ck_error(CK_EINVALID, "numpy has no type for %s: ask for format=raw",
 			       dtype_name(t->dtype));
-	if (err < 0)
+	if (err < 0 || (err = plan_hold(g, r, id, 1)) < 0)
 		goto out;
 	shape[0] = '[';
 	used = 1;
@@ -645,8 +665,8 @@ int h_diff(struct resp *out, struct app *app, struct req *r)
 	r->nparams = 2;
 	if ((err = resolve_ref(&idb, app, r)) < 0)
 		return err;
-	if ((err = index_checkpoint_tensors(&a, app->idx, ida)) < 0 ||
-	    (err = index_checkpoint_tensors(&b, app->idx, idb)) < 0)
+	if ((err = store_tensors(&a, app->store, ida)) < 0 ||
+	    (err = store_tensors(&b, app->store, idb)) < 0)
 		goto out;
 	list = json_array();
 	/* Paths are looked up linearly: checkpoints have hundreds of tensors,

@@ -71,8 +71,8 @@ int resolve_ref(int64_t *id, struct app *app, struct req *r)
 		metric = NULL;
 	if (mode && strcmp(mode, "min") && strcmp(mode, "max"))
 		return ck_error(CK_EINVALID, "mode must be 'min' or 'max', not '%.32s'", mode);
-	return index_checkpoint_resolve(id, app->idx, r->params[0], r->params[1], run, metric,
-					mode && !strcmp(mode, "max"));
+	return store_resolve(id, app->store, r->params[0], r->params[1], run, metric,
+			     mode && !strcmp(mode, "max"));
 }
 
 /* Length of the valid UTF-8 sequence at p (1-4), or 0 when it is not one

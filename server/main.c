@@ -37,7 +37,16 @@ static const char usage[] =
     "  stats     print the store's sizes and ratios as JSON\n"
     "\n"
     "options:\n"
-    "  --data DIR               data directory (default ./ckptd-data; env CKPTD_DATA)\n"
+    "  --data DIR               this instance's directory: upload spools, and by\n"
+    "                           default the index and the blobs (default\n"
+    "                           ./ckptd-data; env CKPTD_DATA)\n"
+    "  --index URL              the index: sqlite:PATH (default DATA/index.sqlite) or\n"
+    "                           postgresql://USER@HOST:PORT/DB, shared by several\n"
+    "                           instances (env CKPTD_INDEX)\n"
+    "  --blobs DIR              the blob store (default DATA/blobs; env CKPTD_BLOBS)\n"
+    "  --claim-lease SECONDS    how long an upload's or download's claim on its blobs\n"
+    "                           lives without renewal; leftovers of a crashed\n"
+    "                           instance go after it (default 3600)\n"
     "  --listen HOST:PORT       address to serve on (default 127.0.0.1:8080;\n"
     "                           env CKPTD_LISTEN)\n"
     "  --token-file FILE        lines of 'TOKEN SCOPE' (read, write, admin); writes\n"
@@ -116,6 +125,12 @@ static int lock_data_dir(const char *dir)
 	return fd;
 }
 
+/* 1 when url names an index several processes share (not SQLite). */
+static int shared_index(const char *url)
+{
+	return url && strncmp(url, "sqlite:", 7);
+}
+
 static int serve(struct app_config *cfg, const char *listen, unsigned threads)
 {
 	struct app *app = NULL;
@@ -150,9 +165,10 @@ static int serve(struct app_config *cfg, const char *listen, unsigned threads)
 		close(lock);
 		return 1;
 	}
-	log_msg("ckptd %s serving http://%s/ from %s (%u threads, compression %s%s)", CKPTD_VERSION,
-		listen, cfg->data_dir, threads, cfg->compress ? "auto" : "off",
-		cfg->token_file ? ", tokens on" : "");
+	log_msg("ckptd %s serving http://%s/ from %s (index %s, blobs %s; %u threads, compression "
+		"%s%s)",
+		CKPTD_VERSION, listen, cfg->data_dir, app_index_kind(app), app_blobs_kind(app),
+		threads, cfg->compress ? "auto" : "off", cfg->token_file ? ", tokens on" : "");
 	sigwait(&set, &sig);
 	log_msg("received %s: finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	http_stop(srv, 60);
@@ -166,6 +182,9 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"data", required_argument, NULL, 'd'},
+	    {"index", required_argument, NULL, 'i'},
+	    {"blobs", required_argument, NULL, 'b'},
+	    {"claim-lease", required_argument, NULL, 'L'},
 	    {"listen", required_argument, NULL, 'l'},
 	    {"token-file", required_argument, NULL, 't'},
 	    {"auth-read", no_argument, NULL, 'r'},
@@ -183,6 +202,12 @@ int main(int argc, char **argv)
 	int c;
 
 	cfg.data_dir = getenv("CKPTD_DATA");
+	cfg.index_url = getenv("CKPTD_INDEX");
+	cfg.blobs_url = getenv("CKPTD_BLOBS");
+	if (cfg.index_url && !*cfg.index_url)
+		cfg.index_url = NULL;
+	if (cfg.blobs_url && !*cfg.blobs_url)
+		cfg.blobs_url = NULL;
 	cfg.compress = 1;
 	if (!cfg.data_dir || !*cfg.data_dir)
 		cfg.data_dir = "./ckptd-data";
@@ -191,6 +216,19 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': cfg.data_dir = optarg; break;
+		case 'i': cfg.index_url = optarg; break;
+		case 'b': cfg.blobs_url = optarg; break;
+		case 'L': {
+			char *end;
+			long long v = strtoll(optarg, &end, 10);
+			if (*end || v < 1 || v > 7 * 86400) {
+				fprintf(stderr,
+					"ckptd: --claim-lease takes seconds, 1 to 604800\n");
+				return 2;
+			}
+			cfg.lease = v;
+			break;
+		}
 		case 'l': listen = optarg; break;
 		case 't': cfg.token_file = optarg; break;
 		case 'r': cfg.auth_read = 1; break;
@@ -248,7 +286,10 @@ int main(int argc, char **argv)
 			fprintf(stderr, "ckptd: no data directory at %s\n", cfg.data_dir);
 			return 1;
 		}
-		if (!strcmp(cmd, "gc")) {
+		/* gc on a store only one process may use (a SQLite index)
+		 * waits for no daemon: it refuses while one serves. On a
+		 * shared index the claims protect what instances hold. */
+		if (!strcmp(cmd, "gc") && !shared_index(cfg.index_url)) {
 			if ((lock = lock_data_dir(cfg.data_dir)) < 0)
 				return 1;
 			cfg.clean = 1;

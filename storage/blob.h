@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #include "../common/hash.h"
-#include "../formats/tensor.h"
+#include "../common/dtype.h"
 
 enum blob_codec {
 	CODEC_RAW = 0,	  /* the bytes as they are */
@@ -80,14 +80,16 @@ struct blob_backend {
 	 * index row or upload in flight refers to it (storage/gc.c). */
 	int (*remove)(struct blob_backend *b, const struct hash *h);
 
-	/* Calls cb for every stored blob until cb returns non-zero (which is
-	 * then returned). */
-	int (*foreach)(struct blob_backend *b, int (*cb)(void *arg, const struct hash *h),
-		       void *arg);
+	/* Calls cb for every stored blob, with the time it was last written
+	 * (epoch seconds), until cb returns non-zero (which is then
+	 * returned). */
+	int (*foreach)(struct blob_backend *b,
+		       int (*cb)(void *arg, const struct hash *h, int64_t mtime), void *arg);
 
-	/* Removes leftovers of an earlier process (temporary files). Call only
-	 * when no other process uses the store. */
-	int (*clean_tmp)(struct blob_backend *b);
+	/* Removes temporary objects last written before older_than (epoch
+	 * seconds), whichever process made them: several instances may share
+	 * a store, and one never removes another's temporaries in flight. */
+	int (*clean_tmp)(struct blob_backend *b, int64_t older_than);
 
 	void (*free)(struct blob_backend *b);
 };

@@ -311,7 +311,8 @@ static int is_hex(const char *s, size_t n)
 	return 1;
 }
 
-static int fs_foreach(struct blob_backend *b, int (*cb)(void *arg, const struct hash *h), void *arg)
+static int fs_foreach(struct blob_backend *b,
+		      int (*cb)(void *arg, const struct hash *h, int64_t mtime), void *arg)
 {
 	struct fs_backend *fs = (struct fs_backend *)b;
 	static const char digits[] = "0123456789abcdef";
@@ -356,7 +357,13 @@ static int fs_foreach(struct blob_backend *b, int (*cb)(void *arg, const struct 
 			hex[64] = 0;
 			if (hash_from_hex(&h, hex) < 0)
 				continue;
-			ret = cb(arg, &h);
+			if (fstatat(dfd, de->d_name, &st, 0) < 0) {
+				if (errno == ENOENT) /* removed meanwhile */
+					continue;
+				ret = sys_error(fs, errno, "stat", de->d_name);
+				break;
+			}
+			ret = cb(arg, &h, (int64_t)st.st_mtime);
 		}
 		if (ret == 0 && errno != 0)
 			ret = sys_error(fs, errno, "reading directory", shard);
@@ -365,7 +372,7 @@ static int fs_foreach(struct blob_backend *b, int (*cb)(void *arg, const struct 
 	return ret;
 }
 
-static int fs_clean_tmp(struct blob_backend *b)
+static int fs_clean_tmp(struct blob_backend *b, int64_t older_than)
 {
 	struct fs_backend *fs = (struct fs_backend *)b;
 	int dfd = openat(fs->root, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
@@ -380,8 +387,11 @@ static int fs_clean_tmp(struct blob_backend *b)
 		return err;
 	}
 	while ((de = readdir(d)) != NULL) {
+		struct stat st;
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
+		if (fstatat(dfd, de->d_name, &st, 0) < 0 || (int64_t)st.st_mtime >= older_than)
+			continue; /* gone, or young: maybe another process's in flight */
 		if (unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT && !err) {
 			char rel[300];
 			snprintf(rel, sizeof(rel), "tmp/%s", de->d_name);

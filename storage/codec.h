@@ -43,7 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../formats/tensor.h"
+#include "../common/dtype.h"
 
 #define CODEC_CHUNK_SIZE  (1u << 20)
 #define CODEC_HEADER_SIZE 32

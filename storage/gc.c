@@ -1,17 +1,30 @@
 /*
- * gc.c: the hold set of uploads in flight and the unlinking of freed blobs
- * (see gc.h). The hold set is a small chained hash table keyed by the blob
- * hash's first bytes (already uniformly distributed).
+ * gc.c: claims and reaping (see gc.h for the protocol).
+ *
+ * Two places keep claims, one per kind of store:
+ *
+ * - shared (several processes: a PostgreSQL index): claims are rows in the
+ *   index, and reaping runs in the index's reaper transaction, which no claim
+ *   can interleave with;
+ * - alone (one process: a SQLite index, whose serving process holds the data
+ *   directory's lock): claims are a counted hash set in memory, and claiming
+ *   and reaping take this collector's mutex, so a claim cannot fall between
+ *   a reap's check and its removal. A download then costs no index write,
+ *   and works on a disk too full for one.
  */
 #include "gc.h"
 
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/err.h"
 
-#define GC_BUCKETS 4096
+#define HOLD_BUCKETS 4096
 
 struct held {
 	struct hash h;
@@ -20,21 +33,43 @@ struct held {
 };
 
 struct gc {
-	pthread_mutex_t lock;
-	struct held *buckets[GC_BUCKETS];
+	struct index *idx;
+	struct blob_backend *b;
+	char *owner;
+	int64_t lease;
+	int alone;
+	atomic_llong next_group;
+	pthread_mutex_t lock; /* alone: the hold set, and claims vs reaps */
+	struct held *buckets[HOLD_BUCKETS];
 };
 
-static size_t bucket(const struct hash *h)
+struct gc_claim {
+	struct gc *g;
+	int64_t group;
+	int64_t renewed;   /* when the lease was last set (epoch seconds) */
+	struct hash *held; /* alone: what this group holds */
+	size_t nheld, cap;
+};
+
+static int64_t now_s(void)
 {
-	return ((size_t)h->b[0] << 8 | h->b[1]) % GC_BUCKETS;
+	return (int64_t)time(NULL);
 }
 
-int gc_new(struct gc **out)
+int gc_new(struct gc **out, struct index *idx, struct blob_backend *b, const char *owner,
+	   int64_t lease_seconds, int alone)
 {
 	struct gc *g = calloc(1, sizeof(*g));
 
-	if (!g)
+	if (!g || !(g->owner = strdup(owner))) {
+		free(g);
 		return ck_error(CK_ENOMEM, "out of memory");
+	}
+	g->idx = idx;
+	g->b = b;
+	g->lease = lease_seconds > 0 ? lease_seconds : 3600;
+	g->alone = alone;
+	atomic_init(&g->next_group, 1);
 	pthread_mutex_init(&g->lock, NULL);
 	*out = g;
 	return 0;
@@ -44,17 +79,30 @@ void gc_free(struct gc *g)
 {
 	if (!g)
 		return;
-	for (size_t i = 0; i < GC_BUCKETS; i++)
+	for (size_t i = 0; i < HOLD_BUCKETS; i++)
 		while (g->buckets[i]) {
 			struct held *e = g->buckets[i];
 			g->buckets[i] = e->next;
 			free(e);
 		}
 	pthread_mutex_destroy(&g->lock);
+	free(g->owner);
 	free(g);
 }
 
-static struct held *find(struct gc *g, const struct hash *h)
+int64_t gc_lease(const struct gc *g)
+{
+	return g->lease;
+}
+
+/* ---- the in-memory hold set (alone) ---- */
+
+static size_t bucket(const struct hash *h)
+{
+	return ((size_t)h->b[0] << 8 | h->b[1]) % HOLD_BUCKETS;
+}
+
+static struct held *held_find(struct gc *g, const struct hash *h)
 {
 	for (struct held *e = g->buckets[bucket(h)]; e; e = e->next)
 		if (!memcmp(e->h.b, h->b, 32))
@@ -62,29 +110,9 @@ static struct held *find(struct gc *g, const struct hash *h)
 	return NULL;
 }
 
-int gc_hold(struct gc *g, const struct hash *h)
+/* With g->lock held. */
+static void held_drop(struct gc *g, const struct hash *h)
 {
-	int err = 0;
-
-	pthread_mutex_lock(&g->lock);
-	struct held *e = find(g, h);
-	if (e) {
-		e->count++;
-	} else if ((e = calloc(1, sizeof(*e)))) {
-		e->h = *h;
-		e->count = 1;
-		e->next = g->buckets[bucket(h)];
-		g->buckets[bucket(h)] = e;
-	} else {
-		err = ck_error(CK_ENOMEM, "out of memory");
-	}
-	pthread_mutex_unlock(&g->lock);
-	return err;
-}
-
-void gc_release(struct gc *g, const struct hash *h)
-{
-	pthread_mutex_lock(&g->lock);
 	for (struct held **p = &g->buckets[bucket(h)]; *p; p = &(*p)->next) {
 		if (memcmp((*p)->h.b, h->b, 32))
 			continue;
@@ -93,73 +121,227 @@ void gc_release(struct gc *g, const struct hash *h)
 			*p = e->next;
 			free(e);
 		}
-		break;
+		return;
 	}
-	pthread_mutex_unlock(&g->lock);
 }
 
-/* With g->lock held: unlink h unless held or named by the index. */
-static int unlink_if_free(struct gc *g, struct index *idx, struct blob_backend *b,
-			  const struct hash *h)
+static int hold_add(struct gc_claim *cl, const struct hash *h, size_t n)
 {
+	struct gc *g = cl->g;
+	int err = 0;
+
+	if (cl->nheld + n > cl->cap) {
+		size_t cap = cl->cap ? cl->cap : 16;
+		while (cap < cl->nheld + n)
+			cap *= 2;
+		struct hash *v = realloc(cl->held, cap * sizeof(*v));
+		if (!v)
+			return ck_error(CK_ENOMEM, "out of memory");
+		cl->held = v;
+		cl->cap = cap;
+	}
+	pthread_mutex_lock(&g->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct held *e = held_find(g, &h[i]);
+		if (e) {
+			e->count++;
+		} else if ((e = calloc(1, sizeof(*e)))) {
+			e->h = h[i];
+			e->count = 1;
+			e->next = g->buckets[bucket(&h[i])];
+			g->buckets[bucket(&h[i])] = e;
+		} else {
+			err = ck_error(CK_ENOMEM, "out of memory");
+			break;
+		}
+		cl->held[cl->nheld++] = h[i];
+	}
+	pthread_mutex_unlock(&g->lock);
+	return err;
+}
+
+static void hold_drop_all(struct gc_claim *cl)
+{
+	pthread_mutex_lock(&cl->g->lock);
+	for (size_t i = 0; i < cl->nheld; i++)
+		held_drop(cl->g, &cl->held[i]);
+	pthread_mutex_unlock(&cl->g->lock);
+	cl->nheld = 0;
+}
+
+/* ---- claims ---- */
+
+int gc_claim(struct gc_claim **out, struct gc *g, const struct hash *h, size_t n)
+{
+	struct gc_claim *cl = calloc(1, sizeof(*cl));
+	int err = 0;
+
+	if (!cl)
+		return ck_error(CK_ENOMEM, "out of memory");
+	cl->g = g;
+	cl->group = atomic_fetch_add(&g->next_group, 1);
+	cl->renewed = now_s();
+	if (n && (err = gc_claim_more(cl, h, n)) < 0) {
+		gc_release(cl);
+		return err;
+	}
+	*out = cl;
+	return 0;
+}
+
+int gc_claim_more(struct gc_claim *cl, const struct hash *h, size_t n)
+{
+	if (!n)
+		return 0;
+	if (cl->g->alone)
+		return hold_add(cl, h, n);
+	return index_claims_add(cl->g->idx, cl->g->owner, cl->group, h, n,
+				cl->renewed + cl->g->lease);
+}
+
+int gc_claim_renew(struct gc_claim *cl)
+{
+	int64_t now = now_s();
 	int err;
 
-	if (find(g, h))
+	if (cl->g->alone || now - cl->renewed < cl->g->lease / 2)
 		return 0;
-	err = index_blob_exists(idx, h);
+	if ((err = index_claims_renew(cl->g->idx, cl->g->owner, cl->group, now + cl->g->lease)) < 0)
+		return err;
+	cl->renewed = now;
+	return 0;
+}
+
+static void claim_free(struct gc_claim *cl)
+{
+	free(cl->held);
+	free(cl);
+}
+
+void gc_release(struct gc_claim *cl)
+{
+	if (!cl)
+		return;
+	if (cl->g->alone)
+		hold_drop_all(cl);
+	else if (index_claims_release(cl->g->idx, cl->g->owner, cl->group) < 0)
+		fprintf(stderr, "ckptd: claims of group %" PRId64 " stay until they expire: %s\n",
+			cl->group, ck_errmsg());
+	claim_free(cl);
+}
+
+void gc_keep(struct gc_claim *cl, int64_t seconds)
+{
+	if (!cl)
+		return;
+	if (cl->g->alone) /* nothing outlives this process here: the sweep at
+			     the next start removes what was not committed */
+		hold_drop_all(cl);
+	else if (index_claims_renew(cl->g->idx, cl->g->owner, cl->group, now_s() + seconds) < 0)
+		fprintf(stderr, "ckptd: claims of group %" PRId64 " keep their lease: %s\n",
+			cl->group, ck_errmsg());
+	claim_free(cl);
+}
+
+/* ---- reaping ---- */
+
+static int unlink_blob(void *arg, const struct hash *h)
+{
+	struct gc *g = arg;
+
+	/* alone, g->lock is held by gc_reap: the hold set is stable */
+	if (g->alone && held_find(g, h))
+		return 1; /* held: not removed */
+	return g->b->remove(g->b, h);
+}
+
+int gc_reap(uint64_t *removed, struct gc *g, const struct hash *freed, size_t n)
+{
+	uint64_t r = 0;
+	int err = 0;
+
+	if (n) {
+		if (g->alone)
+			pthread_mutex_lock(&g->lock);
+		err = index_reap(&r, g->idx, freed, n, now_s(), unlink_blob, g);
+		if (g->alone)
+			pthread_mutex_unlock(&g->lock);
+	}
+	if (removed)
+		*removed = r;
+	return err;
+}
+
+int gc_recover(uint64_t *removed, struct gc *g)
+{
+	struct hash *h = NULL;
+	size_t n = 0;
+	int err;
+
+	*removed = 0;
+	/* the claims go first: reaping checks every live claim, ours too */
+	if ((err = index_claims_owned(&h, &n, g->idx, g->owner)) < 0 ||
+	    (err = index_claims_release(g->idx, g->owner, -1)) < 0)
+		goto out;
+	err = gc_reap(removed, g, h, n);
+out:
+	free(h);
+	return err;
+}
+
+/* ---- sweep ---- */
+
+struct sweep {
+	struct gc *g;
+	int64_t cutoff; /* blobs written before this may go */
+	struct hash *cand;
+	size_t n, cap;
+};
+
+static int sweep_one(void *arg, const struct hash *h, int64_t mtime)
+{
+	struct sweep *s = arg;
+	struct index_blob row;
+	int err;
+
+	if (mtime >= s->cutoff)
+		return 0;
+	err = index_blob_get(&row, s->g->idx, h);
 	if (err == 0)
 		return 0;
 	if (err != CK_ENOTFOUND)
 		return err;
-	err = b->remove(b, h);
-	return err == CK_ENOTFOUND ? 0 : err;
-}
-
-int gc_unlink_freed(struct gc *g, struct index *idx, struct blob_backend *b,
-		    const struct hash *freed, size_t n)
-{
-	int first = 0;
-
-	pthread_mutex_lock(&g->lock);
-	for (size_t i = 0; i < n; i++) {
-		int err = unlink_if_free(g, idx, b, &freed[i]);
-		if (err < 0 && !first)
-			first = err;
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 64;
+		struct hash *v = realloc(s->cand, cap * sizeof(*v));
+		if (!v)
+			return ck_error(CK_ENOMEM, "out of memory");
+		s->cand = v;
+		s->cap = cap;
 	}
-	pthread_mutex_unlock(&g->lock);
-	return first;
-}
-
-struct sweep {
-	struct gc *g;
-	struct index *idx;
-	struct blob_backend *b;
-	uint64_t removed;
-	int err;
-};
-
-static int sweep_one(void *arg, const struct hash *h)
-{
-	struct sweep *s = arg;
-	int err;
-
-	if (index_blob_exists(s->idx, h) == 0)
-		return 0;
-	pthread_mutex_lock(&s->g->lock);
-	err = unlink_if_free(s->g, s->idx, s->b, h);
-	pthread_mutex_unlock(&s->g->lock);
-	if (err < 0 && !s->err)
-		s->err = err;
-	else if (err == 0 && s->b->exists(s->b, h) == CK_ENOTFOUND)
-		s->removed++;
+	s->cand[s->n++] = *h;
 	return 0;
 }
 
-int gc_sweep(uint64_t *removed, struct gc *g, struct index *idx, struct blob_backend *b)
+int gc_sweep(uint64_t *removed, struct gc *g, int all)
 {
-	struct sweep s = {g, idx, b, 0, 0};
-	int err = b->foreach (b, sweep_one, &s);
+	int64_t now = now_s();
+	struct sweep s = {g, all ? INT64_MAX : now - g->lease, NULL, 0, 0};
+	int err;
 
-	*removed = s.removed;
-	return err < 0 ? err : s.err;
+	*removed = 0;
+	err = g->b->foreach (g->b, sweep_one, &s);
+	/* Candidates are checked again under the reaper's lock: an upload may
+	 * have committed or claimed one since. With `all`, every claim left in
+	 * the index is a dead process's: `now` past all expiries drops them. */
+	if (err == 0 && s.n) {
+		if (g->alone)
+			pthread_mutex_lock(&g->lock);
+		err =
+		    index_reap(removed, g->idx, s.cand, s.n, all ? INT64_MAX : now, unlink_blob, g);
+		if (g->alone)
+			pthread_mutex_unlock(&g->lock);
+	}
+	free(s.cand);
+	return err;
 }

@@ -1,13 +1,27 @@
 /*
- * index.h: the SQLite index of models, runs, checkpoints, tensors and blobs.
+ * index.h: the index of models, runs, checkpoints, tensors, blobs and claims,
+ * behind a backend interface (SPEC 9).
  *
- * All SQL of ckptd lives in storage/index.c, behind functions that name what
- * they do, so a PostgreSQL index can replace it (SPEC 9). Reads return jansson
- * values shaped as the HTTP API answers them (SPEC 3); the caller owns them.
+ * What callers see: C structs in, C structs out, one call per operation
+ * (insert a checkpoint, resolve a ref, list, delete, ...). The HTTP API's JSON
+ * is made in api/, never here. A backend is a `struct index` of function
+ * pointers (storage/index_backend.h); index_open picks one by URL:
  *
- * Thread safety: every function may be called from any thread at once; the
- * index keeps a pool of connections (WAL mode: readers never wait for the
- * writer; writers take turns through BEGIN IMMEDIATE).
+ *   sqlite:PATH             storage/index_sqlite.c (the default, one process)
+ *   postgresql://...        storage/index_pg.c (several ckptd instances)
+ *
+ * Both are SQL engines and share one implementation of the operations and one
+ * schema with one migration history (storage/index_sql.c, storage/schema.c),
+ * applied at open.
+ *
+ * Thread safety: every function may be called from any thread at once.
+ *
+ * Errors: 0 or a CK_E* code with the thread's message set. CK_EUNAVAIL means
+ * the index could not be reached or was busy: nothing was changed, and the
+ * same call may succeed later (the HTTP answer is 503 with Retry-After).
+ *
+ * Ownership: what comes back through `**out` belongs to the caller and has a
+ * matching _free that accepts NULL.
  */
 #ifndef CK_INDEX_H
 #define CK_INDEX_H
@@ -15,21 +29,42 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <jansson.h>
-
+#include "../common/dtype.h"
 #include "../common/hash.h"
-#include "../formats/tensor.h"
 
 struct index;
 
-/* Opens (creating or migrating) the index at path. *out belongs to the
- * caller (index_close). CK_EIO with SQLite's message, CK_ECORRUPT for a
- * schema newer than this binary knows. */
-int index_open(struct index **out, const char *path);
+/* Limits the index enforces on every write (uploads and PATCH alike). */
+#define INDEX_MAX_METRICS 256
+#define INDEX_MAX_TAGS	  64
+#define INDEX_MAX_NAME	  128 /* model, run and metric names (SPEC 2) */
+#define INDEX_MAX_TAG_LEN 128
+
+/* Opens the index at url (see above), creating or migrating its schema.
+ * CK_EINVALID for a URL of no known kind, CK_EUNAVAIL when the database
+ * cannot be reached, CK_ECORRUPT for a schema newer than this binary. */
+int index_open(struct index **out, const char *url);
 void index_close(struct index *idx);
 
-/* One storage of a new checkpoint: the blob that holds it and where its
- * bytes sit in the upload. */
+/* "sqlite" or "postgresql". */
+const char *index_kind(const struct index *idx);
+
+/* ---- checkpoints ---- */
+
+struct index_metric {
+	char name[INDEX_MAX_NAME + 1];
+	double value;
+};
+
+struct index_dedup {
+	uint64_t tensors;     /* storages the checkpoint references */
+	uint64_t new_tensors; /* of those, the ones not stored before it */
+	uint64_t bytes;	      /* their bytes */
+	uint64_t new_bytes;   /* bytes this checkpoint added to the store */
+};
+
+/* One storage of a new checkpoint: the blob that holds it and where its bytes
+ * sit in the upload. */
 struct index_storage {
 	struct hash blob;
 	uint64_t raw_size, stored_size;
@@ -46,6 +81,7 @@ struct index_tensor {
 	const int64_t *shape, *strides;
 	uint64_t offset;
 	size_t storage; /* index into the storages */
+	uint64_t nbytes;
 };
 
 struct index_new_checkpoint {
@@ -53,8 +89,10 @@ struct index_new_checkpoint {
 	int has_epoch, has_step, has_loss;
 	int64_t epoch, step;
 	double loss;
-	json_t *metrics; /* object name -> number, borrowed; NULL = {} */
-	json_t *tags;	 /* array of strings, borrowed; NULL = [] */
+	const struct index_metric *metrics; /* at most INDEX_MAX_METRICS, distinct */
+	size_t nmetrics;
+	const char *const *tags; /* at most INDEX_MAX_TAGS */
+	size_t ntags;
 	int pinned;
 	const char *format;
 	uint64_t size;
@@ -63,6 +101,7 @@ struct index_new_checkpoint {
 	struct hash skeleton;
 	uint64_t skeleton_size, skeleton_stored;
 	uint32_t skeleton_crc;
+	int skeleton_codec;
 	const struct index_storage *storages; /* sorted by file_off */
 	size_t nstorages;
 	const struct index_tensor *tensors;
@@ -70,20 +109,40 @@ struct index_new_checkpoint {
 };
 
 /* Inserts a checkpoint with its tensors in one transaction, creating the
- * model and run when new and taking a reference on every blob. *id is the
- * new id; *dedup becomes {tensors, new_tensors, bytes, new_bytes} (storages
- * counted once per upload; new = not stored before this transaction). */
-int index_checkpoint_insert(int64_t *id, json_t **dedup, struct index *idx,
+ * model and run when new and taking a reference on every blob. *id is the new
+ * id (never reused); *dedup counts storages once per checkpoint, new = not
+ * stored before this transaction. */
+int index_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct index *idx,
 			    const struct index_new_checkpoint *c);
 
-/* Resolves ref ("latest", "best", or a decimal id) within model to an id.
- * run narrows best/latest when non-NULL. best picks the lowest loss, or by
- * metric (non-NULL) with maximize 0/1. CK_ENOTFOUND with a message. */
+/* Resolves ref ("latest", "best", or a decimal id) within model to an id. run
+ * narrows best/latest when non-NULL; best is the lowest loss, or by metric
+ * (non-NULL) with maximize 0/1; ties go to the newest. CK_ENOTFOUND with a
+ * message naming what is missing; CK_EINVALID for a ref of no known kind. */
 int index_checkpoint_resolve(int64_t *id, struct index *idx, const char *model, const char *ref,
 			     const char *run, const char *metric, int maximize);
 
-/* One checkpoint as the API shows it; with_tensors adds "tensors". */
-int index_checkpoint_json(json_t **out, struct index *idx, int64_t id, int with_tensors);
+/* A checkpoint's row as the index holds it. */
+struct index_checkpoint {
+	int64_t id;
+	char *model, *run, *format;
+	int has_epoch, has_step, has_loss;
+	int64_t epoch, step;
+	double loss;
+	struct index_metric *metrics;
+	size_t nmetrics;
+	char **tags;
+	size_t ntags;
+	int pinned;
+	char created_at[40]; /* RFC 3339, UTC */
+	uint64_t size;
+	struct hash sha256;
+	uint64_t tensor_count;
+	struct index_dedup dedup;
+};
+
+int index_checkpoint_get(struct index_checkpoint **out, struct index *idx, int64_t id);
+void index_checkpoint_free(struct index_checkpoint *c);
 
 struct index_list_query {
 	const char *model;
@@ -91,13 +150,21 @@ struct index_list_query {
 	const char *tag; /* NULL = all */
 	int has_epoch;
 	int64_t epoch;
-	const char *order; /* created|-created|epoch|-epoch|loss|-loss|metric.NAME|-metric.NAME */
+	const char *order; /* created|epoch|step|loss|metric.NAME, '-' prefix = descending */
 	int64_t limit, offset;
 };
 
-/* {"checkpoints": [...], "total": N}. CK_EINVALID for an unknown order,
- * CK_ENOTFOUND for an unknown model. */
-int index_checkpoint_list(json_t **out, struct index *idx, const struct index_list_query *q);
+struct index_checkpoint_list {
+	struct index_checkpoint *items; /* nitems entries, each owning its strings */
+	size_t nitems;
+	int64_t total; /* matching checkpoints, before limit and offset */
+};
+
+/* CK_EINVALID for an unknown order, CK_ENOTFOUND for an unknown model. An
+ * unknown run is an empty list. */
+int index_checkpoint_list(struct index_checkpoint_list **out, struct index *idx,
+			  const struct index_list_query *q);
+void index_checkpoint_list_free(struct index_checkpoint_list *l);
 
 /* Everything /file needs to rebuild an upload. */
 struct index_layout_part {
@@ -122,7 +189,8 @@ struct index_layout {
 int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_t id);
 void index_layout_free(struct index_layout *l);
 
-/* A tensor's storage and geometry, for state_dict/tensor/diff outputs. */
+/* A tensor's storage and geometry, for the tensor list, state_dict, tensor
+ * and diff outputs. */
 struct index_tensor_row {
 	char *path;
 	enum dtype dtype;
@@ -137,6 +205,7 @@ struct index_storage_row {
 	enum dtype dtype;
 	uint64_t nbytes;
 	uint32_t crc32;
+	int64_t refcount; /* checkpoint references to the blob, store-wide */
 };
 struct index_tensors {
 	struct index_tensor_row *tensors;
@@ -147,41 +216,145 @@ struct index_tensors {
 int index_checkpoint_tensors(struct index_tensors **out, struct index *idx, int64_t id);
 void index_tensors_free(struct index_tensors *t);
 
-/* Deletes a checkpoint (or a whole model, with id < 0), dropping blob
- * references. The blobs whose count reached zero have their rows removed and
- * are returned in *freed (caller frees) for storage/gc.c to unlink. */
-int index_checkpoint_delete(struct hash **freed, size_t *nfreed, struct index *idx,
-			    const char *model, int64_t id);
-int index_model_delete(struct hash **freed, size_t *nfreed, struct index *idx, const char *model);
+/* Hashes of blobs whose last reference a delete dropped: their rows are gone,
+ * and storage/gc.c removes their data unless claimed. */
+struct index_freed {
+	struct hash *v;
+	size_t n;
+};
+void index_freed_clear(struct index_freed *f);
 
-/* Applies a PATCH body (loss, metrics, tags, pinned), already validated by
- * the caller. */
-int index_checkpoint_patch(struct index *idx, int64_t id, const json_t *patch);
+/* Deletes one checkpoint of model, dropping its blob references; the blobs
+ * left without any are appended to *freed. CK_ENOTFOUND when model has no
+ * such checkpoint (also when a concurrent delete got there first). */
+int index_checkpoint_delete(struct index_freed *freed, struct index *idx, const char *model,
+			    int64_t id);
 
-/* {"models": [...]} with counts, runs, best and latest, bytes. */
-int index_models_json(json_t **out, struct index *idx);
+/* Deletes a model with its runs and checkpoints. */
+int index_model_delete(struct index_freed *freed, struct index *idx, const char *model);
 
-/* The /stats object. */
-int index_stats_json(json_t **out, struct index *idx);
+/* A PATCH: each part applies when its has_ flag is set. Metrics merge into the
+ * checkpoint's (a name in `remove` is dropped); the result may not exceed
+ * INDEX_MAX_METRICS (CK_EINVALID). Validated by the caller otherwise. */
+struct index_patch {
+	int has_loss, loss_null;
+	double loss;
+	const struct index_metric *set;
+	size_t nset;
+	const char *const *remove;
+	size_t nremove;
+	int has_tags;
+	const char *const *tags;
+	size_t ntags;
+	int has_pinned, pinned;
+};
+int index_checkpoint_patch(struct index *idx, int64_t id, const struct index_patch *p);
 
-/* 0 when a blob row exists, CK_ENOTFOUND when not. */
-int index_blob_exists(struct index *idx, const struct hash *h);
+/* ---- models, stats ---- */
 
-/* The blob's row (size, crc, codec): CK_ENOTFOUND when absent. */
-int index_blob_get(uint64_t *raw_size, uint32_t *crc32, struct index *idx, const struct hash *h);
+struct index_model {
+	char *name;
+	char created_at[40];
+	int64_t checkpoints;
+	char **runs; /* sorted */
+	size_t nruns;
+	int has_best, has_best_loss, has_latest, has_latest_epoch, has_max_epoch, has_updated;
+	int64_t best, latest, latest_epoch, max_epoch;
+	double best_loss;
+	uint64_t bytes, bytes_added;
+	char updated_at[40];
+};
+struct index_model_list {
+	struct index_model *items;
+	size_t nitems;
+};
+int index_models(struct index_model_list **out, struct index *idx);
+void index_model_list_free(struct index_model_list *l);
 
-/* Retention policy of a model: NULL (*out) when none. */
-int index_retention_get(json_t **out, struct index *idx, const char *model);
-int index_retention_set(struct index *idx, const char *model, const json_t *policy);
+struct index_stats {
+	int64_t models, checkpoints, blobs;
+	uint64_t logical_bytes; /* sum of upload sizes */
+	uint64_t unique_bytes;	/* raw bytes of distinct blobs */
+	uint64_t stored_bytes;	/* their bytes after the codec */
+};
+int index_stats(struct index_stats *out, struct index *idx);
 
-/* The ids a model's retention policy would remove now (never pinned ones). */
+/* ---- blobs ---- */
+
+struct index_blob {
+	struct hash hash;
+	uint64_t raw_size, stored_size;
+	uint32_t crc32;
+	int codec;
+	int64_t refcount;
+};
+
+/* CK_ENOTFOUND when no row names h. */
+int index_blob_get(struct index_blob *out, struct index *idx, const struct hash *h);
+
+/* Up to max blob rows in hash order, starting after *after (NULL = from the
+ * first); *n = 0 at the end. For verify and migrate: pages, never the whole
+ * table in memory. */
+int index_blob_page(struct index_blob *out, size_t *n, struct index *idx, const struct hash *after,
+		    size_t max);
+
+/* ---- retention ---- */
+
+struct index_retention {
+	int64_t keep_best, keep_last;
+	char metric[INDEX_MAX_NAME + 1]; /* "loss" or a metric name */
+	int maximize;
+};
+
+/* *has = 0 when the model has no policy. CK_ENOTFOUND for no such model. */
+int index_retention_get(struct index_retention *out, int *has, struct index *idx,
+			const char *model);
+
+/* Sets (or, with p NULL, removes) a model's policy, creating the model when it
+ * has none yet (a policy may come before the first upload). */
+int index_retention_set(struct index *idx, const char *model, const struct index_retention *p);
+
+/* The checkpoints the policy removes now, oldest first: never a pinned one,
+ * never the model's newest, never one of the keep_last newest or the keep_best
+ * best by the metric, and, when keep_best is set, never one that lacks the
+ * metric (it cannot be ranked, so it is not removed for lacking it). */
 int index_retention_victims(int64_t **ids, size_t *n, struct index *idx, const char *model);
 
-/* Calls cb for each blob row (hash, raw size, crc, codec) until cb returns
- * non-zero. For verify. */
-int index_blob_foreach(struct index *idx,
-		       int (*cb)(void *arg, const struct hash *h, uint64_t raw_size,
-				 uint32_t crc32),
-		       void *arg);
+/* How many checkpoints of model have metric ("loss": a loss). */
+int index_metric_count(int64_t *n, struct index *idx, const char *model, const char *metric);
+
+/* ---- claims and reaping (storage/gc.h has the protocol) ---- */
+
+/* Claims blobs h[0..n) for (owner, group) until expires_at (epoch seconds).
+ * While a claim lives, no blob it names is reaped. Adding a claim that exists
+ * moves its expiry. */
+int index_claims_add(struct index *idx, const char *owner, int64_t group, const struct hash *h,
+		     size_t n, int64_t expires_at);
+
+/* Moves the expiry of every claim of (owner, group). */
+int index_claims_renew(struct index *idx, const char *owner, int64_t group, int64_t expires_at);
+
+/* Drops every claim of (owner, group); group < 0: of every group of owner. */
+int index_claims_release(struct index *idx, const char *owner, int64_t group);
+
+/* The distinct blobs owner claims, in any group (caller frees *out): what a
+ * restarted instance held in its previous life. */
+int index_claims_owned(struct hash **out, size_t *n, struct index *idx, const char *owner);
+
+/* Under the reaper's lock: for each h[i] that no blob row names and no claim
+ * alive at `now` names, calls unlink_cb(arg, h[i]), which removes the data
+ * and returns 0, or returns > 0 when it kept it, CK_ENOTFOUND when it was
+ * gone already, < 0 on an error. Also drops claims that expired before now.
+ * *removed counts the blobs unlink_cb removed. Returns the first error of
+ * unlink_cb or of the index; the walk goes on past unlink errors. */
+int index_reap(uint64_t *removed, struct index *idx, const struct hash *h, size_t n, int64_t now,
+	       int (*unlink_cb)(void *arg, const struct hash *h), void *arg);
+
+/* ---- change tracking ---- */
+
+/* A counter that every committed change to checkpoints, models or blobs moves
+ * forward, whichever process made it: caches keyed by it see writes made
+ * through other instances. */
+int index_generation(uint64_t *out, struct index *idx);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * verify.c: the store check behind `ckptd verify` (see verify.h). Blobs are
- * read through the backend's reader, so compressed blobs are checked after
- * decoding, against the SHA-256 of their raw bytes.
+ * listed from the index a page at a time and read through the backend's
+ * reader, so compressed blobs are checked after decoding, against the
+ * SHA-256 of their raw bytes.
  */
 #include "verify.h"
 
@@ -23,9 +24,8 @@ struct walk {
 
 enum { CHUNK = 1 << 20 };
 
-static int check_one(void *arg, const struct hash *hh, uint64_t raw_size, uint32_t crc)
+static void check_one(struct walk *w, const struct hash *hh, uint64_t raw_size, uint32_t crc)
 {
-	struct walk *w = arg;
 	struct blob_reader *rd = NULL;
 	char why[256];
 	int err = w->b->open(&rd, w->b, hh);
@@ -69,21 +69,31 @@ static int check_one(void *arg, const struct hash *hh, uint64_t raw_size, uint32
 		w->bad(w->arg, hh, why);
 	if (w->progress)
 		w->progress(w->arg, w->rep->blobs, w->rep->bytes);
-	return 0;
 }
 
 int verify_store(struct verify_report *rep, struct index *idx, struct blob_backend *b,
 		 void (*bad)(void *arg, const struct hash *h, const char *why),
 		 void (*progress)(void *arg, uint64_t done, uint64_t bytes), void *arg)
 {
+	enum { PAGE = 256 };
 	struct walk w = {rep, b, bad, progress, arg, malloc(CHUNK), hasher_new()};
-	int err;
+	struct index_blob *page = calloc(PAGE, sizeof(*page));
+	struct hash after;
+	size_t n = 0;
+	int err = 0;
 
 	memset(rep, 0, sizeof(*rep));
-	if (!w.buf || !w.h)
+	if (!w.buf || !w.h || !page)
 		err = ck_error(CK_ENOMEM, "out of memory");
-	else
-		err = index_blob_foreach(idx, check_one, &w);
+	/* in pages, in hash order: the index is never walked in one go */
+	for (int first = 1; err == 0; first = 0) {
+		if ((err = index_blob_page(page, &n, idx, first ? NULL : &after, PAGE)) < 0 || !n)
+			break;
+		for (size_t i = 0; i < n; i++)
+			check_one(&w, &page[i].hash, page[i].raw_size, page[i].crc32);
+		after = page[n - 1].hash;
+	}
+	free(page);
 	free(w.buf);
 	hasher_free(w.h);
 	return err;

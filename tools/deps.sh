@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -e
 PKGS="build-essential pkg-config clang-format libmicrohttpd-dev libsqlite3-dev
-libjansson-dev zlib1g-dev libzstd-dev libssl-dev check libsubunit-dev
+libpq-dev libjansson-dev zlib1g-dev libzstd-dev libssl-dev check libsubunit-dev
 python3-torch python3-numpy python3-sklearn curl clang libclang-rt-14-dev
 chromium nodejs npm"
 missing=""

@@ -5,8 +5,12 @@
 #   sh tests/integration/run.sh [test_NAME ...]   (default: every test_*.py)
 #
 # Each test file runs under /usr/bin/python3 (Debian's, with torch 1.13) and
-# starts its own daemons. The last line printed is "N passed, M failed" (and
-# ", K skipped"); the exit status is non-zero when M > 0.
+# starts its own daemons. The suite runs once per index backend named in
+# CKPTD_IT_BACKENDS (default "sqlite"; `make integration` runs "sqlite
+# postgresql"): for postgresql, a server is started from tests/services/pg.sh
+# for the run, and each daemon's data directory gets a database of its own
+# (lib/ckptd.py). The last line printed is "N passed, M failed" (and ", K
+# skipped") over every run; the exit status is non-zero when M > 0.
 # Environment: CKPTD_BIN (default build/ckptd), CKPTD_SKIP_BIG=1 skips the 1 GB
 # test, CKPTD_IT_KEEP=1 keeps temp dirs and daemon logs, CKPTD_COMPAT_DIR.
 
@@ -60,19 +64,53 @@ else
 	files=$(ls tests/integration/test_*.py)
 fi
 
+pgdir=""
+stop_pg() {
+	if [ -n "$pgdir" ]; then
+		sh tests/services/pg.sh stop "$pgdir"
+		[ -z "${CKPTD_IT_KEEP:-}" ] && rm -rf "$pgdir"
+		pgdir=""
+	fi
+}
+trap 'stop_pg; [ -z "${CKPTD_IT_KEEP:-}" ] && rm -rf "$work"' EXIT
+trap 'stop_pg; [ -z "${CKPTD_IT_KEEP:-}" ] && rm -rf "$work"; exit 130' INT TERM
+
 start=$(date +%s)
+for backend in ${CKPTD_IT_BACKENDS:-sqlite}; do
+unset CKPTD_IT_PG CKPTD_IT_PGDIR
+case "$backend" in
+sqlite) ;;
+postgresql)
+	# its own directory under /tmp: PostgreSQL runs as `postgres`, which
+	# cannot enter the run's private work directory
+	pgdir=$(mktemp -d /tmp/ckptd-it-pg.XXXXXX)
+	if ! CKPTD_IT_PG=$(sh tests/services/pg.sh start "$pgdir"); then
+		echo "FAIL postgresql: tests/services/pg.sh could not start PostgreSQL"
+		failed=$((failed + 1))
+		stop_pg
+		continue
+	fi
+	CKPTD_IT_PGDIR=$pgdir
+	export CKPTD_IT_PG CKPTD_IT_PGDIR
+	echo "integration: index on PostgreSQL at $CKPTD_IT_PG"
+	;;
+*)
+	echo "FAIL $backend: no such index backend (sqlite, postgresql)"
+	failed=$((failed + 1))
+	continue
+	;;
+esac
 for t in $files; do
-	name=$(basename "$t" .py)
+	name=$backend/$(basename "$t" .py)
 	if [ ! -f "$t" ]; then
 		echo "FAIL $name: no such file $t"
 		failed=$((failed + 1))
 		continue
 	fi
 	limit=300
-	[ "$name" = test_big ] && limit=900
-	[ "$name" = test_big_tensor ] && limit=900
+	case "$name" in */test_big | */test_big_tensor) limit=900 ;; esac
 	echo "== $name"
-	sum="$work/$name.summary"
+	sum="$work/$backend-$(basename "$t" .py).summary"
 	rm -f "$sum"
 	CKPTD_IT_SUMMARY=$sum timeout -k 10 "$limit" "$PY" "$t"
 	rc=$?
@@ -89,6 +127,8 @@ for t in $files; do
 	passed=$((passed + p))
 	failed=$((failed + f))
 	skipped=$((skipped + s))
+done
+stop_pg
 done
 
 echo "integration: $(($(date +%s) - start))s"

@@ -8,8 +8,11 @@ reclaimed: /stats of the store equals that of a second daemon that received
 only the survivors (same bytes, so the same blobs), the victims' blob files
 are gone from disk, and the survivors still download byte for byte. Also:
 bad policies are refused with 400 and change nothing, a policy is applied
-when it is set, unpinning lets it remove a checkpoint, and mode=max by a
-metric keeps the highest.
+when it is set (also before a model's first upload), unpinning lets it remove
+a checkpoint, and mode=max by a metric keeps the highest. A checkpoint that
+lacks the policy's metric is never removed for lacking it (a policy on a
+metric nobody has is accepted with a warning), the newest checkpoint is never
+removed, and an upload never answers 201 for a checkpoint it removed.
 """
 
 import glob
@@ -70,11 +73,61 @@ def blob_files(data_dir, h):
 
 
 class Policy(unittest.TestCase):
-    def test_a_policy_needs_an_existing_model(self):
-        r = D.request("PUT", "/models/ret-none/retention", body={"keep_last": 1})
-        checks.error_json(self, r, 404, "retention on a missing model")
-        r = D.get("/models/ret-none/retention")
-        checks.error_json(self, r, 404, "GET retention on a missing model")
+    def test_a_policy_can_be_set_before_the_first_upload(self):
+        m = "ret-early"
+        r = D.request("PUT", "/models/%s/retention" % m, body={"keep_last": 2})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(D.get_json("/models/%s/retention" % m)["keep_last"], 2)
+        ids = [D.upload_ok(m, ckpt_bytes(i), {"loss": 1})["id"] for i in range(4)]
+        self.assertEqual(ids_of(D, m), ids[2:])
+        r = D.get("/models/ret-never-seen/retention")
+        checks.error_json(self, r, 404, "GET retention on a model nobody named")
+
+    def test_a_policy_on_a_metric_no_checkpoint_has_removes_nothing_and_warns(self):
+        # the attack report's case: checkpoints have metric.accuracy, the
+        # policy names "acc"; this deleted every checkpoint
+        m = "ret-typo"
+        ids = [D.upload_ok(m, ckpt_bytes(i), {"metric.accuracy": 0.5 + i / 10})["id"]
+               for i in range(3)]
+        r = D.request("PUT", "/models/%s/retention" % m,
+                      body={"keep_best": 1, "metric": "acc", "mode": "max"})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("acc", r.json().get("warning", ""), r.json())
+        self.assertEqual(ids_of(D, m), ids)
+        for i in range(3, 5):
+            j = D.upload_ok(m, ckpt_bytes(i), {"metric.accuracy": 0.1})
+            ids.append(j["id"])
+            self.assertEqual(D.get("/models/%s/checkpoints/%d" % (m, j["id"])).status, 200,
+                             "an upload answered 201 for checkpoint %d, then it was gone"
+                             % j["id"])
+        self.assertEqual(ids_of(D, m), ids)
+        # with a metric they have, the warning goes and the policy ranks them
+        r = D.request("PUT", "/models/%s/retention" % m,
+                      body={"keep_best": 1, "metric": "accuracy", "mode": "max"})
+        self.assertEqual(r.status, 200, r)
+        self.assertNotIn("warning", r.json())
+        self.assertEqual(ids_of(D, m), [ids[2], ids[4]])  # the best, and the newest
+
+    def test_keep_best_by_loss_never_removes_checkpoints_without_a_loss(self):
+        m = "ret-noloss"
+        ids = [D.upload_ok(m, ckpt_bytes(30 + i))["id"] for i in range(3)]
+        r = D.request("PUT", "/models/%s/retention" % m, body={"keep_best": 3})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("warning", r.json())
+        j = D.upload_ok(m, ckpt_bytes(33))
+        self.assertEqual(D.get("/models/%s/checkpoints/%d" % (m, j["id"])).status, 200)
+        self.assertEqual(ids_of(D, m), ids + [j["id"]])
+
+    def test_an_upload_never_answers_201_for_a_checkpoint_it_removed(self):
+        m = "ret-worse"
+        best = D.upload_ok(m, ckpt_bytes(20), {"loss": 0.1})["id"]
+        D.request("PUT", "/models/%s/retention" % m, body={"keep_best": 1})
+        for i in range(3):
+            j = D.upload_ok(m, ckpt_bytes(21 + i), {"loss": 5 + i})
+            self.assertEqual(D.get("/models/%s/checkpoints/%d" % (m, j["id"])).status, 200)
+            # the best, and the newest (what `latest` names): a worse one
+            # goes at the next upload
+            self.assertEqual(ids_of(D, m), [best, j["id"]])
 
     def test_bad_policies_are_refused_and_change_nothing(self):
         D.upload_ok("ret-bad", ckpt_bytes(0), {"loss": 1})
@@ -190,8 +243,9 @@ class Policy(unittest.TestCase):
         for i, acc in enumerate([0.9, 0.7, None, 0.6]):
             j = c.save({"w": torch.randn(1000)}, m, metrics=None if acc is None else {"acc": acc})
             ids.append(j["id"])
-        # 0.9 is the best; the newest (0.6) is the last; the one without acc is never "best"
-        self.assertEqual([x["id"] for x in c.list(m)], [ids[1], ids[4]])
+        # 0.9 is the best; the newest (0.6) is the last; the one without acc
+        # is never "best", and never removed for lacking it
+        self.assertEqual([x["id"] for x in c.list(m)], [ids[1], ids[3], ids[4]])
 
 
 if __name__ == "__main__":

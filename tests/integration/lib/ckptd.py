@@ -56,6 +56,33 @@ def work_dir():
     return tempfile.mkdtemp(prefix="ckptd-it-", dir=base)
 
 
+def _psql(url, sql):
+    p = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError("psql %s: %s" % (sql, p.stderr.strip()))
+    return p.stdout.strip()
+
+
+_made_dbs = set()
+
+
+def index_args(data_dir):
+    """The --index of a daemon or command on data_dir. With $CKPTD_IT_PG (the URL
+    of a PostgreSQL server that run.sh started), each data directory gets a
+    database of its own there, made on first use, so every test sees a store as
+    fresh as a new data directory; without it, [] (SQLite in the data dir)."""
+    pg = os.environ.get("CKPTD_IT_PG")
+    if not pg:
+        return []
+    name = "ckptd_" + hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:20]
+    if name not in _made_dbs:
+        if _psql(pg, "SELECT 1 FROM pg_database WHERE datname = '%s'" % name) != "1":
+            _psql(pg, "CREATE DATABASE %s" % name)
+        _made_dbs.add(name)
+    return ["--index", pg.rsplit("/", 1)[0] + "/" + name]
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -143,6 +170,8 @@ class Daemon:
                 "--listen", "127.0.0.1:%d" % self.port,
                 "--data", self.data_dir,
             ] + self.args
+            if "--index" not in self.args:
+                cmd += index_args(self.data_dir)
             log = open(self.log_path, "ab")
             log.write(("\n$ %s\n" % " ".join(cmd)).encode())
             log.flush()

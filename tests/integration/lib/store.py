@@ -69,8 +69,12 @@ def tree(root):
 
 
 def cli(*args, timeout=180):
-    """Runs build/ckptd with args -> CompletedProcess (text stdout/stderr)."""
-    return subprocess.run([ckptd.binary()] + list(args), stdin=subprocess.DEVNULL,
+    """Runs build/ckptd with args -> CompletedProcess (text stdout/stderr). A
+    command on a --data directory uses the same index its daemon does."""
+    args = list(args)
+    if "--data" in args and "--index" not in args:
+        args += ckptd.index_args(args[args.index("--data") + 1])
+    return subprocess.run([ckptd.binary()] + args, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=timeout, text=True, errors="replace")
 

@@ -1,0 +1,121 @@
+/*
+ * store.h: the store: an index, a blob store and the collector that keeps
+ * them consistent, behind the operations the HTTP API and the commands need
+ * (commit a checkpoint, delete, apply retention, resolve a ref, read a
+ * checkpoint's layout or tensors, hold blobs for a download, verify, gc).
+ * api/ calls these, never the index, the blobs or the collector directly.
+ *
+ * Durability (SPEC 6): store_commit makes every blob of a checkpoint durable
+ * in the blob store before the index transaction that makes the checkpoint
+ * visible, so a crash leaves the whole checkpoint or none of it; blobs of an
+ * upload that never committed are swept (storage/gc.h).
+ *
+ * Thread safety: every function may be called from any thread at once.
+ */
+#ifndef CK_STORE_H
+#define CK_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/hash.h"
+#include "blob.h"
+#include "index.h"
+
+struct store;
+
+struct store_config {
+	const char *data_dir;  /* this instance's directory: spools, temp files */
+	const char *index_url; /* NULL = sqlite:DATA/index.sqlite */
+	const char *blobs_url; /* NULL = DATA/blobs; or s3://BUCKET/PREFIX */
+	const char *s3_endpoint, *s3_region;
+	int compress;	   /* 1 = a codec per blob when it pays */
+	int64_t lease;	   /* seconds a claim lives unrenewed (default 3600) */
+	int clean;	   /* 1 = remove leftovers of earlier processes at open */
+	const char *owner; /* NULL = made up (host, pid, random) */
+};
+
+/* Opens (creating) the store. *out is the caller's (store_close). */
+int store_open(struct store **out, const struct store_config *cfg);
+void store_close(struct store *s);
+
+/* The directory for upload spools (on this instance's disk). */
+const char *store_tmp_dir(const struct store *s);
+/* "sqlite" or "postgresql"; the blob backend's name. */
+const char *store_index_kind(const struct store *s);
+const char *store_blobs_kind(const struct store *s);
+/* 1 when no other process can use this store (SQLite index). */
+int store_alone(const struct store *s);
+
+/* ---- writing ---- */
+
+/* A parsed upload to commit. The storages carry blob, raw_size, crc32,
+ * dtype and file_off (stored_size and codec are the store's to fill); the
+ * skeleton fields are computed by store_commit from fd. */
+struct store_upload {
+	struct index_new_checkpoint ck;
+	int fd;		   /* the upload's bytes, size ck.size */
+	int fd_disposable; /* 1: the store may truncate fd once it has copied it */
+};
+
+/* Stores the blobs (each once), commits the checkpoint, then applies the
+ * model's retention policy (never to this checkpoint). *id and *dedup
+ * describe it. Nothing is visible unless everything committed. */
+int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
+		 const struct store_upload *u);
+
+/* Deletes a checkpoint / a model and removes the blobs nothing else uses.
+ * On a disk so full that the index cannot commit, a small reserve kept for
+ * this is released first, so space can always be freed through deletes. */
+int store_delete(struct store *s, const char *model, int64_t id);
+int store_model_delete(struct store *s, const char *model);
+
+/* Applies model's retention policy now; protect (> 0) is never removed.
+ * *removed (may be NULL) counts the checkpoints removed. */
+int store_retention_apply(uint64_t *removed, struct store *s, const char *model, int64_t protect);
+
+int store_retention_get(struct index_retention *out, int *has, struct store *s, const char *model);
+/* Sets a policy (creating the model if new) and applies it. *with_metric is
+ * how many checkpoints have the policy's metric (0: a warning to show). */
+int store_retention_set(int64_t *with_metric, uint64_t *removed, struct store *s, const char *model,
+			const struct index_retention *p);
+
+int store_patch(struct store *s, int64_t id, const struct index_patch *p);
+
+/* ---- reading ---- */
+
+int store_resolve(int64_t *id, struct store *s, const char *model, const char *ref, const char *run,
+		  const char *metric, int maximize);
+int store_checkpoint(struct index_checkpoint **out, struct store *s, int64_t id);
+int store_list(struct index_checkpoint_list **out, struct store *s,
+	       const struct index_list_query *q);
+int store_layout(struct index_layout **out, struct store *s, int64_t id);
+int store_tensors(struct index_tensors **out, struct store *s, int64_t id);
+int store_models(struct index_model_list **out, struct store *s);
+int store_stats(struct index_stats *out, struct store *s);
+int store_generation(uint64_t *out, struct store *s);
+
+/* Blobs a download reads, held against deletes until store_hold_end. */
+struct store_hold;
+int store_hold(struct store_hold **out, struct store *s, const struct hash *h, size_t n);
+/* Extends the hold's lease when due (cheap otherwise): long downloads call
+ * it as they go. */
+int store_hold_renew(struct store_hold *hd);
+void store_hold_end(struct store_hold *hd);
+
+/* Opens blob h for reading (blob.h's reader; the caller closes it). */
+int store_blob_open(struct blob_reader **out, struct store *s, const struct hash *h);
+
+/* ---- maintenance ---- */
+
+/* Re-hashes every blob the index names; see storage/verify.h. */
+struct verify_report;
+int store_verify(struct verify_report *rep, struct store *s,
+		 void (*bad)(void *arg, const struct hash *h, const char *why),
+		 void (*progress)(void *arg, uint64_t done, uint64_t bytes), void *arg);
+
+/* Applies every model's retention policy, then sweeps blobs nothing names.
+ * *removed counts blobs removed. */
+int store_gc(uint64_t *removed, struct store *s);
+
+#endif
