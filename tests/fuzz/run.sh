@@ -1,14 +1,15 @@
 #!/bin/sh
 # Builds tests/fuzz/fuzz_formats.c with libFuzzer + ASan + UBSan and runs it for
 # FUZZ_SECONDS (default 60), seeded from tests/data/*/valid and the torch 2.x
-# compat corpus. Run from the repo root (make fuzz). Crashes land in
+# compat corpus (tests/data/compat/torch2, which must be there). Run from the repo root (make fuzz). Crashes land in
 # build/fuzz/crash-*.
 set -eu
 out=build/fuzz
 mkdir -p "$out/corpus"
-for d in tests/data/*/valid ../shared/compat/torch2; do
+for d in tests/data/*/valid; do
 	[ -d "$d" ] && cp -f "$d"/* "$out/corpus/" 2>/dev/null || true
 done
+cp -f tests/data/compat/torch2/*.pt "$out/corpus/"
 # the pickles alone: fuzz_formats wraps them in a zip (see its header)
 python3 - "$out/corpus" <<'PY' || true
 import os, sys, zipfile

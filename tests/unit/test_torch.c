@@ -1,9 +1,10 @@
 /*
  * test_torch.c: the PyTorch zip reader (formats/torch.c, formats/checkpoint.c)
  * against torch.load's view of real files: tests/data/torch/valid (written by
- * tests/data/torch/make_data.py with torch 1.13) and ../shared/compat/torch2
- * (torch 2.x), each compared with tests/data/torch/expect/<name>.txt; then
- * damaged files: every truncation, patched offsets and sizes, bad records.
+ * tests/data/torch/make_data.py with torch 1.13) and tests/data/compat/torch2
+ * (torch 2.x, from tracel-ai/burn: see tests/data/compat/README.md), each
+ * compared with tests/data/torch/expect/<name>.txt; then damaged files: every
+ * truncation, patched offsets and sizes, bad records.
  */
 #include <check.h>
 #include <dirent.h>
@@ -16,7 +17,7 @@
 
 #define VALID_DIR  "tests/data/torch/valid"
 #define EXPECT_DIR "tests/data/torch/expect"
-#define COMPAT_DIR "../shared/compat/torch2"
+#define COMPAT_DIR "tests/data/compat/torch2"
 
 static uint8_t *slurp(const char *path, size_t *len)
 {

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Generates tests/data/torch/{valid,invalid}/*.pt with the Debian torch (1.13)
-and, for those and every zip file in ../shared/compat/torch2, the tensor list
+and, for those and every zip file in tests/data/compat/torch2, the tensor list
 torch.load sees, as tests/data/torch/expect/<name>.txt, which
 tests/unit/test_torch.c compares with ckptd's reader.
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMPAT = os.path.join(HERE, "..", "..", "..", "..", "shared", "compat", "torch2")
+COMPAT = os.path.join(HERE, "..", "compat", "torch2")
 
 
 class Net(nn.Module):

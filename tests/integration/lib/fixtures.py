@@ -4,10 +4,10 @@ seed(): the files tests/data/make_seed.py writes (the PyTorch tutorial's
 TheModelClass files and a few more), generated once per run.sh invocation
 ($CKPTD_IT_SEED) or on demand, with their expect.json.
 
-compat(): every file of ../shared/compat/torch2/ (relative to the repo root;
-$CKPTD_COMPAT_DIR overrides) classified as "ok" (a zip checkpoint),
-"legacy" (the non-zip format) or "broken", with the expectation for "ok"
-files computed here with torch.load.
+compat(): every file of tests/data/compat/torch2/ (torch 2.x files from
+tracel-ai/burn, see tests/data/compat/README.md; $CKPTD_COMPAT_DIR overrides)
+classified as "ok" (a zip checkpoint), "legacy" (the non-zip format) or
+"broken", with the expectation for "ok" files computed here with torch.load.
 """
 
 import json
@@ -50,7 +50,7 @@ def seed_bytes(name):
 
 def compat_dir():
     return os.environ.get("CKPTD_COMPAT_DIR") or os.path.normpath(
-        os.path.join(ckptd.REPO, "..", "shared", "compat", "torch2")
+        os.path.join(ckptd.REPO, "tests", "data", "compat", "torch2")
     )
 
 
