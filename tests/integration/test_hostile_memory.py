@@ -41,6 +41,17 @@ FOUR_LIMIT_MB = 128
 CONCURRENT = 4
 
 
+def sanitized():
+    """True for a daemon built with AddressSanitizer (make sanitize): its
+    shadow memory and quarantine are not the daemon's, so the RSS bounds are
+    reported but not checked; every other check stands."""
+    with open(ckptd.binary(), "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+SANITIZED = sanitized()
+
+
 def torch_zip(path, pkl, records=()):
     """A torch-style zip: archive/data.pkl, then records (name, bytes), stored."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
@@ -215,7 +226,7 @@ class HostileMemory(unittest.TestCase):
                                       if r.status >= 400 else ""))
         print("  %d x %s: peak RSS %.1f MB, %.1fs; %s"
               % (len(paths), label, hwm, time.time() - t0, answers[0]), flush=True)
-        if hwm >= limit_mb:
+        if hwm >= limit_mb and not SANITIZED:
             problems.append("%d x %s: daemon peak RSS %.1f MB, over %d MB"
                             % (len(paths), label, hwm, limit_mb))
 
@@ -257,7 +268,8 @@ class HostileMemory(unittest.TestCase):
             self.assertEqual(r.status, 201, r)
         hwm = self.hwm_mb()
         print("  daemon peak RSS during the 10,000-tensor uploads: %.1f MB" % hwm, flush=True)
-        self.assertLess(hwm, FOUR_LIMIT_MB, "daemon peak RSS %.1f MB" % hwm)
+        if not SANITIZED:
+            self.assertLess(hwm, FOUR_LIMIT_MB, "daemon peak RSS %.1f MB" % hwm)
 
 
 if __name__ == "__main__":
