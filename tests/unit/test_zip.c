@@ -9,6 +9,7 @@
 
 #include "../../common/err.h"
 #include "../../formats/zip.h"
+#include "../../formats/zip_scan.h"
 #include "check_main.h"
 
 static uint8_t *slurp(const char *path, size_t *len)
@@ -257,6 +258,28 @@ START_TEST(test_zip_takes_its_directory_from_the_memory_budget)
 }
 END_TEST
 
+START_TEST(test_zip_scan_keeps_at_most_65536_record_hashes)
+{
+	/* 70,000 empty records, all hashed (min_record 0): the scanner keeps
+	 * the first 65,536 and stops, its memory bounded whatever the upload */
+	size_t n, name_len = 20, per = 30 + name_len;
+	uint8_t *b = many_records(70000, name_len, &n);
+	struct zip_scan *s = NULL;
+	struct hash h;
+	uint32_t crc;
+
+	ck_assert_int_eq(zip_scan_new(&s, 0), 0);
+	for (size_t off = 0; off < n; off += 4096)
+		zip_scan_feed(s, b + off, n - off < 4096 ? n - off : 4096);
+	ck_assert_int_eq(zip_scan_lookup(s, 0 * per + per, 0, &h, &crc), 0);
+	ck_assert_int_eq(zip_scan_lookup(s, 65535 * per + per, 0, &h, &crc), 0);
+	ck_assert_int_eq(zip_scan_lookup(s, 65536 * per + per, 0, &h, &crc), CK_ENOTFOUND);
+	ck_assert_int_eq(zip_scan_lookup(s, 69999 * per + per, 0, &h, &crc), CK_ENOTFOUND);
+	zip_scan_free(s);
+	free(b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("zip");
@@ -270,6 +293,7 @@ int main(void)
 	tcase_add_test(tc, test_zip_rejects_non_zip_input);
 	tcase_add_test(tc, test_zip_calls_a_headed_file_without_end_record_corrupt);
 	tcase_add_test(tc, test_zip_takes_its_directory_from_the_memory_budget);
+	tcase_add_test(tc, test_zip_scan_keeps_at_most_65536_record_hashes);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
