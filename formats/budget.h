@@ -16,10 +16,12 @@
  *     once (input buffers, zip directory, pickle graph, JSON tree, result);
  *   - in all, FMT_BUDGET_TOTAL (80 MiB): the sum over concurrent uploads.
  * SPEC 7 asks for a peak RSS under 64 MB during one upload and under 128 MB
- * during four; the caps leave the rest to the daemon itself (about 12 MB idle,
- * plus HTTP, hashing and SQLite per upload). A realistic checkpoint takes far
- * less: 10,000 tensors about 13 MB, 20,000 (a model with its Adam state)
- * about 24 MB. A refusal by the process-wide cap is also CK_ETOOBIG (413),
+ * during four, hostile files included: the parsers cannot have all of it (64
+ * MiB per upload and four times that in all would let four hostile uploads
+ * hold 256 MiB), so the caps leave the rest to the daemon itself (about 12 MB
+ * idle, plus HTTP, hashing and SQLite per upload). A realistic checkpoint
+ * takes far less: 10,000 tensors 12 to 16 MB, 20,000 (a model with its Adam
+ * state) about 23 MB. A refusal by the process-wide cap is also CK_ETOOBIG (413),
  * its message saying that the budget is shared and that a retry may pass:
  * the parsers never wait for memory, so an upload cannot hold part of the
  * budget while it waits for the rest.
