@@ -24,24 +24,28 @@ const char *fmt_kind_name(enum fmt_kind k)
 	return "unknown";
 }
 
-enum fmt_kind fmt_detect(const struct ck_input *in)
+int fmt_detect(enum fmt_kind *out, const struct ck_input *in)
 {
 	uint8_t b[9];
 	size_t n = in->size < sizeof(b) ? (size_t)in->size : sizeof(b);
+	int err;
 
-	if (n < 2 || ck_input_read(in, b, n, 0, "file header") < 0)
-		return FMT_UNKNOWN;
+	*out = FMT_UNKNOWN;
+	if (n < 2)
+		return 0;
+	if ((err = ck_input_read(in, b, n, 0, "file header")) < 0)
+		return err;
 	if (n >= 4 && b[0] == 'P' && b[1] == 'K' &&
 	    ((b[2] == 3 && b[3] == 4) || (b[2] == 5 && b[3] == 6)))
-		return FMT_TORCH_ZIP;
-	if (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
-		return FMT_TORCH_LEGACY;
+		*out = FMT_TORCH_ZIP;
+	else if (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+		*out = FMT_TORCH_LEGACY;
 	/* A JSON object right after an 8-byte length is a safetensors header,
 	 * even when the length is wrong: such a file is a damaged safetensors
 	 * file (422), not one of another format (415). */
-	if (n == 9 && b[8] == '{')
-		return FMT_SAFETENSORS;
-	return FMT_UNKNOWN;
+	else if (n == 9 && b[8] == '{')
+		*out = FMT_SAFETENSORS;
+	return 0;
 }
 
 void fmt_limits_default(struct fmt_limits *lim)
@@ -53,18 +57,23 @@ void fmt_limits_default(struct fmt_limits *lim)
 	lim->max_depth = 1000;
 	lim->max_tensors = 1u << 20;
 	lim->max_header_bytes = 100u << 20;
+	lim->budget = fmt_budget_process();
 }
 
 int fmt_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_limits *lim)
 {
 	struct fmt_limits def;
+	enum fmt_kind kind;
+	int err;
 
 	*out = NULL;
 	if (!lim) {
 		fmt_limits_default(&def);
 		lim = &def;
 	}
-	switch (fmt_detect(in)) {
+	if ((err = fmt_detect(&kind, in)) < 0)
+		return err;
+	switch (kind) {
 	case FMT_TORCH_ZIP: return torch_zip_read(out, in, lim);
 	case FMT_SAFETENSORS: return safetensors_read(out, in, lim);
 	case FMT_TORCH_LEGACY:
@@ -77,18 +86,19 @@ int fmt_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_
 				    "(torch.save since 1.6) and safetensors");
 }
 
+void fmt_ckpt_keep(struct fmt_ckpt *c, struct fmt_meter *m)
+{
+	fmt_meter_hand_over(&c->mem, m);
+	c->budget = m->budget;
+}
+
 void fmt_ckpt_free(struct fmt_ckpt *c)
 {
-	if (!c)
+	struct fmt_region mem;
+
+	if (!c || !c->budget)
 		return;
-	for (size_t i = 0; i < c->nstorages; i++)
-		free(c->storages[i].key);
-	for (size_t i = 0; i < c->ntensors; i++) {
-		free(c->tensors[i].path);
-		free(c->tensors[i].shape);
-		free(c->tensors[i].strides);
-	}
-	free(c->storages);
-	free(c->tensors);
-	free(c);
+	/* c lives in its own region: copy the region out before giving it back */
+	mem = c->mem;
+	fmt_region_release(&mem, c->budget);
 }

@@ -10,6 +10,10 @@
  * the two in file order. Tensors are views on storages, named by JSON Pointer
  * paths (SPEC 2).
  *
+ * The parsers' memory is bounded by an absolute budget, per upload and for
+ * all uploads at once (budget.h): struct fmt_limits names the budget, and a
+ * parsed checkpoint stays charged to it until fmt_ckpt_free.
+ *
  * The formats module never touches SQLite, the disk layout or HTTP.
  */
 #ifndef CK_CHECKPOINT_H
@@ -18,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "budget.h"
 #include "input.h"
 #include "tensor.h"
 
@@ -31,10 +36,12 @@ enum fmt_kind {
 /* "torch-zip", "safetensors", "torch-legacy", "unknown". */
 const char *fmt_kind_name(enum fmt_kind k);
 
-/* Sniffs the first bytes: zip local-header magic -> FMT_TORCH_ZIP; pickle
- * protocol opcode (0x80) or the legacy magic number -> FMT_TORCH_LEGACY;
- * 8-byte little-endian length followed by '{' -> FMT_SAFETENSORS. */
-enum fmt_kind fmt_detect(const struct ck_input *in);
+/* Sniffs the first bytes into *out: zip local-header magic -> FMT_TORCH_ZIP;
+ * pickle protocol opcode (0x80) or the legacy magic number ->
+ * FMT_TORCH_LEGACY; 8-byte little-endian length followed by '{' ->
+ * FMT_SAFETENSORS; else FMT_UNKNOWN. Returns 0, or CK_EIO when the bytes
+ * cannot be read (never reported as an unknown format). */
+int fmt_detect(enum fmt_kind *out, const struct ck_input *in);
 
 struct fmt_storage {
 	char *key;	   /* record key ("0", "1") or safetensors tensor name */
@@ -65,9 +72,14 @@ struct fmt_ckpt {
 	int has_epoch, has_step, has_loss;
 	int64_t epoch, step;
 	double loss;
+	/* Private: the memory of everything above (one region, budget.h) and
+	 * the budget it stays charged to until fmt_ckpt_free. */
+	struct fmt_region mem;
+	struct fmt_budget *budget;
 };
 
-/* Limits checked before any allocation. fmt_limits_default fills safe values. */
+/* Limits checked before any allocation. fmt_limits_default fills safe values
+ * and the process's memory budget (fmt_budget_process). */
 struct fmt_limits {
 	uint64_t max_records;	   /* zip entries */
 	uint64_t max_pickle_bytes; /* size of data.pkl read into memory */
@@ -76,15 +88,22 @@ struct fmt_limits {
 	uint64_t max_depth;	   /* stack/container nesting */
 	uint64_t max_tensors;
 	uint64_t max_header_bytes; /* safetensors JSON header */
+	/* Bytes of memory, per upload and for all at once (budget.h); NULL is
+	 * the process's budget: a parse is never unbounded. Borrowed: must
+	 * outlive every checkpoint parsed with it. */
+	struct fmt_budget *budget;
 };
 void fmt_limits_default(struct fmt_limits *lim);
 
 /* Parses in as whatever format fmt_detect finds. On success *out belongs to
- * the caller (free with fmt_ckpt_free). Errors: CK_EFORMAT for a format not
- * read (the message names the formats that are, and for legacy torch files
- * says to re-save them with torch >= 1.6's default zip format), CK_ECORRUPT
- * for a damaged file (message names what and the byte offset), CK_ETOOBIG for
- * a limit, CK_ENOMEM, CK_EIO. Thread-safe: no shared state. */
+ * the caller (free with fmt_ckpt_free; its memory stays charged to the
+ * budget until then). Errors: CK_EFORMAT for a format not read (the message
+ * names the formats that are, and for legacy torch files says to re-save
+ * them with torch >= 1.6's default zip format), CK_ECORRUPT for a damaged
+ * file (message names what and the byte offset), CK_ETOOBIG for a limit or
+ * the memory budget (the message names which), CK_ENOMEM, CK_EIO. lim NULL:
+ * fmt_limits_default. Thread-safe: the only shared state is the budget's
+ * atomic counter. */
 int fmt_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_limits *lim);
 
 /* The torch zip reader alone (formats/torch.c). */
@@ -96,7 +115,14 @@ int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struc
 int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in,
 		     const struct fmt_limits *lim);
 
-/* Frees c and everything it owns; accepts NULL. */
+/* Frees c and everything it owns, and releases its charge; accepts NULL.
+ * On a checkpoint a reader has not handed over (fmt_ckpt_keep) it does
+ * nothing: that memory goes with the reader's meter. */
 void fmt_ckpt_free(struct fmt_ckpt *c);
+
+/* For the readers, before returning c: c, its tables and strings were
+ * allocated from m's FMT_RESULT region; the region and its charge move to
+ * c, so that they outlive the meter until fmt_ckpt_free. */
+void fmt_ckpt_keep(struct fmt_ckpt *c, struct fmt_meter *m);
 
 #endif

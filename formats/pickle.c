@@ -5,11 +5,15 @@
  * on a mark stack and the opcodes that consume "items since the mark" pop back
  * to it; popping below the innermost mark is an underflow, as in CPython. The
  * memo is an array indexed by the memo key, bounded by max_memo. Every value
- * is allocated in an arena with a byte cap; the VM's own stacks are plain
- * heap arrays bounded by max_stack/max_marks and freed on return.
+ * is allocated in an arena, which is the parse region of a memory meter
+ * (budget.h): what the graph takes is charged before it is taken, and a value
+ * takes only the bytes its kind uses (an int 16, an object 104). The VM's own
+ * stacks and memo are arrays bounded by max_stack/max_marks/max_memo, taken
+ * from the same region and given back on return.
  */
 #include "pickle.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,37 +22,26 @@
 
 /* ---- arena ---- */
 
-struct arena_chunk {
-	struct arena_chunk *next;
-	size_t used, cap;
-	_Alignas(16) unsigned char data[];
-};
-
+/* The arena is the meter's parse region (budget.h): values are cut from
+ * its chunks and given back with it. */
 struct pickle_arena {
-	struct arena_chunk *head;
-	uint64_t total, max;
+	struct fmt_meter *meter; /* borrowed */
 	int err;
 };
 
-struct pickle_arena *pickle_arena_new(uint64_t max_bytes)
+struct pickle_arena *pickle_arena_new(struct fmt_meter *m)
 {
-	struct pickle_arena *a = calloc(1, sizeof(*a));
+	struct pickle_arena *a =
+	    fmt_alloc(m, FMT_PARSE, 1, sizeof(struct pickle_arena), "pickle object graph");
 
 	if (a)
-		a->max = max_bytes;
+		a->meter = m;
 	return a;
 }
 
 void pickle_arena_free(struct pickle_arena *a)
 {
-	if (!a)
-		return;
-	while (a->head) {
-		struct arena_chunk *c = a->head;
-		a->head = c->next;
-		free(c);
-	}
-	free(a);
+	(void)a; /* its memory goes with the meter's parse region */
 }
 
 int pickle_arena_error(const struct pickle_arena *a)
@@ -56,44 +49,53 @@ int pickle_arena_error(const struct pickle_arena *a)
 	return a->err;
 }
 
+struct fmt_meter *pickle_arena_meter(const struct pickle_arena *a)
+{
+	return a->meter;
+}
+
 static void *arena_alloc(struct pickle_arena *a, size_t n)
 {
-	struct arena_chunk *c = a->head;
+	void *p = fmt_alloc(a->meter, FMT_PARSE, 1, n, "pickle object graph");
 
-	n = (n + 15) & ~(size_t)15;
-	if (n == 0)
-		n = 16;
-	if (!c || c->cap - c->used < n) {
-		size_t cap = n > 65536 ? n : 65536;
-
-		if (cap > a->max || a->total > a->max - cap) {
-			a->err = ck_error(CK_ETOOBIG,
-					  "pickle: the object graph needs more than %llu bytes",
-					  (unsigned long long)a->max);
-			return NULL;
-		}
-		c = malloc(sizeof(*c) + cap);
-		if (!c) {
-			a->err = ck_error(CK_ENOMEM, "pickle: out of memory");
-			return NULL;
-		}
-		c->cap = cap;
-		c->used = 0;
-		c->next = a->head;
-		a->head = c;
-		a->total += cap;
-	}
-	void *p = c->data + c->used;
-	c->used += n;
+	if (!p)
+		a->err = a->meter->err;
 	return p;
+}
+
+/* Bytes of a value of kind k: the header and the union member that kind
+ * uses, so that an int does not take the room of an object. */
+static size_t value_size(enum pickle_kind k)
+{
+	size_t head = offsetof(struct pickle_value, u);
+
+	switch (k) {
+	case PICKLE_NONE: return head;
+	case PICKLE_BOOL: return head + sizeof(int);
+	case PICKLE_INT: return head + sizeof(int64_t);
+	case PICKLE_FLOAT: return head + sizeof(double);
+	case PICKLE_BIGINT:
+	case PICKLE_STR:
+	case PICKLE_BYTES: return head + sizeof(((struct pickle_value *)0)->u.s);
+	case PICKLE_TUPLE:
+	case PICKLE_LIST:
+	case PICKLE_SET:
+	case PICKLE_FROZENSET: return head + sizeof(struct pickle_seq);
+	case PICKLE_DICT: return head + sizeof(struct pickle_dict);
+	case PICKLE_GLOBAL: return head + sizeof(((struct pickle_value *)0)->u.global);
+	case PICKLE_PERSID: return head + sizeof(struct pickle_value *);
+	case PICKLE_OBJECT: break;
+	}
+	return sizeof(struct pickle_value);
 }
 
 struct pickle_value *pickle_value_new(struct pickle_arena *a, enum pickle_kind kind)
 {
-	struct pickle_value *v = arena_alloc(a, sizeof(*v));
+	size_t n = value_size(kind);
+	struct pickle_value *v = arena_alloc(a, n);
 
 	if (v) {
-		memset(v, 0, sizeof(*v));
+		memset(v, 0, n);
 		v->kind = kind;
 	}
 	return v;
@@ -125,11 +127,9 @@ static int grow(struct pickle_arena *a, void **arr, size_t *cap, size_t n, size_
 		return 0;
 	if (ncap > SIZE_MAX / elem)
 		return a->err = ck_error(CK_ETOOBIG, "pickle: container too large");
-	p = arena_alloc(a, ncap * elem);
+	p = fmt_grow(a->meter, FMT_PARSE, *arr, *cap * elem, ncap * elem, "pickle object graph");
 	if (!p)
-		return a->err;
-	if (n)
-		memcpy(p, *arr, n * elem);
+		return a->err = a->meter->err;
 	*arr = p;
 	*cap = ncap;
 	return 0;
@@ -154,12 +154,12 @@ int pickle_dict_push(struct pickle_arena *a, struct pickle_dict *d, struct pickl
 	if (err < 0)
 		return err;
 	if (kcap != d->cap) {
-		struct pickle_value **nv = arena_alloc(a, kcap * sizeof(*nv));
+		struct pickle_value **nv =
+		    fmt_grow(a->meter, FMT_PARSE, d->vals, d->cap * sizeof(*nv), kcap * sizeof(*nv),
+			     "pickle object graph");
 
 		if (!nv)
-			return a->err;
-		if (d->n)
-			memcpy(nv, d->vals, d->n * sizeof(*nv));
+			return a->err = a->meter->err;
 		d->vals = nv;
 		d->cap = kcap;
 	}
@@ -264,9 +264,10 @@ static int push(struct vm *m, struct pickle_value *v)
 					(unsigned long long)m->lim->max_stack, m->op_off);
 		if (ncap > m->lim->max_stack)
 			ncap = (size_t)m->lim->max_stack;
-		p = realloc(m->stack, ncap * sizeof(*m->stack));
+		p = fmt_grow(m->a->meter, FMT_PARSE, m->stack, m->scap * sizeof(*m->stack),
+			     ncap * sizeof(*m->stack), "pickle stack");
 		if (!p)
-			return ck_error(CK_ENOMEM, "pickle: out of memory");
+			return m->a->meter->err;
 		m->stack = p;
 		m->scap = ncap;
 	}
@@ -437,9 +438,10 @@ static int memo_put(struct vm *m, uint64_t idx)
 			ncap *= 2;
 		if (ncap > m->lim->max_memo)
 			ncap = (size_t)m->lim->max_memo;
-		p = realloc(m->memo, ncap * sizeof(*m->memo));
+		p = fmt_grow(m->a->meter, FMT_PARSE, m->memo, m->memo_cap * sizeof(*m->memo),
+			     ncap * sizeof(*m->memo), "pickle memo");
 		if (!p)
-			return ck_error(CK_ENOMEM, "pickle: out of memory");
+			return m->a->meter->err;
 		memset((struct pickle_value **)p + m->memo_cap, 0,
 		       (ncap - m->memo_cap) * sizeof(*m->memo));
 		m->memo = p;
@@ -561,7 +563,25 @@ static int step(struct vm *m, int *done)
 		if (p[0] > 5)
 			return ck_error(CK_EFORMAT, "pickle: protocol %u is not supported", p[0]);
 		return 0;
-	case 0x95: /* FRAME: framing only groups opcodes; nothing to do */ return need(m, 8, &p);
+	case 0x95: /* FRAME: groups the opcodes that follow; only its length is checked */
+	{
+		uint64_t u = 0;
+
+		if ((err = need(m, 8, &p)) < 0)
+			return err;
+		for (int i = 7; i >= 0; i--)
+			u = u << 8 | p[i];
+		if (u > m->len - m->pos) {
+			char what[120];
+
+			snprintf(what, sizeof(what),
+				 "FRAME of %llu bytes runs past the end of the pickle (%zu bytes "
+				 "left)",
+				 (unsigned long long)u, m->len - m->pos);
+			return corrupt(m, what);
+		}
+		return 0;
+	}
 	case '.': /* STOP */ *done = 1; return 0;
 	case '(': /* MARK */
 		if (m->nmarks >= m->lim->max_marks)
@@ -570,10 +590,12 @@ static int step(struct vm *m, int *done)
 					(unsigned long long)m->lim->max_marks, m->op_off);
 		if (m->nmarks == m->mcap) {
 			size_t ncap = m->mcap ? m->mcap * 2 : 32;
-			void *q = realloc(m->marks, ncap * sizeof(*m->marks));
+			void *q =
+			    fmt_grow(m->a->meter, FMT_PARSE, m->marks, m->mcap * sizeof(*m->marks),
+				     ncap * sizeof(*m->marks), "pickle marks");
 
 			if (!q)
-				return ck_error(CK_ENOMEM, "pickle: out of memory");
+				return m->a->meter->err;
 			m->marks = q;
 			m->mcap = ncap;
 		}
@@ -923,8 +945,8 @@ int pickle_vm_run(struct pickle_value **out, struct pickle_arena *a, const uint8
 	}
 	*out = m.stack[m.sp - 1];
 out:
-	free(m.stack);
-	free(m.marks);
-	free(m.memo);
+	fmt_free(a->meter, FMT_PARSE, m.stack, m.scap * sizeof(*m.stack));
+	fmt_free(a->meter, FMT_PARSE, m.marks, m.mcap * sizeof(*m.marks));
+	fmt_free(a->meter, FMT_PARSE, m.memo, m.memo_cap * sizeof(*m.memo));
 	return err;
 }

@@ -10,7 +10,8 @@
  * holds the items). A persistent id becomes a PERSID node. Nothing is imported
  * or called, so any pickle is safe to read.
  *
- * The graph lives in one arena (struct pickle_arena) freed at once. Values may
+ * The graph lives in one arena (struct pickle_arena) freed at once: the
+ * parse region of a meter of the parsers' memory budget (budget.h). Values may
  * be shared (memo GETs) and even cyclic: walkers bound their depth. The value
  * types and the arena constructors are public so that other modules (a pickle
  * writer) can build and walk graphs without touching this file.
@@ -20,6 +21,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "budget.h"
 
 enum pickle_kind {
 	PICKLE_NONE = 0,
@@ -89,12 +92,19 @@ struct pickle_value {
 /* An arena owning every value and string of a graph. Not thread-safe. */
 struct pickle_arena;
 
-/* New arena that refuses to grow past max_bytes (CK_ETOOBIG). NULL on OOM. */
-struct pickle_arena *pickle_arena_new(uint64_t max_bytes);
-/* Frees the arena and every value in it; accepts NULL. */
+/* New arena taking its memory from m's parse region (borrowed: must outlive
+ * the arena), and refusing to grow when m's budget refuses (CK_ETOOBIG). The
+ * pickle VM takes its stacks and memo from the same region. NULL when the
+ * meter refuses or out of memory (m->err says which). */
+struct pickle_arena *pickle_arena_new(struct fmt_meter *m);
+/* Ends the arena; accepts NULL. Its values stay readable until the meter's
+ * parse region is given back (fmt_meter_end), which frees them. */
 void pickle_arena_free(struct pickle_arena *a);
+/* The meter a charges to. */
+struct fmt_meter *pickle_arena_meter(const struct pickle_arena *a);
 
-/* Constructors: values zeroed but for kind; NULL when out of memory or over
+/* Constructors: values zeroed but for kind, allocated with the bytes their
+ * kind uses only (read and write only the union member of v->kind); NULL when out of memory or over
  * the arena's limit (ck_error has set the message and code: see
  * pickle_arena_error). */
 struct pickle_value *pickle_value_new(struct pickle_arena *a, enum pickle_kind kind);
@@ -117,10 +127,11 @@ struct pickle_limits {
 /* Runs the pickle buf[0..len) to its STOP. On success *out is the top value,
  * allocated in arena a (which the caller owns and frees; the values live as
  * long as it does). Errors: CK_ECORRUPT (message names the opcode and its
- * byte offset: unknown opcode, truncated argument, stack underflow, memo index
- * not set, no STOP), CK_ETOOBIG for a limit (or the arena's), CK_EFORMAT for
- * features ckptd does not read (extension codes, out-of-band buffers),
- * CK_ENOMEM. Thread-safe with distinct arenas. */
+ * byte offset: unknown opcode, truncated argument, a FRAME longer than the
+ * rest, stack underflow, memo index not set, no STOP), CK_ETOOBIG for a limit
+ * or the arena meter's budget, CK_EFORMAT for features ckptd does not read
+ * (extension codes, out-of-band buffers), CK_ENOMEM. Thread-safe with
+ * distinct arenas (their meters may share a budget). */
 int pickle_vm_run(struct pickle_value **out, struct pickle_arena *a, const uint8_t *buf, size_t len,
 		  const struct pickle_limits *lim);
 

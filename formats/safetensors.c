@@ -12,6 +12,17 @@
  *
  * Each tensor becomes one storage (the bytes it owns) and one contiguous
  * tensor on it, named "/" + its name with JSON Pointer escapes.
+ *
+ * Memory (budget.h): the header is never held as text; jansson reads it
+ * through a callback, 64 KiB at a time, and every block jansson allocates
+ * while it parses comes from the upload's meter (its parse region), charged
+ * before it is taken, through allocation hooks (json_set_alloc_funcs) that
+ * this file installs for the process before main runs. The hooks use the
+ * meter only while a thread parses a header (a thread-local pointer is set);
+ * otherwise they are plain malloc and free, so the rest of the process's
+ * jansson use is unchanged. A header whose JSON tree does not fit the budget
+ * (a 96 MB __metadata__ map, 200,000 tensors) is refused with CK_ETOOBIG
+ * before the allocation that would go over.
  */
 #include "checkpoint.h"
 
@@ -23,6 +34,84 @@
 #include "../common/err.h"
 
 #define DEFAULT_MAX_HEADER (100u << 20)
+#define HDR_CHUNK	   65536
+#define JSON_WHAT	   "safetensors: header (offset 8) parsed as JSON"
+
+/* ---- jansson's allocations, from the meter while a header is parsed ---- */
+
+static _Thread_local struct fmt_meter *json_meter;
+
+/* Each block starts with its size, which fmt_free needs and jansson's free
+ * does not give; 16 bytes keep the block aligned for any type. */
+#define JSON_HDR 16
+
+static void *json_hook_malloc(size_t n)
+{
+	struct fmt_meter *m = json_meter;
+	unsigned char *p;
+
+	if (!m)
+		return malloc(n);
+	if (n > SIZE_MAX - JSON_HDR || !(p = fmt_alloc(m, FMT_PARSE, 1, n + JSON_HDR, JSON_WHAT)))
+		return NULL;
+	memcpy(p, &n, sizeof(n));
+	return p + JSON_HDR;
+}
+
+/* While a meter is set, jansson frees only what it allocated during the
+ * parse (the header's tree, its lexer's buffers): blocks from the meter. */
+static void json_hook_free(void *p)
+{
+	struct fmt_meter *m = json_meter;
+	size_t n;
+
+	if (!m) {
+		free(p);
+		return;
+	}
+	if (!p)
+		return;
+	memcpy(&n, (unsigned char *)p - JSON_HDR, sizeof(n));
+	fmt_free(m, FMT_PARSE, (unsigned char *)p - JSON_HDR, n + JSON_HDR);
+}
+
+/* Before main: jansson wants its allocator set before its first use. */
+__attribute__((constructor)) static void json_hooks_install(void)
+{
+	json_set_alloc_funcs(json_hook_malloc, json_hook_free);
+}
+
+/* jansson's input: the header, read from the upload a chunk at a time. */
+struct hdr_stream {
+	const struct ck_input *in;
+	uint64_t off, end; /* next byte to read; end of the header */
+	uint8_t *buf;	   /* HDR_CHUNK bytes */
+	size_t have, pos;
+	int err;
+};
+
+static size_t hdr_read(void *buffer, size_t buflen, void *data)
+{
+	struct hdr_stream *h = data;
+	size_t n;
+
+	if (h->pos == h->have) {
+		uint64_t left = h->end - h->off;
+
+		if (left == 0)
+			return 0;
+		n = left < HDR_CHUNK ? (size_t)left : HDR_CHUNK;
+		if ((h->err = ck_input_read(h->in, h->buf, n, h->off, "safetensors header")) < 0)
+			return (size_t)-1;
+		h->off += n;
+		h->have = n;
+		h->pos = 0;
+	}
+	n = h->have - h->pos < buflen ? h->have - h->pos : buflen;
+	memcpy(buffer, h->buf + h->pos, n);
+	h->pos += n;
+	return n;
+}
 
 static const struct {
 	const char *name;
@@ -51,9 +140,9 @@ static const size_t st_sizes[] = {8, 4, 2, 2, 1, 1, 8, 4, 2, 1, 1, 2, 4, 8, 1, 8
 /* One header entry, before sorting. */
 struct ent {
 	const char *name; /* borrowed from the JSON */
+	json_t *shape;	  /* borrowed from the JSON: checked by parse_entry */
 	enum dtype dt;
 	int ndim;
-	int64_t shape[TENSOR_MAX_NDIM];
 	uint64_t begin, end;
 	size_t seq; /* position in the header, to keep its order among ties */
 };
@@ -120,6 +209,7 @@ static int parse_entry(struct ent *e, const char *name, json_t *v, uint64_t hdr_
 				") tensor \"%s\" has no valid shape (a list of at most %d sizes)",
 				hdr_off, name, TENSOR_MAX_NDIM);
 	e->ndim = (int)n;
+	e->shape = shape;
 	for (i = 0; i < n; i++) {
 		uint64_t d;
 
@@ -129,7 +219,6 @@ static int parse_entry(struct ent *e, const char *name, json_t *v, uint64_t hdr_
 			    "safetensors: header (offset %" PRIu64
 			    ") tensor \"%s\" has a negative or non-integer size in its shape",
 			    hdr_off, name);
-		e->shape[i] = (int64_t)d;
 		/* The product of max(size, 1) bounds both numel and the
 		 * strides, so neither can overflow. */
 		if (d > 1 && vol > (((uint64_t)1 << 62) / d))
@@ -158,8 +247,8 @@ static int parse_entry(struct ent *e, const char *name, json_t *v, uint64_t hdr_
 	return 0;
 }
 
-/* "/" + name with "~" -> "~0" and "/" -> "~1" (RFC 6901). */
-static char *pointer(const char *name)
+/* "/" + name with "~" -> "~0" and "/" -> "~1" (RFC 6901), charged to m. */
+static char *pointer(struct fmt_meter *m, const char *name)
 {
 	size_t n = 1, i;
 	const char *p;
@@ -167,7 +256,7 @@ static char *pointer(const char *name)
 
 	for (p = name; *p; p++)
 		n += (*p == '~' || *p == '/') ? 2 : 1;
-	if (!(out = malloc(n + 1)))
+	if (!(out = fmt_alloc(m, FMT_RESULT, 1, n + 1, "safetensors: tensor paths")))
 		return NULL;
 	i = 0;
 	out[i++] = '/';
@@ -188,9 +277,10 @@ int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in, const str
 	uint64_t max_hdr =
 	    lim && lim->max_header_bytes ? lim->max_header_bytes : DEFAULT_MAX_HEADER;
 	uint64_t max_tensors = lim && lim->max_tensors ? lim->max_tensors : UINT64_MAX;
-	uint8_t lenbuf[8];
+	uint8_t lenbuf[8], first;
 	uint64_t n = 0, data_len, pos;
-	char *hdr = NULL;
+	struct fmt_meter meter;
+	struct hdr_stream hs;
 	json_t *root = NULL, *val;
 	json_error_t jerr;
 	const char *key;
@@ -200,6 +290,8 @@ int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in, const str
 	int err, k;
 
 	*out = NULL;
+	fmt_meter_begin(&meter, lim ? lim->budget : NULL);
+	memset(&hs, 0, sizeof(hs));
 	if (in->size < 8)
 		return ck_error(CK_ECORRUPT,
 				"safetensors: file of %" PRIu64
@@ -222,23 +314,33 @@ int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in, const str
 				n, in->size);
 	if (n < 2)
 		return ck_error(CK_ECORRUPT, "safetensors: header at offset 8 is empty");
-	if (!(hdr = malloc((size_t)n))) {
-		err = ck_error(CK_ENOMEM,
-			       "safetensors: out of memory for a %" PRIu64 "-byte header", n);
+	if ((err = ck_input_read(in, &first, 1, 8, "safetensors header")) < 0)
+		return err;
+	if (first != '{')
+		return ck_error(CK_ECORRUPT,
+				"safetensors: header at offset 8 does not start with '{'");
+
+	hs.in = in;
+	hs.off = 8;
+	hs.end = 8 + n;
+	if (!(hs.buf = fmt_alloc(&meter, FMT_PARSE, 1, HDR_CHUNK, "safetensors: header"))) {
+		err = meter.err;
 		goto out;
 	}
-	if ((err = ck_input_read(in, hdr, (size_t)n, 8, "safetensors header")) < 0)
-		goto out;
-	if (hdr[0] != '{') {
-		err = ck_error(CK_ECORRUPT,
-			       "safetensors: header at offset 8 does not start with '{'");
-		goto out;
-	}
-	root = json_loadb(hdr, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
+	json_meter = &meter;
+	root = json_load_callback(hdr_read, &hs, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
-		err = ck_error(CK_ECORRUPT,
-			       "safetensors: header is not valid JSON at offset %" PRIu64 ": %s",
-			       8 + (uint64_t)(jerr.position > 0 ? jerr.position : 0), jerr.text);
+		if (hs.err < 0)
+			err = hs.err;
+		else if (meter.err < 0)
+			err = meter.err; /* the budget refused: its message stands */
+		else
+			/* jansson's position counts the bytes read, the bad one
+			 * included */
+			err = ck_error(
+			    CK_ECORRUPT,
+			    "safetensors: header is not valid JSON at offset %" PRIu64 ": %s",
+			    8 + (uint64_t)(jerr.position > 0 ? jerr.position - 1 : 0), jerr.text);
 		goto out;
 	}
 	if (!json_is_object(root)) {
@@ -275,8 +377,9 @@ int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in, const str
 			     count, max_tensors);
 		goto out;
 	}
-	if (!(ents = calloc(count ? count : 1, sizeof(*ents)))) {
-		err = ck_error(CK_ENOMEM, "safetensors: out of memory");
+	if (!(ents = fmt_alloc(&meter, FMT_PARSE, count ? count : 1, sizeof(*ents),
+			       "safetensors: tensors"))) {
+		err = meter.err;
 		goto out;
 	}
 	i = 0;
@@ -312,15 +415,16 @@ int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in, const str
 		goto out;
 	}
 
-	if (!(c = calloc(1, sizeof(*c)))) {
-		err = ck_error(CK_ENOMEM, "safetensors: out of memory");
+	if (!(c = fmt_alloc(&meter, FMT_RESULT, 1, sizeof(*c), "safetensors: checkpoint"))) {
+		err = meter.err;
 		goto out;
 	}
 	c->kind = FMT_SAFETENSORS;
-	c->storages = calloc(count ? count : 1, sizeof(*c->storages));
-	c->tensors = calloc(count ? count : 1, sizeof(*c->tensors));
-	if (!c->storages || !c->tensors) {
-		err = ck_error(CK_ENOMEM, "safetensors: out of memory");
+	if (count && (!(c->storages = fmt_alloc(&meter, FMT_RESULT, count, sizeof(*c->storages),
+						"safetensors: tensors")) ||
+		      !(c->tensors = fmt_alloc(&meter, FMT_RESULT, count, sizeof(*c->tensors),
+					       "safetensors: tensors")))) {
+		err = meter.err;
 		goto out;
 	}
 	for (i = 0; i < count; i++) {
@@ -336,30 +440,35 @@ int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in, const str
 		t->dtype = e->dt;
 		t->ndim = e->ndim;
 		t->storage = i;
-		s->key = strdup(e->name);
-		t->path = pointer(e->name);
-		if (e->ndim > 0) {
-			t->shape = malloc((size_t)e->ndim * sizeof(int64_t));
-			t->strides = malloc((size_t)e->ndim * sizeof(int64_t));
-		}
-		if (!s->key || !t->path || (e->ndim > 0 && (!t->shape || !t->strides))) {
-			err = ck_error(CK_ENOMEM, "safetensors: out of memory");
+		if (!(s->key = fmt_strndup(&meter, FMT_RESULT, e->name, strlen(e->name),
+					   "safetensors: names")) ||
+		    !(t->path = pointer(&meter, e->name)) ||
+		    (e->ndim > 0 &&
+		     (!(t->shape = fmt_alloc(&meter, FMT_RESULT, (size_t)e->ndim, sizeof(int64_t),
+					     "safetensors: tensors")) ||
+		      !(t->strides = fmt_alloc(&meter, FMT_RESULT, (size_t)e->ndim, sizeof(int64_t),
+					       "safetensors: tensors"))))) {
+			err = meter.err;
 			goto out;
 		}
 		for (k = e->ndim - 1; k >= 0; k--) {
-			t->shape[k] = e->shape[k];
+			/* parse_entry checked each size: an integer in [0, 2^62] */
+			int64_t d =
+			    (int64_t)json_integer_value(json_array_get(e->shape, (size_t)k));
+
+			t->shape[k] = d;
 			t->strides[k] = stride;
-			if (e->shape[k] > 1)
-				stride *= e->shape[k];
+			if (d > 1)
+				stride *= d;
 		}
 	}
+	fmt_ckpt_keep(c, &meter);
 	*out = c;
-	c = NULL;
 	err = 0;
 out:
-	fmt_ckpt_free(c);
-	free(ents);
+	/* the tree goes back through the hooks, the rest with the meter */
 	json_decref(root);
-	free(hdr);
+	json_meter = NULL;
+	fmt_meter_end(&meter);
 	return err;
 }

@@ -15,6 +15,11 @@
  * JSON Pointer paths through dicts, lists and tuples; inside a pickled
  * nn.Module they are named as state_dict() names them. The walk is bounded in
  * depth (max_depth) and in visits, since the graph may share nodes or be cyclic.
+ *
+ * Memory: everything comes from the upload's meter (budget.h) and is charged
+ * before it is taken: the zip directory, data.pkl's bytes (given back once
+ * the pickle is run: the graph holds copies), the graph, the walk's buffers
+ * (parse region) and the checkpoint returned (result region, handed to it).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +45,7 @@ struct tspec {
 struct ctx {
 	const struct ck_input *in;
 	const struct fmt_limits *lim;
+	struct fmt_meter *m; /* every allocation below is charged to it */
 	struct zip_reader *zr;
 	char *prefix; /* "<top>/" */
 	size_t *storage_of_entry;
@@ -51,7 +57,7 @@ struct ctx {
 	size_t plen, pcap;
 	char *dotted; /* module name prefix ("layer1.0.") */
 	size_t dlen, dcap;
-	uint64_t visits, max_visits, path_bytes;
+	uint64_t visits, max_visits;
 };
 
 static int bad(const char *what, const char *path)
@@ -61,7 +67,7 @@ static int bad(const char *what, const char *path)
 
 /* ---- growable buffers ---- */
 
-static int buf_reserve(char **b, size_t *cap, size_t need)
+static int buf_reserve(struct ctx *c, char **b, size_t *cap, size_t need)
 {
 	char *p;
 	size_t ncap;
@@ -74,9 +80,8 @@ static int buf_reserve(char **b, size_t *cap, size_t need)
 	ncap = *cap ? *cap : 256;
 	while (ncap < need)
 		ncap *= 2;
-	p = realloc(*b, ncap);
-	if (!p)
-		return ck_error(CK_ENOMEM, "torch: out of memory");
+	if (!(p = fmt_grow(c->m, FMT_PARSE, *b, *cap, ncap, "torch: tensor path")))
+		return c->m->err;
 	*b = p;
 	*cap = ncap;
 	return 0;
@@ -87,7 +92,7 @@ static int path_push(struct ctx *c, const char *s, size_t n)
 {
 	int err;
 
-	if ((err = buf_reserve(&c->path, &c->pcap, c->plen + 2 * n + 2)) < 0)
+	if ((err = buf_reserve(c, &c->path, &c->pcap, c->plen + 2 * n + 2)) < 0)
 		return err;
 	c->path[c->plen++] = '/';
 	for (size_t i = 0; i < n; i++) {
@@ -195,7 +200,7 @@ static int resolve_storage(size_t *out, struct ctx *c, const struct pickle_value
 	char *name = NULL;
 	enum dtype dt;
 	int untyped, err;
-	size_t esize, idx;
+	size_t esize, idx, name_size;
 	uint64_t numel;
 
 	if (pid->kind != PICKLE_TUPLE || pid->u.seq.n < 5)
@@ -210,9 +215,9 @@ static int resolve_storage(size_t *out, struct ctx *c, const struct pickle_value
 		    "a persistent id that is not a ('storage', type, key, location, numel) tuple",
 		    c->path);
 	cls = it[1];
-	name = malloc(strlen(c->prefix) + 5 + it[2]->u.s.len + 1);
-	if (!name)
-		return ck_error(CK_ENOMEM, "torch: out of memory");
+	name_size = strlen(c->prefix) + 5 + it[2]->u.s.len + 1;
+	if (!(name = fmt_alloc(c->m, FMT_PARSE, 1, name_size, "torch: storage record name")))
+		return c->m->err;
 	sprintf(name, "%sdata/%s", c->prefix, it[2]->u.s.p);
 	e = strlen(name) == strlen(c->prefix) + 5 + it[2]->u.s.len ? zip_entry_find(c->zr, name)
 								   : NULL;
@@ -258,26 +263,33 @@ static int resolve_storage(size_t *out, struct ctx *c, const struct pickle_value
 	}
 	if (ck->nstorages == c->stcap) {
 		size_t ncap = c->stcap ? c->stcap * 2 : 16;
-		void *p1 = realloc(ck->storages, ncap * sizeof(*ck->storages));
-		if (p1)
-			ck->storages = p1;
-		void *p2 = realloc(c->untyped, ncap * sizeof(int));
-		if (p2)
-			c->untyped = p2;
-		void *p3 = realloc(c->dtype_set, ncap * sizeof(int));
-		if (p3)
-			c->dtype_set = p3;
-		if (!p1 || !p2 || !p3) {
-			err = ck_error(CK_ENOMEM, "torch: out of memory");
+		void *p;
+
+		if (!(p = fmt_grow(c->m, FMT_RESULT, ck->storages, c->stcap * sizeof(*ck->storages),
+				   ncap * sizeof(*ck->storages), "torch: storages"))) {
+			err = c->m->err;
 			goto out;
 		}
+		ck->storages = p;
+		if (!(p = fmt_grow(c->m, FMT_PARSE, c->untyped, c->stcap * sizeof(int),
+				   ncap * sizeof(int), "torch: storages"))) {
+			err = c->m->err;
+			goto out;
+		}
+		c->untyped = p;
+		if (!(p = fmt_grow(c->m, FMT_PARSE, c->dtype_set, c->stcap * sizeof(int),
+				   ncap * sizeof(int), "torch: storages"))) {
+			err = c->m->err;
+			goto out;
+		}
+		c->dtype_set = p;
 		c->stcap = ncap;
 	}
 	st = &ck->storages[ck->nstorages];
 	memset(st, 0, sizeof(*st));
-	st->key = strdup(it[2]->u.s.p);
-	if (!st->key) {
-		err = ck_error(CK_ENOMEM, "torch: out of memory");
+	if (!(st->key = fmt_strndup(c->m, FMT_RESULT, it[2]->u.s.p, strlen(it[2]->u.s.p),
+				    "torch: storages"))) {
+		err = c->m->err;
 		goto out;
 	}
 	st->dtype = dt;
@@ -289,7 +301,7 @@ static int resolve_storage(size_t *out, struct ctx *c, const struct pickle_value
 	*out = c->storage_of_entry[idx] = ck->nstorages++;
 	err = 0;
 out:
-	free(name);
+	fmt_free(c->m, FMT_PARSE, name, name_size);
 	return err;
 }
 
@@ -414,26 +426,25 @@ static int emit(struct ctx *c, const struct tspec *t, const char *path)
 	if (ck->ntensors >= c->lim->max_tensors)
 		return ck_error(CK_ETOOBIG, "torch: more than %llu tensors",
 				(unsigned long long)c->lim->max_tensors);
-	if (c->path_bytes + plen > 64u << 20)
-		return ck_error(CK_ETOOBIG, "torch: tensor paths total more than 64 MiB");
 	if (ck->ntensors == c->tcap) {
 		size_t ncap = c->tcap ? c->tcap * 2 : 16;
-		void *p = realloc(ck->tensors, ncap * sizeof(*ck->tensors));
+		void *p = fmt_grow(c->m, FMT_RESULT, ck->tensors, c->tcap * sizeof(*ck->tensors),
+				   ncap * sizeof(*ck->tensors), "torch: tensors");
 		if (!p)
-			return ck_error(CK_ENOMEM, "torch: out of memory");
+			return c->m->err;
 		ck->tensors = p;
 		c->tcap = ncap;
 	}
 	ft = &ck->tensors[ck->ntensors];
 	memset(ft, 0, sizeof(*ft));
-	ft->path = strdup(path);
-	if (t->ndim) {
-		ft->shape = malloc((size_t)t->ndim * sizeof(int64_t));
-		ft->strides = malloc((size_t)t->ndim * sizeof(int64_t));
-	}
 	ck->ntensors++; /* freed with the checkpoint even when incomplete */
-	if (!ft->path || (t->ndim && (!ft->shape || !ft->strides)))
-		return ck_error(CK_ENOMEM, "torch: out of memory");
+	if (!(ft->path = fmt_strndup(c->m, FMT_RESULT, path, plen, "torch: tensor paths")))
+		return c->m->err;
+	if (t->ndim && (!(ft->shape = fmt_alloc(c->m, FMT_RESULT, (size_t)t->ndim, sizeof(int64_t),
+						"torch: tensors")) ||
+			!(ft->strides = fmt_alloc(c->m, FMT_RESULT, (size_t)t->ndim,
+						  sizeof(int64_t), "torch: tensors"))))
+		return c->m->err;
 	if (t->ndim) {
 		memcpy(ft->shape, t->shape, (size_t)t->ndim * sizeof(int64_t));
 		memcpy(ft->strides, t->strides, (size_t)t->ndim * sizeof(int64_t));
@@ -442,7 +453,6 @@ static int emit(struct ctx *c, const struct tspec *t, const char *path)
 	ft->dtype = t->dtype;
 	ft->offset = t->offset;
 	ft->storage = t->storage;
-	c->path_bytes += plen;
 	return 0;
 }
 
@@ -548,7 +558,8 @@ static int walk_module(struct ctx *c, const struct pickle_dict *st, int depth)
 					return err;
 				continue;
 			}
-			if ((err = buf_reserve(&c->dotted, &c->dcap, c->dlen + k->u.s.len + 1)) < 0)
+			if ((err = buf_reserve(c, &c->dotted, &c->dcap, c->dlen + k->u.s.len + 1)) <
+			    0)
 				return err;
 			memcpy(c->dotted + c->dlen, k->u.s.p, k->u.s.len);
 			err = path_push(c, c->dotted, c->dlen + k->u.s.len);
@@ -565,7 +576,7 @@ static int walk_module(struct ctx *c, const struct pickle_dict *st, int depth)
 
 		if (k->kind != PICKLE_STR || !sub)
 			continue;
-		if ((err = buf_reserve(&c->dotted, &c->dcap, c->dlen + k->u.s.len + 2)) < 0)
+		if ((err = buf_reserve(c, &c->dotted, &c->dcap, c->dlen + k->u.s.len + 2)) < 0)
 			return err;
 		memcpy(c->dotted + c->dlen, k->u.s.p, k->u.s.len);
 		c->dlen += k->u.s.len;
@@ -759,9 +770,11 @@ static int cmp_path(const void *a, const void *b)
 int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_limits *lim)
 {
 	struct ctx c;
+	struct fmt_meter meter;
+	struct fmt_limits def;
 	const struct zip_entry *e, *pkl_e;
 	uint8_t *pkl = NULL, *bo = NULL;
-	size_t pkl_len, bo_len, n;
+	size_t pkl_len = 0, bo_len = 0, n = 0, nentries = 0;
 	struct pickle_arena *arena = NULL;
 	struct pickle_value *root;
 	struct pickle_limits pl;
@@ -770,19 +783,27 @@ int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struc
 	int err;
 
 	*out = NULL;
+	if (!lim) {
+		fmt_limits_default(&def);
+		lim = &def;
+	}
+	fmt_meter_begin(&meter, lim->budget);
 	memset(&c, 0, sizeof(c));
 	c.in = in;
 	c.lim = lim;
-	c.ck = calloc(1, sizeof(*c.ck));
-	if (!c.ck)
-		return ck_error(CK_ENOMEM, "torch: out of memory");
+	c.m = &meter;
+	if (!(c.ck = fmt_alloc(c.m, FMT_RESULT, 1, sizeof(*c.ck), "torch: checkpoint"))) {
+		err = meter.err;
+		goto out;
+	}
 	c.ck->kind = FMT_TORCH_ZIP;
-	if ((err = buf_reserve(&c.path, &c.pcap, 1)) < 0)
+	if ((err = buf_reserve(&c, &c.path, &c.pcap, 1)) < 0)
 		goto out;
 	c.path[0] = '\0';
 
-	if ((err = zip_reader_open(&c.zr, in, lim->max_records)) < 0)
+	if ((err = zip_reader_open(&c.zr, in, lim->max_records, c.m)) < 0)
 		goto out;
+	nentries = zip_entry_count(c.zr);
 	if (zip_entry_count(c.zr) == 0) {
 		err = ck_error(CK_EFORMAT, "torch: an empty zip file is not a PyTorch checkpoint");
 		goto out;
@@ -799,9 +820,8 @@ int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struc
 			goto out;
 		}
 		n = (size_t)(slash - e->name) + 1;
-		c.prefix = malloc(n + 16);
-		if (!c.prefix) {
-			err = ck_error(CK_ENOMEM, "torch: out of memory");
+		if (!(c.prefix = fmt_alloc(c.m, FMT_PARSE, 1, n + 16, "torch: record names"))) {
+			err = meter.err;
 			goto out;
 		}
 		memcpy(c.prefix, e->name, n);
@@ -838,28 +858,29 @@ int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struc
 
 	if ((err = zip_entry_read(&pkl, &pkl_len, c.zr, pkl_e, lim->max_pickle_bytes)) < 0)
 		goto out;
-	arena = pickle_arena_new(32 * (uint64_t)pkl_len + (16u << 20));
-	if (!arena) {
-		err = ck_error(CK_ENOMEM, "torch: out of memory");
-		goto out;
-	}
 	pl.max_ops = lim->max_pickle_ops;
 	pl.max_memo = lim->max_memo;
 	pl.max_marks = lim->max_depth;
 	pl.max_stack = 1u << 22;
-	if ((err = pickle_vm_run(&root, arena, pkl, pkl_len, &pl)) < 0) {
+	if (!(arena = pickle_arena_new(c.m)) ||
+	    (err = pickle_vm_run(&root, arena, pkl, pkl_len, &pl)) < 0) {
 		char msg[1024];
+		if (!arena)
+			err = meter.err;
 		snprintf(msg, sizeof(msg), "%s", ck_errmsg());
 		err = ck_error(err, "torch: %sdata.pkl: %s", c.prefix, msg);
 		goto out;
 	}
+	/* the graph holds copies of every string: the bytes can go */
+	zip_entry_buf_free(c.zr, pkl, pkl_len);
+	pkl = NULL;
 
-	c.storage_of_entry = malloc(zip_entry_count(c.zr) * sizeof(size_t));
-	if (!c.storage_of_entry) {
-		err = ck_error(CK_ENOMEM, "torch: out of memory");
+	if (!(c.storage_of_entry =
+		  fmt_alloc(c.m, FMT_PARSE, nentries, sizeof(size_t), "torch: storages"))) {
+		err = meter.err;
 		goto out;
 	}
-	for (size_t i = 0; i < zip_entry_count(c.zr); i++)
+	for (size_t i = 0; i < nentries; i++)
 		c.storage_of_entry[i] = NO_STORAGE;
 	c.max_visits = 16 * (uint64_t)pkl_len + (1u << 20);
 	if ((err = walk(&c, root, 0, 1)) < 0 || (err = read_meta(&c, root)) < 0)
@@ -867,9 +888,9 @@ int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struc
 
 	/* storages in file order; tensors follow through their old offsets */
 	if (c.ck->nstorages > 1) {
-		old_off = malloc(c.ck->nstorages * sizeof(uint64_t));
-		if (!old_off) {
-			err = ck_error(CK_ENOMEM, "torch: out of memory");
+		if (!(old_off = fmt_alloc(c.m, FMT_PARSE, c.ck->nstorages, sizeof(uint64_t),
+					  "torch: storages"))) {
+			err = meter.err;
 			goto out;
 		}
 		for (size_t i = 0; i < c.ck->nstorages; i++)
@@ -889,9 +910,9 @@ int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struc
 		}
 	}
 	if (c.ck->ntensors > 1) {
-		order = malloc(c.ck->ntensors * sizeof(size_t));
-		if (!order) {
-			err = ck_error(CK_ENOMEM, "torch: out of memory");
+		if (!(order = fmt_alloc(c.m, FMT_PARSE, c.ck->ntensors, sizeof(size_t),
+					"torch: tensors"))) {
+			err = meter.err;
 			goto out;
 		}
 		for (size_t i = 0; i < c.ck->ntensors; i++)
@@ -906,22 +927,15 @@ int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struc
 				goto out;
 			}
 	}
+	fmt_ckpt_keep(c.ck, c.m);
 	*out = c.ck;
 	c.ck = NULL;
 	err = 0;
 out:
-	free(order);
-	free(old_off);
+	/* everything but the checkpoint (handed over by fmt_ckpt_keep, or
+	 * given back here on failure) goes with the meter's parse region */
 	pickle_arena_free(arena);
-	free(pkl);
-	free(bo);
-	free(c.storage_of_entry);
-	free(c.untyped);
-	free(c.dtype_set);
-	free(c.path);
-	free(c.dotted);
-	free(c.prefix);
 	zip_reader_free(c.zr);
-	fmt_ckpt_free(c.ck);
+	fmt_meter_end(&meter);
 	return err;
 }

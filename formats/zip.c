@@ -14,6 +14,7 @@
  */
 #include "zip.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -27,23 +28,26 @@
 #define SIG_EOCD64  0x06064b50u
 #define SIG_LOC64   0x07064b50u
 
+/* a central entry's name, extra field and comment: 3 x 16-bit lengths */
+#define VAR_BYTES (3 * 65535 + 1)
+
 struct zip_reader {
 	const struct ck_input *in;
 	struct zip_entry *entries; /* central directory order */
 	size_t n;
 	size_t *by_name; /* indices sorted by name */
 	uint64_t cd_off, cd_size;
+	size_t cap;		 /* entries and by_name are this long */
+	struct fmt_meter *meter; /* borrowed: its parse region holds all of this */
 };
 
 void zip_reader_free(struct zip_reader *z)
 {
 	if (!z)
 		return;
-	for (size_t i = 0; i < z->n; i++)
-		free((char *)z->entries[i].name);
-	free(z->entries);
-	free(z->by_name);
-	free(z);
+	/* the tables go back now; names and the reader with the region */
+	fmt_free(z->meter, FMT_PARSE, z->entries, z->cap * sizeof(*z->entries));
+	fmt_free(z->meter, FMT_PARSE, z->by_name, z->cap * sizeof(size_t));
 }
 
 size_t zip_entry_count(const struct zip_reader *z)
@@ -62,27 +66,33 @@ size_t zip_entry_index(const struct zip_reader *z, const struct zip_entry *e)
 }
 
 /* Finds the end of central directory record; fills its offset and bytes. */
-static int find_eocd(uint64_t *eocd_off, uint8_t rec[22], const struct ck_input *in)
+static int find_eocd(uint64_t *eocd_off, uint8_t rec[22], const struct ck_input *in,
+		     struct fmt_meter *m)
 {
 	uint8_t *tail = NULL;
 	size_t tlen;
 	int err;
 
 	uint8_t head[4];
+	int starts_as_zip = 0, missing;
+
 	/* A file that starts with a local header is a zip: if its end is
 	 * missing, it is a damaged one (422), not another format (415). */
-	int starts_as_zip = in->size >= 4 && ck_input_read(in, head, 4, 0, "zip header") == 0 &&
-			    head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4;
-	int missing = starts_as_zip ? CK_ECORRUPT : CK_EFORMAT;
+	if (in->size >= 4) {
+		if ((err = ck_input_read(in, head, 4, 0, "zip header")) < 0)
+			return err;
+		starts_as_zip = head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4;
+	}
+	missing = starts_as_zip ? CK_ECORRUPT : CK_EFORMAT;
 
 	if (in->size < 22)
 		return ck_error(missing, "zip: file of %llu bytes is too short for a zip%s",
 				(unsigned long long)in->size,
 				starts_as_zip ? ": it is truncated" : "");
 	tlen = in->size < 22 + 65535 ? (size_t)in->size : 22 + 65535;
-	tail = malloc(tlen);
+	tail = fmt_alloc(m, FMT_PARSE, 1, tlen, "zip end of file");
 	if (!tail)
-		return ck_error(CK_ENOMEM, "zip: out of memory");
+		return m->err;
 	if ((err = ck_input_read(in, tail, tlen, in->size - tlen, "zip end of file")) < 0)
 		goto out;
 	err = ck_error(missing,
@@ -100,7 +110,7 @@ static int find_eocd(uint64_t *eocd_off, uint8_t rec[22], const struct ck_input 
 		break;
 	}
 out:
-	free(tail);
+	fmt_free(m, FMT_PARSE, tail, tlen);
 	return err;
 }
 
@@ -172,11 +182,9 @@ static int cmp_by_off(const void *a, const void *b)
 }
 
 /* Reads the local header of e, checks it and sets e->data_off. */
-static int read_local(struct zip_entry *e, const struct ck_input *in, uint64_t limit)
+static int read_local(struct zip_entry *e, const struct ck_input *in, uint64_t limit, uint8_t *name)
 {
 	uint8_t h[30];
-	char *name = NULL;
-
 	int err;
 
 	if (e->local_off > limit || limit - e->local_off < 30)
@@ -203,20 +211,17 @@ static int read_local(struct zip_entry *e, const struct ck_input *in, uint64_t l
 				"directory at offset %llu",
 				e->name, (unsigned long long)e->data_off,
 				(unsigned long long)e->comp_size, (unsigned long long)limit);
-	name = malloc(e->name_len ? e->name_len : 1);
-	if (!name)
-		return ck_error(CK_ENOMEM, "zip: out of memory");
 	err = ck_input_read(in, name, e->name_len, e->local_off + 30, "zip local header name");
 	if (!err && memcmp(name, e->name, e->name_len) != 0)
 		err = ck_error(CK_ECORRUPT,
 			       "zip: local header at offset %llu names another record than "
 			       "the central directory's %s",
 			       (unsigned long long)e->local_off, e->name);
-	free(name);
 	return err;
 }
 
-int zip_reader_open(struct zip_reader **out, const struct ck_input *in, uint64_t max_records)
+int zip_reader_open(struct zip_reader **out, const struct ck_input *in, uint64_t max_records,
+		    struct fmt_meter *m)
 {
 	struct zip_reader *z = NULL;
 	uint8_t eocd[22] = {0}, *var = NULL;
@@ -225,7 +230,7 @@ int zip_reader_open(struct zip_reader **out, const struct ck_input *in, uint64_t
 	int err;
 
 	*out = NULL;
-	if ((err = find_eocd(&eocd_off, eocd, in)) < 0)
+	if ((err = find_eocd(&eocd_off, eocd, in, m)) < 0)
 		return err;
 	if (le16(eocd + 4) != 0 || le16(eocd + 6) != 0)
 		return ck_error(CK_EFORMAT, "zip: multi-disk archives are not supported");
@@ -287,20 +292,22 @@ int zip_reader_open(struct zip_reader **out, const struct ck_input *in, uint64_t
 				"zip: %llu records cannot fit a central directory of %llu bytes",
 				(unsigned long long)count, (unsigned long long)cd_size);
 
-	z = calloc(1, sizeof(*z));
-	var = malloc(3 * 65535 + 1);
-	if (!z || !var) {
-		err = ck_error(CK_ENOMEM, "zip: out of memory");
-		goto out;
-	}
+	/* count <= cd_size / 46 and max_records: the tables are charged whole
+	 * before they are allocated */
+	if (!(z = fmt_alloc(m, FMT_PARSE, 1, sizeof(*z), "zip central directory")))
+		return m->err;
+	z->meter = m;
 	z->in = in;
 	z->cd_off = cd_off;
 	z->cd_size = cd_size;
-	z->entries = calloc(count ? count : 1, sizeof(*z->entries));
-	z->by_name = malloc((count ? count : 1) * sizeof(size_t));
-	by_off = malloc((count ? count : 1) * sizeof(size_t));
-	if (!z->entries || !z->by_name || !by_off) {
-		err = ck_error(CK_ENOMEM, "zip: out of memory");
+	z->cap = count ? (size_t)count : 1;
+	if (!(z->entries =
+		  fmt_alloc(m, FMT_PARSE, z->cap, sizeof(*z->entries), "zip central directory")) ||
+	    !(z->by_name =
+		  fmt_alloc(m, FMT_PARSE, z->cap, sizeof(size_t), "zip central directory")) ||
+	    !(by_off = fmt_alloc(m, FMT_PARSE, z->cap, sizeof(size_t), "zip central directory")) ||
+	    !(var = fmt_alloc(m, FMT_PARSE, 1, VAR_BYTES, "zip central directory"))) {
+		err = m->err;
 		goto out;
 	}
 
@@ -345,13 +352,11 @@ int zip_reader_open(struct zip_reader **out, const struct ck_input *in, uint64_t
 				       (unsigned long long)p);
 			goto out;
 		}
-		name = malloc(nl + 1);
-		if (!name) {
-			err = ck_error(CK_ENOMEM, "zip: out of memory");
+		if (!(name =
+			  fmt_strndup(m, FMT_PARSE, (const char *)var, nl, "zip record names"))) {
+			err = m->err;
 			goto out;
 		}
-		memcpy(name, var, nl);
-		name[nl] = '\0';
 		e->name = name;
 		z->n = i + 1;
 		e->name_len = nl;
@@ -385,7 +390,9 @@ int zip_reader_open(struct zip_reader **out, const struct ck_input *in, uint64_t
 				       (unsigned long long)e->uncomp_size);
 			goto out;
 		}
-		if ((err = read_local(e, in, cd_off)) < 0)
+		/* var's name, extra and comment have been used: it takes the
+		 * local header's name */
+		if ((err = read_local(e, in, cd_off, var)) < 0)
 			goto out;
 		z->by_name[i] = i;
 		by_off[i] = i;
@@ -420,8 +427,9 @@ int zip_reader_open(struct zip_reader **out, const struct ck_input *in, uint64_t
 	z = NULL;
 	err = 0;
 out:
-	free(var);
-	free(by_off);
+	fmt_free(m, FMT_PARSE, var, VAR_BYTES);
+	if (z)
+		fmt_free(m, FMT_PARSE, by_off, z->cap * sizeof(size_t));
 	zip_reader_free(z);
 	return err;
 }
@@ -475,6 +483,7 @@ int zip_entry_read(uint8_t **out, size_t *len, const struct zip_reader *z,
 		   const struct zip_entry *e, uint64_t max_bytes)
 {
 	uint8_t *buf = NULL, *src = NULL;
+	char what[300];
 	int err;
 
 	*out = NULL;
@@ -487,15 +496,15 @@ int zip_entry_read(uint8_t **out, size_t *len, const struct zip_reader *z,
 		return ck_error(CK_ETOOBIG,
 				"zip: record %s holds %llu bytes, over the limit of %llu", e->name,
 				(unsigned long long)e->uncomp_size, (unsigned long long)max_bytes);
-	buf = malloc((size_t)e->uncomp_size + 1);
-	if (!buf)
-		return ck_error(CK_ENOMEM, "zip: out of memory");
+	snprintf(what, sizeof(what), "zip: record %s", e->name);
+	if (!(buf = fmt_alloc(z->meter, FMT_PARSE, 1, (size_t)e->uncomp_size + 1, what)))
+		return z->meter->err;
 	if (e->method == ZIP_METHOD_STORED) {
 		err = ck_input_read(z->in, buf, (size_t)e->uncomp_size, e->data_off, e->name);
 	} else {
-		src = malloc(e->comp_size ? (size_t)e->comp_size : 1);
+		src = fmt_alloc(z->meter, FMT_PARSE, 1, (size_t)e->comp_size, what);
 		if (!src) {
-			err = ck_error(CK_ENOMEM, "zip: out of memory");
+			err = z->meter->err;
 			goto out;
 		}
 		err = ck_input_read(z->in, src, (size_t)e->comp_size, e->data_off, e->name);
@@ -515,7 +524,12 @@ int zip_entry_read(uint8_t **out, size_t *len, const struct zip_reader *z,
 	*len = (size_t)e->uncomp_size;
 	buf = NULL;
 out:
-	free(src);
-	free(buf);
+	fmt_free(z->meter, FMT_PARSE, src, (size_t)e->comp_size);
+	fmt_free(z->meter, FMT_PARSE, buf, (size_t)e->uncomp_size + 1);
 	return err;
+}
+
+void zip_entry_buf_free(const struct zip_reader *z, uint8_t *buf, size_t len)
+{
+	fmt_free(z->meter, FMT_PARSE, buf, len + 1);
 }

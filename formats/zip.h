@@ -7,7 +7,9 @@
  * files and may write CRC 0. The reader trusts the central directory, reads
  * each local header to find where the data really starts, and validates that
  * every entry lies inside the file, before the central directory, without
- * overlapping another entry. Nothing is held in memory but the directory.
+ * overlapping another entry. Nothing is held in memory but the directory,
+ * which (with every buffer zip_entry_read returns) is taken from the parse
+ * region of the memory meter given to zip_reader_open (budget.h).
  */
 #ifndef CK_ZIP_H
 #define CK_ZIP_H
@@ -15,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "budget.h"
 #include "input.h"
 
 #define ZIP_METHOD_STORED   0
@@ -37,14 +40,18 @@ struct zip_reader;
 /* Opens the zip in in (borrowed: must outlive the reader). Reads the end of
  * central directory (zip64 when present), then every central entry and its
  * local header. max_records bounds the entry count before anything is
- * allocated. Returns 0 and *out (free with zip_reader_free), CK_EFORMAT when
- * the input is not a zip ckptd reads (no end record, multi-disk, encrypted),
- * CK_ECORRUPT with the offset for damaged structures, CK_ETOOBIG over
- * max_records, CK_ENOMEM, CK_EIO. Thread-safe: a reader is immutable after
- * open and may be shared for lookups. */
-int zip_reader_open(struct zip_reader **out, const struct ck_input *in, uint64_t max_records);
+ * allocated; all memory comes from m's parse region (borrowed: must outlive
+ * the reader, whose names stay readable until fmt_meter_end). Returns 0 and
+ * *out (end with zip_reader_free, which gives the tables back), CK_EFORMAT
+ * when the input is not a zip ckptd reads (no end record, multi-disk,
+ * encrypted), CK_ECORRUPT with the offset for damaged structures, CK_ETOOBIG
+ * over max_records or m's budget, CK_ENOMEM, CK_EIO. A reader is immutable
+ * after open: lookups may be shared by threads (zip_entry_read may not: it
+ * uses the meter). */
+int zip_reader_open(struct zip_reader **out, const struct ck_input *in, uint64_t max_records,
+		    struct fmt_meter *m);
 
-/* Frees z; accepts NULL. */
+/* Ends z, giving its tables back to the meter; accepts NULL. */
 void zip_reader_free(struct zip_reader *z);
 
 /* Number of entries, in central directory order. */
@@ -60,11 +67,16 @@ const struct zip_entry *zip_entry_find(const struct zip_reader *z, const char *n
 size_t zip_entry_index(const struct zip_reader *z, const struct zip_entry *e);
 
 /* Reads e's uncompressed bytes into a new buffer *out (NUL-terminated one past
- * *len, caller frees with free()). Stored and deflated entries only (others:
- * CK_EFORMAT). CK_ETOOBIG when uncomp_size > max_bytes (checked before
+ * *len) from z's meter: the caller gives it back with zip_entry_buf_free (or
+ * it goes with the meter's parse region).
+ * Stored and deflated entries only (others: CK_EFORMAT). CK_ETOOBIG when
+ * uncomp_size > max_bytes or over the meter's budget (both checked before
  * allocating); CK_ECORRUPT when the data does not inflate to exactly
  * uncomp_size bytes or its CRC-32 differs from a non-zero declared CRC. */
 int zip_entry_read(uint8_t **out, size_t *len, const struct zip_reader *z,
 		   const struct zip_entry *e, uint64_t max_bytes);
+
+/* Gives back a buffer of len bytes from zip_entry_read; accepts NULL. */
+void zip_entry_buf_free(const struct zip_reader *z, uint8_t *buf, size_t len);
 
 #endif

@@ -24,6 +24,10 @@
 
 enum state { HEAD, NAME, DATA, DATA_UNKNOWN, DESC, STOP };
 
+/* Record hashes kept at most (56 bytes each: 3.5 MiB): an upload of many
+ * records cannot make the cache grow with it; past this the scanner stops. */
+#define MAX_SCANNED 65536
+
 struct scanned {
 	uint64_t off, len;
 	struct hash h;
@@ -146,6 +150,10 @@ static void name_done(struct zip_scan *s)
 static void data_done(struct zip_scan *s)
 {
 	if (s->hashing && s->size >= s->min_record) {
+		if (s->ndone == MAX_SCANNED) {
+			s->st = STOP;
+			return;
+		}
 		if (s->ndone == s->cap) {
 			size_t cap = s->cap ? s->cap * 2 : 64;
 			struct scanned *d = realloc(s->done, cap * sizeof(*d));

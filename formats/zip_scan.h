@@ -8,8 +8,9 @@
  * It is only a cache: the zip reader still parses the finished file from its
  * central directory, and a hash is used only for a storage whose offset and
  * length match a scanned record exactly. On anything it cannot follow (sizes
- * only in a data descriptor, a damaged header) the scanner stops quietly and
- * the pipeline hashes the remaining storages from the file.
+ * only in a data descriptor, a damaged header), and after 65,536 records (its
+ * memory stays under 4 MiB whatever the upload), the scanner stops quietly
+ * and the pipeline hashes the remaining storages from the file.
  */
 #ifndef CK_ZIP_SCAN_H
 #define CK_ZIP_SCAN_H

@@ -6,6 +6,12 @@
  * data.pkl of a small torch zip (CRC 0, i.e. unchecked) holding storage
  * records data/0 (64 bytes) and data/1 (16 bytes), so that mutations reach
  * the pickle VM and the tensor walk instead of stopping at a CRC check.
+ *
+ * Each input is parsed twice: with the default limits, and on a small memory
+ * budget of its own (64 KiB to 2 MiB, from the input's size) so that the
+ * refusal of every allocation point is reached. After each parse, and after
+ * the checkpoint is freed, the budget must hold exactly what it should: a
+ * parse that leaks a charge, or gives back more than it took, traps.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -16,17 +22,25 @@
 #include "../../formats/checkpoint.h"
 #include "../../formats/zip_scan.h"
 
-static void run(const uint8_t *data, size_t size)
+static void run_on(const uint8_t *data, size_t size, struct fmt_budget *budget)
 {
 	struct ck_input in = {.mem = data, .fd = -1, .size = size};
 	struct fmt_limits lim;
 	struct fmt_ckpt *c = NULL;
+	int err;
 
 	fmt_limits_default(&lim);
 	/* smaller limits keep each run fast; the checks are the same */
 	lim.max_pickle_ops = 1u << 20;
 	lim.max_memo = 1u << 16;
-	if (fmt_read(&c, &in, &lim) == 0) {
+	lim.budget = budget;
+	err = fmt_read(&c, &in, &lim);
+	/* a failed parse gives everything back; a parsed checkpoint holds
+	 * its memory, and no more than the per-upload cap */
+	if ((err < 0 && fmt_budget_used(budget) != 0) ||
+	    fmt_budget_used(budget) > budget->per_upload)
+		__builtin_trap();
+	if (err == 0) {
 		for (size_t i = 0; i < c->ntensors; i++)
 			if (c->tensors[i].storage >= c->nstorages)
 				__builtin_trap();
@@ -58,6 +72,17 @@ static void run(const uint8_t *data, size_t size)
 		}
 	}
 	fmt_ckpt_free(c);
+	if (fmt_budget_used(budget) != 0)
+		__builtin_trap();
+}
+
+static void run(const uint8_t *data, size_t size)
+{
+	struct fmt_budget small;
+
+	run_on(data, size, fmt_budget_process());
+	fmt_budget_init(&small, (uint64_t)64 << (10 + size % 6), (uint64_t)4 << 20);
+	run_on(data, size, &small);
 }
 
 static uint8_t *put(uint8_t *p, uint64_t v, int n)

@@ -25,7 +25,7 @@ PY
 clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-o "$out/fuzz_formats" tests/fuzz/fuzz_formats.c \
-	formats/checkpoint.c formats/torch.c formats/zip.c formats/pickle.c \
+	formats/budget.c formats/checkpoint.c formats/torch.c formats/zip.c formats/pickle.c \
 	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c \
 	common/err.c common/hash.c \
 	$(pkg-config --cflags --libs jansson zlib libcrypto 2>/dev/null || echo -ljansson -lz -lcrypto)

@@ -13,9 +13,23 @@
 static const struct pickle_limits lim = {
     .max_ops = 1000000, .max_memo = 1000, .max_marks = 100, .max_stack = 200000};
 
+/* An arena on a budget of its own of per_upload bytes (the previous one's
+ * memory given back first). */
+static struct fmt_budget budget;
+static struct fmt_meter meter;
+
+static struct pickle_arena *arena_new(uint64_t per_upload)
+{
+	if (meter.budget)
+		fmt_meter_end(&meter);
+	fmt_budget_init(&budget, per_upload, per_upload);
+	fmt_meter_begin(&meter, &budget);
+	return pickle_arena_new(&meter);
+}
+
 static int run(struct pickle_value **out, struct pickle_arena **a, const void *p, size_t n)
 {
-	*a = pickle_arena_new(64u << 20);
+	*a = arena_new(64u << 20);
 	ck_assert_ptr_nonnull(*a);
 	return pickle_vm_run(out, *a, p, n, &lim);
 }
@@ -164,13 +178,13 @@ START_TEST(test_pickle_limits_deep_nesting)
 		b[p++] = 'a';
 	b[p++] = '.';
 	small.max_stack = 1000;
-	a = pickle_arena_new(64u << 20);
+	a = arena_new(64u << 20);
 	ck_assert_int_eq(pickle_vm_run(&v, a, (uint8_t *)b, p, &small), CK_ETOOBIG);
 	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "stack"));
 	pickle_arena_free(a);
 	/* and MARK nesting */
 	memset(b, '(', len);
-	a = pickle_arena_new(64u << 20);
+	a = arena_new(64u << 20);
 	ck_assert_int_eq(pickle_vm_run(&v, a, (uint8_t *)b, len, &lim), CK_ETOOBIG);
 	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "MARK"));
 	pickle_arena_free(a);
@@ -178,7 +192,7 @@ START_TEST(test_pickle_limits_deep_nesting)
 }
 END_TEST
 
-START_TEST(test_pickle_limits_opcodes_and_arena_bytes)
+START_TEST(test_pickle_limits_opcodes_and_graph_bytes)
 {
 	struct pickle_limits few = lim;
 	struct pickle_value *v;
@@ -187,14 +201,78 @@ START_TEST(test_pickle_limits_opcodes_and_arena_bytes)
 				"aK\x02"
 				"aK\x03"
 				"a.";
+	size_t n = 20000, len = 0;
+	char *b = malloc(3 + 3 * n + 1);
 
 	few.max_ops = 4;
-	a = pickle_arena_new(64u << 20);
+	a = arena_new(64u << 20);
 	ck_assert_int_eq(pickle_vm_run(&v, a, (const uint8_t *)p, sizeof(p) - 1, &few), CK_ETOOBIG);
 	pickle_arena_free(a);
-	a = pickle_arena_new(1000);
-	ck_assert_int_eq(pickle_vm_run(&v, a, (const uint8_t *)p, sizeof(p) - 1, &lim), CK_ETOOBIG);
+	/* 20,000 ints in a list need more than 300 KiB */
+	memcpy(b, "\x80\x02]", 3);
+	len = 3;
+	for (size_t i = 0; i < n; i++, len += 3)
+		memcpy(b + len,
+		       "K\x01"
+		       "a",
+		       3);
+	b[len++] = '.';
+	a = arena_new(300 << 10);
+	ck_assert_int_eq(pickle_vm_run(&v, a, (const uint8_t *)b, len, &lim), CK_ETOOBIG);
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "per-upload memory budget"));
+	ck_assert_uint_le(fmt_budget_peak(&budget), 300 << 10);
 	pickle_arena_free(a);
+	a = arena_new(64u << 20);
+	ck_assert_int_eq(pickle_vm_run(&v, a, (const uint8_t *)b, len, &lim), 0);
+	ck_assert_uint_eq(v->u.seq.n, n);
+	pickle_arena_free(a);
+	free(b);
+}
+END_TEST
+
+START_TEST(test_pickle_rejects_a_frame_longer_than_the_pickle)
+{
+	struct pickle_value *v;
+	struct pickle_arena *a;
+
+	/* FRAME claiming 2^63 bytes: refused at once, naming its offset */
+	ERR("\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x80N.", CK_ECORRUPT,
+	    "FRAME of 9223372036854775808 bytes runs past the end");
+	ERR("\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x80N.", CK_ECORRUPT, "offset 2)");
+	ck_assert_uint_le(meter.peak, 256 << 10); /* no more than the graph's first chunk */
+	/* one byte more than what follows */
+	ERR("\x80\x04\x95\x03\x00\x00\x00\x00\x00\x00\x00N.", CK_ECORRUPT, "FRAME of 3 bytes");
+	/* a frame of exactly the rest, as protocol 4 writes it */
+	ck_assert_int_eq(RUN(v, a, "\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00N."), 0);
+	ck_assert_int_eq(v->kind, PICKLE_NONE);
+	pickle_arena_free(a);
+}
+END_TEST
+
+START_TEST(test_pickle_refuses_a_graph_over_its_budget_naming_it)
+{
+	/* ']' then 1M x ']a': a list of a million empty lists */
+	size_t n = 1000000, len = 0;
+	char *b = malloc(3 + 2 * n + 1);
+	struct pickle_value *v;
+	struct pickle_arena *a;
+	struct pickle_limits many = lim;
+
+	memcpy(b, "\x80\x02]", 3);
+	len = 3;
+	for (size_t i = 0; i < n; i++, len += 2)
+		memcpy(b + len, "]a", 2);
+	b[len++] = '.';
+	many.max_ops = 10u << 20;
+	a = arena_new(4u << 20);
+	ck_assert_int_eq(pickle_vm_run(&v, a, (const uint8_t *)b, len, &many), CK_ETOOBIG);
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "pickle object graph"));
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "4 MiB"));
+	ck_assert_uint_le(fmt_budget_peak(&budget), 4u << 20);
+	pickle_arena_free(a);
+	fmt_meter_end(&meter);
+	ck_assert_uint_eq(fmt_budget_used(&budget), 0);
+	free(b);
 }
 END_TEST
 
@@ -227,7 +305,9 @@ int main(void)
 	tcase_add_test(tc, test_pickle_keeps_unknown_objects_with_their_state);
 	tcase_add_test(tc, test_pickle_rejects_damaged_streams);
 	tcase_add_test(tc, test_pickle_limits_deep_nesting);
-	tcase_add_test(tc, test_pickle_limits_opcodes_and_arena_bytes);
+	tcase_add_test(tc, test_pickle_limits_opcodes_and_graph_bytes);
+	tcase_add_test(tc, test_pickle_rejects_a_frame_longer_than_the_pickle);
+	tcase_add_test(tc, test_pickle_refuses_a_graph_over_its_budget_naming_it);
 	tcase_add_test(tc, test_pickle_rejects_every_truncation);
 	suite_add_tcase(s, tc);
 	return run_suite(s);

@@ -287,6 +287,158 @@ START_TEST(test_safetensors_survives_every_truncation_and_bit_flip)
 }
 END_TEST
 
+/* ---- memory: hostile headers in the budget ---- */
+
+/* A safetensors file of header h (h_len bytes) and no data. */
+static uint8_t *st_file(const char *h, size_t h_len, size_t *len)
+{
+	uint8_t *b = malloc(8 + h_len);
+
+	ck_assert_ptr_nonnull(b);
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)((uint64_t)h_len >> (8 * i));
+	memcpy(b + 8, h, h_len);
+	*len = 8 + h_len;
+	return b;
+}
+
+/* n entries printf'ed from fmt (one %zu, the index) between "{" prefix and
+ * suffix "}", comma-separated. */
+static char *json_of(const char *prefix, const char *fmt, size_t n, const char *suffix, size_t *len)
+{
+	size_t cap = strlen(prefix) + strlen(suffix) + n * (strlen(fmt) + 24) + 1, l = 0;
+	char *s = malloc(cap);
+
+	ck_assert_ptr_nonnull(s);
+	l += (size_t)sprintf(s + l, "%s", prefix);
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			s[l++] = ',';
+		l += (size_t)sprintf(s + l, fmt, i);
+	}
+	l += (size_t)sprintf(s + l, "%s", suffix);
+	*len = l;
+	return s;
+}
+
+static long status_kb(const char *field)
+{
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "r");
+	long kb = -1;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, strlen(field)))
+			kb = strtol(line + strlen(field), NULL, 10);
+	fclose(f);
+	ck_assert_int_ge(kb, 0);
+	return kb;
+}
+
+/* The parse's peak RSS bound: the 40 MiB per-upload budget and slack, or
+ * more under AddressSanitizer, whose redzones and quarantine are not the
+ * parser's memory. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PARSE_RSS_MIB 160
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PARSE_RSS_MIB 160
+#endif
+#endif
+#ifndef PARSE_RSS_MIB
+#define PARSE_RSS_MIB 48
+#endif
+
+/* safetensors_read refuses b over the budget, this process's peak RSS
+ * growing by less than PARSE_RSS_MIB. */
+static void expect_refused_in_budget(const uint8_t *b, size_t len)
+{
+	struct fmt_ckpt *c = NULL;
+	FILE *f = fopen("/proc/self/clear_refs", "w");
+	long before;
+	int err;
+
+	ck_assert_ptr_nonnull(f);
+	fputs("5", f); /* VmHWM := VmRSS */
+	fclose(f);
+	before = status_kb("VmRSS:");
+	err = read_mem(&c, b, len);
+	ck_assert_msg(err == CK_ETOOBIG, "got %d (%s)", err, ck_errmsg());
+	ck_assert_ptr_null(c);
+	ck_assert_msg(strstr(ck_errmsg(), "per-upload memory budget") != NULL, "%s", ck_errmsg());
+	ck_assert_msg(strstr(ck_errmsg(), "header (offset 8)") != NULL, "%s", ck_errmsg());
+	ck_assert_msg((status_kb("VmHWM:") - before) / 1024 < PARSE_RSS_MIB,
+		      "the parse took %ld MiB", (status_kb("VmHWM:") - before) / 1024);
+	ck_assert_uint_eq(fmt_budget_used(fmt_budget_process()), 0);
+}
+
+START_TEST(test_safetensors_refuses_a_metadata_map_over_the_memory_budget)
+{
+	/* 8 MB of "k00000000":"" in __metadata__: small on the wire, large as
+	 * a JSON tree */
+	size_t hl, len;
+	char *h = json_of("{\"__metadata__\":{", "\"k%08zu\":\"\"", 560000, "}}", &hl);
+	uint8_t *b = st_file(h, hl, &len);
+
+	expect_refused_in_budget(b, len);
+	free(b);
+	free(h);
+}
+END_TEST
+
+START_TEST(test_safetensors_refuses_200000_zero_size_tensors_within_the_budget)
+{
+	size_t hl, len;
+	char *h = json_of("{", "\"t%zu\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}",
+			  200000, "}", &hl);
+	uint8_t *b = st_file(h, hl, &len);
+
+	expect_refused_in_budget(b, len);
+	free(b);
+	free(h);
+}
+END_TEST
+
+START_TEST(test_safetensors_reads_a_header_longer_than_its_read_buffer)
+{
+	/* 3000 tensors of 4 bytes: a ~250 KB header, read 64 KiB at a time */
+	size_t n = 3000, hl, len;
+	char *h = malloc(n * 96 + 2), *p = h;
+	uint8_t *b;
+	struct fmt_ckpt *c = NULL;
+
+	p += sprintf(p, "{");
+	for (size_t i = 0; i < n; i++)
+		p += sprintf(p,
+			     "%s\"layer.%zu\":{\"dtype\":\"F32\",\"shape\":[1],"
+			     "\"data_offsets\":[%zu,%zu]}",
+			     i ? "," : "", i, 4 * i, 4 * i + 4);
+	p += sprintf(p, "}");
+	hl = (size_t)(p - h);
+	ck_assert_uint_gt(hl, 3 * 65536);
+	b = st_file(h, hl, &len);
+	b = realloc(b, len + 4 * n);
+	memset(b + len, 0, 4 * n);
+	len += 4 * n;
+	ck_assert_msg(read_mem(&c, b, len) == 0, "%s", ck_errmsg());
+	ck_assert_uint_eq(c->ntensors, n);
+	ck_assert_str_eq(c->tensors[n - 1].path, "/layer.2999");
+	ck_assert_uint_eq(c->storages[n - 1].file_off, 8 + hl + 4 * (n - 1));
+	ck_assert_uint_gt(fmt_budget_used(fmt_budget_process()), 0);
+	fmt_ckpt_free(c);
+	ck_assert_uint_eq(fmt_budget_used(fmt_budget_process()), 0);
+	/* a syntax error past the first 64 KiB is reported where it is */
+	b[8 + 200000] = '#';
+	ck_assert_int_eq(read_mem(&c, b, len), CK_ECORRUPT);
+	ck_assert_msg(strstr(ck_errmsg(), "not valid JSON at offset 200008:") != NULL, "%s",
+		      ck_errmsg());
+	ck_assert_uint_eq(fmt_budget_used(fmt_budget_process()), 0);
+	free(b);
+	free(h);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("safetensors");
@@ -297,6 +449,9 @@ int main(void)
 	tcase_add_test(tc, test_safetensors_reads_empty_zero_element_and_scalar_tensors);
 	tcase_add_test(tc, test_safetensors_escapes_paths_and_orders_by_offset);
 	tcase_add_test(tc, test_safetensors_reads_from_a_file_descriptor);
+	tcase_add_test(tc, test_safetensors_refuses_a_metadata_map_over_the_memory_budget);
+	tcase_add_test(tc, test_safetensors_refuses_200000_zero_size_tensors_within_the_budget);
+	tcase_add_test(tc, test_safetensors_reads_a_header_longer_than_its_read_buffer);
 	tcase_add_test(tc, test_safetensors_rejects_every_invalid_file);
 	tcase_add_test(tc, test_safetensors_names_the_failing_case);
 	tcase_add_test(tc, test_safetensors_header_over_the_limit_is_too_big);

@@ -508,18 +508,394 @@ END_TEST
 START_TEST(test_fmt_detect_sniffs_each_format)
 {
 	struct ck_input in = {.mem = (const uint8_t *)"PK\3\4xxxxxxx", .fd = -1, .size = 12};
-	ck_assert_int_eq(fmt_detect(&in), FMT_TORCH_ZIP);
+	enum fmt_kind k;
+
+	ck_assert_int_eq(fmt_detect(&k, &in), 0);
+	ck_assert_int_eq(k, FMT_TORCH_ZIP);
 	in.mem = (const uint8_t *)"\x80\x02\x8a\x0a";
 	in.size = 4;
-	ck_assert_int_eq(fmt_detect(&in), FMT_TORCH_LEGACY);
+	ck_assert_int_eq(fmt_detect(&k, &in), 0);
+	ck_assert_int_eq(k, FMT_TORCH_LEGACY);
 	in.mem = (const uint8_t *)"\x02\0\0\0\0\0\0\0{}";
 	in.size = 10;
-	ck_assert_int_eq(fmt_detect(&in), FMT_SAFETENSORS);
+	ck_assert_int_eq(fmt_detect(&k, &in), 0);
+	ck_assert_int_eq(k, FMT_SAFETENSORS);
 	in.mem = (const uint8_t *)"abc";
 	in.size = 3;
-	ck_assert_int_eq(fmt_detect(&in), FMT_UNKNOWN);
+	ck_assert_int_eq(fmt_detect(&k, &in), 0);
+	ck_assert_int_eq(k, FMT_UNKNOWN);
 	ck_assert_str_eq(fmt_kind_name(FMT_TORCH_ZIP), "torch-zip");
 	ck_assert_str_eq(fmt_kind_name(FMT_SAFETENSORS), "safetensors");
+}
+END_TEST
+
+/* ---- memory: hostile files in the budget, legitimate ones within it ---- */
+
+/* A growable byte buffer for building inputs. */
+struct bytes {
+	uint8_t *p;
+	size_t n, cap;
+};
+
+static void add(struct bytes *b, const void *p, size_t n)
+{
+	if (b->n + n > b->cap) {
+		b->cap = (b->n + n) * 2;
+		b->p = realloc(b->p, b->cap);
+		ck_assert_ptr_nonnull(b->p);
+	}
+	memcpy(b->p + b->n, p, n);
+	b->n += n;
+}
+
+/* v as n little-endian bytes (n up to 16: zeros past the 8th). */
+static void add_le(struct bytes *b, uint64_t v, int n)
+{
+	uint8_t x[16] = {0};
+
+	for (int i = 0; i < n && i < 8; i++)
+		x[i] = (uint8_t)(v >> (8 * i));
+	add(b, x, (size_t)n);
+}
+
+static void add_str(struct bytes *b, const char *s)
+{
+	add(b, s, strlen(s));
+}
+
+/* A literal, NUL bytes included. */
+#define ADD_LIT(b, lit) add(b, lit, sizeof(lit) - 1)
+
+/* BINUNICODE s */
+static void add_unicode(struct bytes *b, const char *s)
+{
+	ADD_LIT(b, "X");
+	add_le(b, strlen(s), 4);
+	add_str(b, s);
+}
+
+/* A stored zip (CRC 0: unchecked) of records archive/<names[i]>. */
+static uint8_t *zip_of(size_t *len, const char *const *names, const struct bytes *data, size_t n)
+{
+	struct bytes z = {0};
+	uint64_t *off = calloc(n, sizeof(uint64_t)), cd, cd_size;
+	char name[256];
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "archive/%s", names[i]);
+		off[i] = z.n;
+		add_le(&z, 0x04034b50, 4);
+		add_le(&z, 20, 2);
+		add_le(&z, 0, 2 + 2 + 2 + 2 + 4);
+		add_le(&z, data[i].n, 4);
+		add_le(&z, data[i].n, 4);
+		add_le(&z, strlen(name), 2);
+		add_le(&z, 0, 2);
+		add_str(&z, name);
+		add(&z, data[i].p, data[i].n);
+	}
+	cd = z.n;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "archive/%s", names[i]);
+		add_le(&z, 0x02014b50, 4);
+		add_le(&z, 20, 2);
+		add_le(&z, 20, 2);
+		add_le(&z, 0, 2 + 2 + 2 + 2 + 4);
+		add_le(&z, data[i].n, 4);
+		add_le(&z, data[i].n, 4);
+		add_le(&z, strlen(name), 2);
+		add_le(&z, 0, 2 + 2 + 2 + 2 + 4);
+		add_le(&z, off[i], 4);
+		add_str(&z, name);
+	}
+	cd_size = z.n - cd;
+	add_le(&z, 0x06054b50, 4);
+	add_le(&z, 0, 4);
+	add_le(&z, n, 2);
+	add_le(&z, n, 2);
+	add_le(&z, cd_size, 4);
+	add_le(&z, cd, 4);
+	add_le(&z, 0, 2);
+	free(off);
+	*len = z.n;
+	return z.p;
+}
+
+/* data.pkl of {"t<i>": tensor of shape (numel,)} for i < n, protocol 2. With
+ * shared, every tensor is a view of storage "0" (numel 0); else tensor i has
+ * storage "<i>" of numel float32s. */
+static void state_dict_pickle(struct bytes *b, size_t n, int shared, size_t numel)
+{
+	char key[32];
+
+	ADD_LIT(b, "\x80\x02}q\x00(");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "t%zu", i);
+		add_unicode(b, key);
+		add_str(b, i ? "h\x01" : "ctorch._utils\n_rebuild_tensor_v2\nq\x01");
+		ADD_LIT(b, "(");
+		if (shared && i > 0) {
+			ADD_LIT(b, "h\x03");
+		} else {
+			ADD_LIT(b, "(");
+			add_unicode(b, "storage");
+			add_str(b, i ? "h\x02" : "ctorch\nFloatStorage\nq\x02");
+			snprintf(key, sizeof(key), "%zu", shared ? (size_t)0 : i);
+			add_unicode(b, key);
+			add_unicode(b, "cpu");
+			ADD_LIT(b, "J");
+			add_le(b, shared ? 0 : numel, 4);
+			add_str(b, shared ? "tq\x03" : "t");
+		}
+		ADD_LIT(b, "Q"); /* BINPERSID */
+		ADD_LIT(b, "K\x00J");
+		add_le(b, shared ? 0 : numel, 4);
+		ADD_LIT(b, "\x85K\x01\x85\x89"); /* (numel,), (1,), False */
+		add_str(b, i ? "h\x04" : "ccollections\nOrderedDict\nq\x04");
+		ADD_LIT(b, ")RtR"); /* OrderedDict(); args tuple; REDUCE */
+	}
+	ADD_LIT(b, "u.");
+}
+
+/* A torch zip of data.pkl = pkl, and storages "0".."nstorages-1" of
+ * storage_bytes each. */
+static uint8_t *torch_zip(size_t *len, struct bytes *pkl, size_t nstorages, size_t storage_bytes)
+{
+	const char **names = calloc(nstorages + 1, sizeof(char *));
+	struct bytes *data = calloc(nstorages + 1, sizeof(struct bytes));
+	uint8_t *z;
+
+	names[0] = "data.pkl";
+	data[0] = *pkl;
+	for (size_t i = 0; i < nstorages; i++) {
+		char *nm = malloc(32);
+		snprintf(nm, 32, "data/%zu", i);
+		names[i + 1] = nm;
+		data[i + 1].p = calloc(1, storage_bytes ? storage_bytes : 1);
+		data[i + 1].n = storage_bytes;
+	}
+	z = zip_of(len, names, data, nstorages + 1);
+	for (size_t i = 0; i < nstorages; i++) {
+		free((char *)names[i + 1]);
+		free(data[i + 1].p);
+	}
+	free(names);
+	free(data);
+	return z;
+}
+
+/* This process's peak RSS in MiB since the last reset_peak_rss. */
+static void reset_peak_rss(void)
+{
+	FILE *f = fopen("/proc/self/clear_refs", "w");
+
+	ck_assert_ptr_nonnull(f);
+	fputs("5", f);
+	fclose(f);
+}
+
+static double peak_rss_mib(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "r");
+	long kb = -1;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmHWM:", 6))
+			kb = strtol(line + 6, NULL, 10);
+	fclose(f);
+	ck_assert_int_ge(kb, 0);
+	return kb / 1024.0;
+}
+
+static double rss_mib(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "r");
+	long kb = -1;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmRSS:", 6))
+			kb = strtol(line + 6, NULL, 10);
+	fclose(f);
+	return kb / 1024.0;
+}
+
+/* The parse's peak RSS bound: the 40 MiB per-upload budget and slack, or
+ * more under AddressSanitizer, whose redzones and quarantine are not the
+ * parser's memory. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PARSE_RSS_MIB 160
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PARSE_RSS_MIB 160
+#endif
+#endif
+#ifndef PARSE_RSS_MIB
+#define PARSE_RSS_MIB 48
+#endif
+
+/* fmt_read must refuse b with code and a message holding needle, its
+ * memory growing by less than PARSE_RSS_MIB. */
+static void expect_refused_in_budget(uint8_t *b, size_t n, int code, const char *needle)
+{
+	struct fmt_ckpt *c = NULL;
+	double before;
+	int err;
+
+	reset_peak_rss();
+	before = rss_mib();
+	err = read_mem(&c, b, n);
+	ck_assert_msg(err == code, "expected %d got %d (%s)", code, err, ck_errmsg());
+	ck_assert_ptr_null(c);
+	ck_assert_msg(strstr(ck_errmsg(), needle) != NULL, "message '%s' lacks '%s'", ck_errmsg(),
+		      needle);
+	ck_assert_msg(peak_rss_mib() - before < PARSE_RSS_MIB, "the parse took %.1f MiB",
+		      peak_rss_mib() - before);
+}
+
+START_TEST(test_torch_refuses_a_pickle_graph_over_the_memory_budget)
+{
+	/* data.pkl: ']' then 4M x ']a' (8 MB): a list of 4 million empty lists */
+	struct bytes pkl = {0};
+	size_t n;
+	uint8_t *z;
+
+	ADD_LIT(&pkl, "\x80\x02]");
+	for (size_t i = 0; i < (4u << 20); i++)
+		ADD_LIT(&pkl, "]a");
+	ADD_LIT(&pkl, ".");
+	z = torch_zip(&n, &pkl, 0, 0);
+	expect_refused_in_budget(z, n, CK_ETOOBIG, "per-upload memory budget");
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "archive/data.pkl"));
+	free(z);
+	free(pkl.p);
+}
+END_TEST
+
+START_TEST(test_torch_refuses_200000_zero_size_tensors_within_the_budget)
+{
+	struct bytes pkl = {0};
+	size_t n;
+	uint8_t *z;
+
+	state_dict_pickle(&pkl, 200000, 1, 0);
+	z = torch_zip(&n, &pkl, 1, 0);
+	expect_refused_in_budget(z, n, CK_ETOOBIG, "per-upload memory budget");
+	free(z);
+	free(pkl.p);
+}
+END_TEST
+
+START_TEST(test_torch_reads_10000_tensors_well_within_the_budget)
+{
+	struct bytes pkl = {0};
+	struct fmt_budget b;
+	struct fmt_limits lim;
+	struct fmt_ckpt *c = NULL;
+	struct ck_input in;
+	size_t n;
+	uint8_t *z;
+
+	state_dict_pickle(&pkl, 10000, 0, 4);
+	z = torch_zip(&n, &pkl, 10000, 16);
+	in = (struct ck_input){.mem = z, .fd = -1, .size = n};
+	fmt_limits_default(&lim);
+	fmt_budget_init(&b, FMT_BUDGET_PER_UPLOAD, FMT_BUDGET_TOTAL);
+	lim.budget = &b;
+	ck_assert_msg(fmt_read(&c, &in, &lim) == 0, "%s", ck_errmsg());
+	ck_assert_uint_eq(c->ntensors, 10000);
+	ck_assert_uint_eq(c->nstorages, 10000);
+	ck_assert_msg(fmt_budget_peak(&b) < FMT_BUDGET_PER_UPLOAD / 2, "peak %llu",
+		      (unsigned long long)fmt_budget_peak(&b));
+	/* the checkpoint holds part of the budget until it is freed */
+	ck_assert_uint_gt(fmt_budget_used(&b), 0);
+	ck_assert_uint_lt(fmt_budget_used(&b), fmt_budget_peak(&b));
+	fmt_ckpt_free(c);
+	ck_assert_uint_eq(fmt_budget_used(&b), 0);
+	free(z);
+	free(pkl.p);
+}
+END_TEST
+
+START_TEST(test_torch_gives_its_budget_back_after_a_failure)
+{
+	uint8_t *b;
+	size_t n;
+	struct fmt_budget *pb = fmt_budget_process();
+
+	fmt_ckpt_free(load_valid("tied.pt", &b, &n));
+	ck_assert_uint_eq(fmt_budget_used(pb), 0);
+	for (size_t len = 0; len < n; len += 7) {
+		struct fmt_ckpt *t = NULL;
+		ck_assert_int_lt(read_mem(&t, b, len), 0);
+		ck_assert_uint_eq(fmt_budget_used(pb), 0);
+	}
+	free(b);
+}
+END_TEST
+
+START_TEST(test_fmt_read_refuses_when_other_uploads_hold_the_shared_budget)
+{
+	uint8_t *b;
+	size_t n;
+	struct fmt_budget shared;
+	struct fmt_meter other;
+	struct fmt_limits lim;
+	struct fmt_ckpt *c = NULL;
+	struct ck_input in;
+
+	fmt_ckpt_free(load_valid("general_checkpoint.pt", &b, &n));
+	in = (struct ck_input){.mem = b, .fd = -1, .size = n};
+	fmt_limits_default(&lim);
+	fmt_budget_init(&shared, 4u << 20, 8u << 20);
+	lim.budget = &shared;
+	/* other uploads hold all but 16 KiB of the total */
+	fmt_meter_begin(&other, &shared);
+	ck_assert_int_eq(fmt_meter_charge(&other, 4u << 20, "one upload"), 0);
+	{
+		struct fmt_meter third;
+		fmt_meter_begin(&third, &shared);
+		ck_assert_int_eq(fmt_meter_charge(&third, (4u << 20) - (16u << 10), "another"), 0);
+		ck_assert_int_eq(fmt_read(&c, &in, &lim), CK_ETOOBIG);
+		ck_assert_ptr_nonnull(strstr(ck_errmsg(), "shared by every upload"));
+		ck_assert_ptr_nonnull(strstr(ck_errmsg(), "8 MiB"));
+		fmt_meter_end(&third);
+	}
+	ck_assert_uint_eq(fmt_budget_used(&shared), 4u << 20);
+	ck_assert_int_eq(fmt_read(&c, &in, &lim), 0);
+	fmt_ckpt_free(c);
+	fmt_meter_end(&other);
+	ck_assert_uint_eq(fmt_budget_used(&shared), 0);
+	free(b);
+}
+END_TEST
+
+START_TEST(test_torch_rejects_a_frame_longer_than_data_pkl)
+{
+	size_t n;
+	uint8_t *b = slurp("tests/data/torch/invalid/frame_past_end.pt", &n);
+
+	ck_assert_ptr_nonnull(b);
+	expect_fail(b, n, CK_ECORRUPT, "FRAME of 9223372036854775808 bytes runs past the end");
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "offset 2)"));
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "data.pkl"));
+	free(b);
+}
+END_TEST
+
+START_TEST(test_fmt_read_reports_a_read_error_not_an_unknown_format)
+{
+	/* an upload whose bytes cannot be read (a closed descriptor) */
+	struct ck_input in = {.mem = NULL, .fd = -1, .size = 4096};
+	struct fmt_ckpt *c = NULL;
+	enum fmt_kind k;
+
+	ck_assert_int_eq(fmt_read(&c, &in, NULL), CK_EIO);
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "file header at offset 0"));
+	ck_assert_int_eq(fmt_detect(&k, &in), CK_EIO);
 }
 END_TEST
 
@@ -544,6 +920,13 @@ int main(void)
 	tcase_add_test(tc, test_torch_rejects_legacy_and_unknown_formats);
 	tcase_add_test(tc, test_torch_rejects_big_endian_files);
 	tcase_add_test(tc, test_fmt_detect_sniffs_each_format);
+	tcase_add_test(tc, test_torch_refuses_a_pickle_graph_over_the_memory_budget);
+	tcase_add_test(tc, test_torch_refuses_200000_zero_size_tensors_within_the_budget);
+	tcase_add_test(tc, test_torch_reads_10000_tensors_well_within_the_budget);
+	tcase_add_test(tc, test_torch_gives_its_budget_back_after_a_failure);
+	tcase_add_test(tc, test_fmt_read_refuses_when_other_uploads_hold_the_shared_budget);
+	tcase_add_test(tc, test_torch_rejects_a_frame_longer_than_data_pkl);
+	tcase_add_test(tc, test_fmt_read_reports_a_read_error_not_an_unknown_format);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

@@ -153,11 +153,21 @@ def main():
                            zipfile.ZIP_DEFLATED if info.filename.endswith(which)
                            else zipfile.ZIP_STORED)
     write_expect("deflated_pkl", torch.load(os.path.join(HERE, "valid", "deflated_pkl.pt")))
+    write_frame_past_end()
 
     for f in sorted(os.listdir(COMPAT)):
         if f.endswith(".pt") and not f.startswith("legacy_") and f not in ("broken.pt",
                                                                            "simple_legacy.pt"):
             write_expect("compat_" + f[:-3], torch.load(os.path.join(COMPAT, f)))
+
+
+def write_frame_past_end():
+    """A data.pkl whose protocol 4 FRAME claims 2^63 bytes: refused with its
+    offset before anything is allocated."""
+    import zipfile
+    with zipfile.ZipFile(os.path.join(HERE, "invalid", "frame_past_end.pt"), "w") as z:
+        z.writestr("frame/data.pkl", b"\x80\x04\x95" + (1 << 63).to_bytes(8, "little") + b"}.")
+        z.writestr("frame/version", b"3\n")
 
 
 if __name__ == "__main__":
