@@ -111,7 +111,7 @@ int app_open(struct app **out, const struct app_config *cfg)
 	if ((err = blob_fs_open(&app->blobs, blob_dir, cfg->compress)) < 0)
 		goto fail;
 	if ((err = gc_new(&app->gc)) < 0 || (err = metrics_new(&app->metrics)) < 0 ||
-	    (err = json_cache_new(&app->jcache)) < 0)
+	    (err = json_cache_new(&app->jcache)) < 0 || (err = upload_pool_new(&app->uploads)) < 0)
 		goto fail;
 	/* Leftovers of a crash: temporary blob files, and blobs written
 	 * whose checkpoint never committed. */
@@ -142,6 +142,7 @@ void app_close(struct app *app)
 	gc_free(app->gc);
 	metrics_free(app->metrics);
 	json_cache_free(app->jcache);
+	upload_pool_free(app->uploads);
 	for (size_t i = 0; i < app->ntokens; i++)
 		free(app->tokens[i].token);
 	free(app->tokens);
