@@ -378,6 +378,27 @@ class RequestsWithNoAnswer(unittest.TestCase):
                 s.close()
             d.cleanup()
 
+    def test_sigterm_still_lets_an_upload_that_keeps_sending_finish(self):
+        # a guard: dropping silent uploads on stop must spare live ones
+        d = ckptd.Daemon(name="live").start()
+        try:
+            s = connect(d.port, timeout=30)
+            s.sendall(upload_head("live", len(SMALL), "?epoch=5"))
+            pieces = [SMALL[i:i + 100] for i in range(0, len(SMALL), 100)]
+            s.sendall(pieces[0])
+            d.proc.send_signal(signal.SIGTERM)
+            for p in pieces[1:]:  # ~3.5 s in all, never 2 s silent
+                time.sleep(0.25)
+                s.sendall(p)
+            a = read_until_response(s, 30)
+            s.close()
+            self.assertIsNotNone(a)
+            self.assertEqual(a.status, 201, a)
+            self.assertEqual(a.json()["sha256"], ckptd.sha256_bytes(SMALL))
+            self.assertEqual(d.stop(timeout=10), 0, d.log_tail())
+        finally:
+            d.cleanup()
+
 
 # -- 3. threads --------------------------------------------------------------
 
