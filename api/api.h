@@ -85,13 +85,15 @@ int api_authorize(struct resp *out, struct app *app, const struct route *rt, str
 /* Runs rt's handler. Always fills out (an error is a JSON response). */
 void api_handle(struct resp *out, struct app *app, const struct route *rt, struct req *r);
 
-/* The body of an upload route, streamed: begin opens an unlinked spool file
- * in the store's tmp directory (r->body_fd); write appends to it, hashing
- * (in a second thread) the whole body and, as they pass, the records of a
- * zip (so ingest need not read tensor data twice), and enforces
- * --max-upload-size (CK_ETOOBIG); end sets r->body_size and r->body_sha256
- * (or fails with CK_EIO); free closes the spool (accepts a
- * request with no upload). */
+/* The body of an upload route, streamed (api/upload.c): begin opens an
+ * unlinked spool file in the store's tmp directory (r->body_fd) and starts
+ * no thread; write appends to it and enforces --max-upload-size
+ * (CK_ETOOBIG), while the app's pool of hashing threads (shared by all
+ * uploads) hashes the whole body and, as they pass, the records of a zip
+ * (so ingest need not read tensor data twice); end finishes what the pool
+ * has not hashed yet on the caller's thread and sets r->body_size and
+ * r->body_sha256 (or fails with CK_EIO); free closes the spool (accepts a
+ * request with no upload). One thread at a time per request. */
 int api_upload_begin(struct app *app, struct req *r);
 int api_upload_write(struct app *app, struct req *r, const void *p, size_t n);
 int api_upload_end(struct req *r);

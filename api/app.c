@@ -82,6 +82,8 @@ int app_open(struct app **out, const struct app_config *cfg)
 		goto fail;
 	if ((err = metrics_new(&app->metrics)) < 0 || (err = json_cache_new(&app->jcache)) < 0)
 		goto fail;
+	if ((err = upload_pool_new(&app->uploads)) < 0)
+		goto fail;
 	*out = app;
 	return 0;
 fail:
@@ -96,6 +98,7 @@ void app_close(struct app *app)
 	store_close(app->store);
 	metrics_free(app->metrics);
 	json_cache_free(app->jcache);
+	upload_pool_free(app->uploads);
 	for (size_t i = 0; i < app->ntokens; i++)
 		free(app->tokens[i].token);
 	free(app->tokens);

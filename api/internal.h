@@ -19,6 +19,8 @@ struct token {
 
 struct metrics;
 struct json_cache;
+struct upload_pool;
+struct zip_scan;
 
 struct app {
 	struct app_config cfg;
@@ -28,6 +30,7 @@ struct app {
 	struct fmt_limits limits;
 	struct metrics *metrics;
 	struct json_cache *jcache;
+	struct upload_pool *uploads; /* hashing threads shared by uploads */
 };
 
 typedef int (*handler_fn)(struct resp *out, struct app *app, struct req *r);
@@ -78,6 +81,17 @@ json_t *render_dedup(const struct index_dedup *d);
 int metrics_new(struct metrics **out);
 void metrics_free(struct metrics *m);
 int metrics_render(char **out, size_t *len, struct metrics *m, struct app *app);
+
+/* The hashing threads of uploads (api/upload.c): one per CPU (2 to 16),
+ * started with the first body byte of the first upload, shared by all.
+ * upload_pool_free stops them; every upload must have been freed first. */
+int upload_pool_new(struct upload_pool **out);
+void upload_pool_free(struct upload_pool *p);
+
+/* The zip records scanned while r's upload streamed in, for
+ * zip_scan_lookup; NULL when r has no upload. Valid after api_upload_end,
+ * until api_upload_free. */
+const struct zip_scan *upload_zip_scan(const struct req *r);
 
 /* The upload pipeline (api/ingest.c): parse the spooled body, then commit
  * it through the store (which applies retention). *out is the checkpoint

@@ -9,6 +9,32 @@
  * response: memory bodies as they are, generated bodies through a reader
  * callback, with single Range requests (206/416) and HEAD handled here for
  * every generated body.
+ *
+ * Hostile clients (the numbers are `ckptd serve` flags, http_options):
+ * - Connections: at most max_conns in all and max_conns_per_ip from one
+ *   address; libmicrohttpd (MHD) closes more at accept.
+ * - Request heads: a connection has header_timeout seconds from its accept,
+ *   or from the end of its previous request, to send a whole request line
+ *   and headers. MHD's own timeout restarts with every byte, so a trickle
+ *   would never trip it: a watchdog thread shuts down such sockets instead.
+ * - Bodies and responses: idle_timeout seconds without a byte either way
+ *   closes the connection (MHD's connection timeout).
+ * - The query string is parsed here, from MHD's URI callback, and hidden from
+ *   MHD: MHD 0.9.75 parses arguments into its small per-connection pool, and
+ *   when a long query exhausts it, it queues a 431 and then carries on
+ *   parsing, and the client never gets an answer. Over MAX_FIELDS arguments
+ *   is a 431 here; none is dropped.
+ * - A Transfer-Encoding other than chunked: 501 (MHD would read the body to
+ *   the end of the connection).
+ * - A body the client ends (half-close) before its Content-Length: MHD
+ *   closes the connection without a callback that could queue a response,
+ *   so on_completed writes the JSON error on the socket itself.
+ * - poll(), not epoll: MHD 0.9.75's edge-triggered epoll misses an end of
+ *   stream that arrives together with the last bytes, and such sockets sat
+ *   in CLOSE-WAIT until the timeout.
+ * - Stopping: requests being handled or answered get the grace period;
+ *   uploads whose client has sent nothing for STOP_IDLE_MS are dropped, and
+ *   idle keep-alive connections closed.
  */
 #include "http.h"
 
@@ -17,11 +43,13 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,32 +62,76 @@
 
 #define MAX_FIELD_LEN 4096
 #define MAX_FIELDS    512
+#define STOP_IDLE_MS  2000 /* on stop: an upload silent this long is dropped */
+#define WATCHDOG_MS   250  /* how often the watchdog looks */
+#define LOG_BURST     20   /* MHD messages per second; more are counted */
+
+enum phase {
+	PH_HEAD = 0, /* waiting for a request line and headers */
+	PH_BODY,     /* reading a request's body */
+	PH_WORK,     /* handling the request or sending the response */
+};
+
+/* One TCP connection, for the watchdog (MHD's socket context). Listed from
+ * MHD's "started" notification to its "closed" one, which MHD sends before
+ * closing the socket, so fd is valid while listed. */
+struct conn_track {
+	int fd;
+	atomic_int phase;
+	_Atomic int64_t deadline_ms; /* PH_HEAD: the head must be in by then */
+	_Atomic int64_t last_io_ms;  /* PH_BODY: the last body bytes */
+	int reaped;		     /* under the lock: shut down once */
+	struct conn_track *prev, *next;
+};
 
 struct http_server {
 	struct MHD_Daemon *d;
 	struct app *app;
 	atomic_int inflight;
+	int64_t header_timeout_ms;
+	pthread_mutex_t lock; /* conns, stopping, quit */
+	pthread_cond_t wake;
+	struct conn_track *conns;
+	int stopping, quit;
+	pthread_t watchdog;
+	int watchdog_started;
+	pthread_mutex_t log_lock;
+	time_t log_second;
+	unsigned log_count, log_dropped;
 };
 
 struct conn_state {
 	struct http_server *srv;
 	struct MHD_Connection *conn;
+	struct conn_track *track; /* NULL when it could not be allocated */
 	struct req req;
 	struct resp resp;
 	const struct route *rt;
 	enum body_kind body;
-	int early;  /* resp holds an error to send instead of running the route */
-	int queued; /* a response is queued */
+	int started; /* the first on_request call happened */
+	int in_body; /* between the first call and the last */
+	int early;   /* resp holds an error to send instead of running the route */
+	int close;   /* answer with Connection: close */
+	int queued;  /* a response is queued */
 	/* upload */
 	struct MHD_PostProcessor *pp;
 	int file_parts;
-	uint64_t received;
+	uint64_t received;   /* bytes spooled */
+	uint64_t body_bytes; /* bytes of body seen, spooled or not */
 	/* Range */
 	uint64_t range_start;
 	uint64_t bytes_out;
 	struct timespec start;
 	int status;
 };
+
+static int64_t now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 static double since(const struct timespec *t0)
 {
@@ -94,12 +166,59 @@ static int kv_push(struct req *r, const char *key, const char *value, size_t vle
 	return 0;
 }
 
-static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-				   const char *value)
+/* Percent-decodes s in place, except "%00": a NUL would end the string
+ * early (a path would go to another route), so it stays literal (and then
+ * fails validation with 400). With plus, '+' becomes a space first (query
+ * strings). Returns the new length. */
+static size_t unescape_str(char *s, int plus)
 {
-	struct conn_state *cs = cls;
+	char *r = s, *w = s;
 
-	return kv_push(&cs->req, key, value, value ? strlen(value) : 0) < 0 ? MHD_NO : MHD_YES;
+	while (*r) {
+		int hi, lo;
+		if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 &&
+		    (hi | lo) != 0) {
+			*w++ = (char)(hi << 4 | lo);
+			r += 3;
+		} else if (plus && *r == '+') {
+			*w++ = ' ';
+			r++;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
+}
+
+/* The query string q (after '?') into r->query, in order: "k=v" pairs split
+ * on '&', "k" alone has the value "", empty pieces are skipped. CK_ETOOBIG
+ * past MAX_FIELDS arguments (nothing is dropped). */
+static int query_parse(struct req *r, const char *q)
+{
+	size_t n = 0;
+	int err = 0;
+
+	for (const char *p = q; *p; p++)
+		n += *p != '&' && (p == q || p[-1] == '&');
+	if (n > MAX_FIELDS)
+		return ck_error(CK_ETOOBIG,
+				"the query has %zu arguments; at most %d are accepted: send fewer",
+				n, MAX_FIELDS);
+	char *copy = strdup(q), *save = NULL;
+	if (!copy)
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (char *piece = strtok_r(copy, "&", &save); piece && !err;
+	     piece = strtok_r(NULL, "&", &save)) {
+		char *eq = strchr(piece, '=');
+		if (eq)
+			*eq++ = '\0';
+		unescape_str(piece, 1);
+		size_t vlen = eq ? unescape_str(eq, 1) : 0;
+		err = kv_push(r, piece, eq, vlen);
+	}
+	free(copy);
+	return err;
 }
 
 static void conn_state_free(struct conn_state *cs)
@@ -126,6 +245,15 @@ static void fail(struct conn_state *cs, int code)
 {
 	api_error(&cs->resp, code);
 	cs->early = 1;
+}
+
+static void track_phase(struct conn_state *cs, enum phase ph)
+{
+	if (!cs->track)
+		return;
+	if (ph == PH_BODY)
+		atomic_store(&cs->track->last_io_ms, now_ms());
+	atomic_store(&cs->track->phase, ph);
 }
 
 static int spool_write(struct conn_state *cs, const char *data, size_t n)
@@ -244,42 +372,55 @@ static ssize_t gen_reader(void *cls, uint64_t pos, char *buf, size_t max)
 	return n;
 }
 
-/* Parses a single "bytes=a-b" range against size. 1 = a range in
- * [*start, *end], 0 = none or not understood (serve it whole), -1 = not
- * satisfiable. */
+/* 1*DIGIT at *p into *out, moving *p past it: 1 = a number, 0 = no digit,
+ * -1 = too big for 64 bits. */
+static int range_number(uint64_t *out, const char **p)
+{
+	const char *s = *p;
+	uint64_t v = 0;
+
+	if (*s < '0' || *s > '9')
+		return 0;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		unsigned d = (unsigned)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*p = s;
+	*out = v;
+	return 1;
+}
+
+/* Parses a Range header against size (RFC 9110 14.1.2), one range only:
+ * 1 = satisfiable, [*start, *end]; 0 = ignore it and send the whole body
+ * (not a valid bytes range: signs, spaces, last < first; several ranges; a
+ * number too big for 64 bits); -1 = valid but not satisfiable (416). */
 static int parse_range(uint64_t *start, uint64_t *end, const char *h, uint64_t size)
 {
-	char *e;
+	uint64_t a = 0, b = 0;
+	int ha, hb;
 
-	if (strncmp(h, "bytes=", 6) || strchr(h, ','))
+	if (strncasecmp(h, "bytes=", 6))
 		return 0;
 	h += 6;
-	if (*h == '-') {
-		uint64_t n = strtoull(h + 1, &e, 10);
-		if (e == h + 1 || *e)
+	if ((ha = range_number(&a, &h)) < 0 || *h++ != '-' || (hb = range_number(&b, &h)) < 0 || *h)
+		return 0;
+	if (!ha) { /* suffix: the last b bytes */
+		if (!hb)
 			return 0;
-		if (n == 0 || size == 0)
+		if (b == 0 || size == 0)
 			return -1;
-		*start = n >= size ? 0 : size - n;
+		*start = b >= size ? 0 : size - b;
 		*end = size - 1;
 		return 1;
 	}
-	uint64_t a = strtoull(h, &e, 10);
-	if (e == h || *e != '-')
+	if (hb && b < a)
 		return 0;
-	h = e + 1;
-	uint64_t b = size ? size - 1 : 0;
-	if (*h) {
-		b = strtoull(h, &e, 10);
-		if (*e)
-			return 0;
-		if (b >= size)
-			b = size - 1;
-	}
-	if (a >= size || b < a)
+	if (a >= size)
 		return -1;
 	*start = a;
-	*end = b;
+	*end = !hb || b >= size ? size - 1 : b;
 	return 1;
 }
 
@@ -336,11 +477,67 @@ static enum MHD_Result respond(struct conn_state *cs)
 		MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
 	for (size_t i = 0; i < r->nheaders; i++)
 		MHD_add_response_header(mr, r->headers[i].key, r->headers[i].value);
+	if (cs->close)
+		MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
 	cs->status = status;
 	ret = MHD_queue_response(cs->conn, (unsigned)status, mr);
 	MHD_destroy_response(mr);
 	cs->queued = ret == MHD_YES;
+	if (cs->queued)
+		track_phase(cs, PH_WORK);
 	return ret;
+}
+
+/* A request body framed another way than by Content-Length or chunked: MHD
+ * would read it to the end of the connection. 0, or fills the early error. */
+static int check_transfer_encoding(struct conn_state *cs)
+{
+	const char *te = header_lookup(&cs->req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+
+	if (!te || !strcasecmp(te, "chunked"))
+		return 0;
+	api_error_status(&cs->resp, 501, "not_implemented",
+			 "Transfer-Encoding '%.60s' is not supported: send the body as it is, "
+			 "with a Content-Length, or chunked",
+			 te);
+	cs->early = 1;
+	cs->close = 1;
+	return -1;
+}
+
+/* MHD's URI callback: the request line has arrived (its headers have not).
+ * Starts the request's state (MHD hands it back as *con_cls) and takes the
+ * query string: parsed here, then cut off in MHD's buffer (uri points into
+ * it, and MHD parses the arguments after this call returns), so MHD never
+ * spends its connection pool on arguments. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct http_server *srv = cls;
+	struct conn_state *cs = calloc(1, sizeof(*cs));
+	char *q = uri ? strchr(uri, '?') : NULL;
+	int err;
+
+	if (!cs)
+		return NULL;
+	clock_gettime(CLOCK_MONOTONIC, &cs->start);
+	cs->srv = srv;
+	cs->conn = conn;
+	cs->req.body_fd = -1;
+	cs->req.header = header_lookup;
+	cs->req.conn = conn;
+	if (q) {
+		if ((err = query_parse(&cs->req, q + 1)) < 0) {
+			if (err == CK_ETOOBIG)
+				api_error_status(&cs->resp, 431, "too_many_arguments", "%s",
+						 ck_errmsg());
+			else
+				api_error(&cs->resp, err);
+			cs->early = 1;
+			cs->close = 1;
+		}
+		q[1] = '\0';
+	}
+	return cs;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -351,25 +548,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct conn_state *cs = *con_cls;
 	int status, err;
 
-	if (!cs) {
-		if (!(cs = calloc(1, sizeof(*cs))))
-			return MHD_NO;
-		clock_gettime(CLOCK_MONOTONIC, &cs->start);
-		cs->srv = srv;
-		cs->conn = conn;
-		cs->req.body_fd = -1;
-		cs->req.header = header_lookup;
-		cs->req.conn = conn;
+	if (!cs) /* on_uri could not allocate it */
+		return MHD_NO;
+	if (!cs->started) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		cs->started = 1;
+		cs->in_body = 1;
+		cs->track = ci ? ci->socket_context : NULL;
+		track_phase(cs, PH_BODY);
+		atomic_fetch_add(&srv->inflight, 1);
 		cs->req.method = strdup(method);
 		cs->req.path = strdup(url);
-		*con_cls = cs;
-		atomic_fetch_add(&srv->inflight, 1);
-		if (!cs->req.method || !cs->req.path) {
+		if (!cs->req.method || !cs->req.path)
 			fail(cs, ck_error(CK_ENOMEM, "out of memory"));
-			return MHD_YES;
-		}
-		if (MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_arg, cs) < 0)
-			fail(cs, CK_ENOMEM);
+		else if (cs->early || check_transfer_encoding(cs) < 0)
+			;
 		else if (!(cs->rt = api_route_find(&cs->resp, &status, &cs->req)))
 			cs->early = 1;
 		else if (api_authorize(&cs->resp, srv->app, cs->rt, &cs->req) < 0)
@@ -383,11 +577,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return MHD_YES;
 	}
 	if (*data_size > 0) {
+		if (cs->track)
+			atomic_store(&cs->track->last_io_ms, now_ms());
+		cs->body_bytes += *data_size;
 		if (!cs->early && !cs->queued && (err = body_chunk(cs, data, *data_size)) < 0)
 			fail(cs, err);
 		*data_size = 0;
 		return MHD_YES;
 	}
+	cs->in_body = 0;
+	track_phase(cs, PH_WORK);
 	if (cs->queued)
 		return MHD_YES;
 	if (!cs->early && cs->body == BODY_UPLOAD) {
@@ -405,6 +604,42 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	return respond(cs);
 }
 
+/* The client ended its side (half-close) before the whole body came. MHD
+ * 0.9.75 then closes the connection without letting a response be queued,
+ * but calls this before it shuts the socket, and the client can still
+ * read: write the error (the one found during the body, e.g. 413, or a
+ * 400 saying how far the body got) on the socket, best effort. */
+static void answer_cut_body(struct conn_state *cs, struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	struct resp *r = &cs->resp;
+	char head[256];
+
+	if (!ci)
+		return;
+	if (!cs->early) {
+		const char *cl = header_lookup(&cs->req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		char want[48] = "before its last chunk";
+		if (cl)
+			snprintf(want, sizeof(want), "of %.20s", cl);
+		api_error_status(r, 400, "incomplete_body",
+				 "the request body ended after %" PRIu64 " bytes %s: the client "
+				 "closed its side of the connection before sending the rest",
+				 cs->body_bytes, want);
+	}
+	int n = snprintf(head, sizeof(head),
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			 "Connection: close\r\n\r\n",
+			 r->status, MHD_get_reason_phrase_for((unsigned)r->status),
+			 r->content_type ? r->content_type : "application/json", r->body_len);
+	struct iovec iov[2] = {{head, (size_t)n}, {r->body, r->body ? r->body_len : 0}};
+	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+	ssize_t w = sendmsg(ci->connect_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	cs->status = r->status;
+	cs->bytes_out = w > 0 ? (uint64_t)w : 0;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -415,6 +650,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (!cs)
 		return;
+	*con_cls = NULL;
+	if (!cs->started) { /* the head never came whole: nothing to log */
+		conn_state_free(cs);
+		return;
+	}
+	if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT && cs->in_body && !cs->queued)
+		answer_cut_body(cs, conn);
+	if (cs->track) { /* keep-alive: the next request's head has its deadline */
+		atomic_store(&cs->track->deadline_ms, now_ms() + srv->header_timeout_ms);
+		atomic_store(&cs->track->phase, PH_HEAD);
+	}
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci && ci->client_addr) {
 		const struct sockaddr *sa = ci->client_addr;
@@ -433,35 +679,110 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		    cs->req.path ? cs->req.path : "-", status, cs->received, cs->bytes_out, secs);
 	api_observe(srv->app, cs->rt, status, cs->received, cs->bytes_out, secs);
 	conn_state_free(cs);
-	*con_cls = NULL;
 	atomic_fetch_sub(&srv->inflight, 1);
 }
 
-/* Percent-decodes uri in place, except "%00": a NUL would end the path early
- * and send the request to another route, so it stays literal (and then fails
- * name validation with 400). Returns the new length. */
-static size_t unescape(void *cls, struct MHD_Connection *c, char *uri)
+/* MHD's connection notifications: list each connection for the watchdog. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
 {
-	char *r = uri, *w = uri;
+	struct http_server *srv = cls;
+	struct conn_track *t = *socket_context;
 
-	while (*r) {
-		int hi, lo;
-		if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 &&
-		    (hi | lo) != 0) {
-			*w++ = (char)(hi << 4 | lo);
-			r += 3;
-		} else {
-			*w++ = *r++;
-		}
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (!ci || !(t = calloc(1, sizeof(*t))))
+			return; /* untracked: only MHD's idle timeout applies */
+		t->fd = ci->connect_fd;
+		atomic_init(&t->phase, PH_HEAD);
+		atomic_init(&t->deadline_ms, now_ms() + srv->header_timeout_ms);
+		atomic_init(&t->last_io_ms, now_ms());
+		pthread_mutex_lock(&srv->lock);
+		t->next = srv->conns;
+		if (srv->conns)
+			srv->conns->prev = t;
+		srv->conns = t;
+		pthread_mutex_unlock(&srv->lock);
+		*socket_context = t;
+		return;
 	}
-	*w = '\0';
-	return (size_t)(w - uri);
+	if (code == MHD_CONNECTION_NOTIFY_CLOSED && t) {
+		pthread_mutex_lock(&srv->lock);
+		if (t->prev)
+			t->prev->next = t->next;
+		else
+			srv->conns = t->next;
+		if (t->next)
+			t->next->prev = t->prev;
+		pthread_mutex_unlock(&srv->lock);
+		free(t);
+		*socket_context = NULL;
+	}
 }
 
+/* Shuts down the sockets of connections whose request head is late, and,
+ * once the server stops, of idle keep-alive connections and of uploads
+ * whose client has gone silent. MHD then sees the end of the stream and
+ * closes them on its own threads. */
+static void *watchdog(void *arg)
+{
+	struct http_server *srv = arg;
+
+	pthread_mutex_lock(&srv->lock);
+	while (!srv->quit) {
+		int64_t now = now_ms();
+		for (struct conn_track *t = srv->conns; t; t = t->next) {
+			int ph = atomic_load(&t->phase);
+			int late =
+			    ph == PH_HEAD && (srv->stopping || now >= atomic_load(&t->deadline_ms));
+			int silent = srv->stopping && ph == PH_BODY &&
+				     now - atomic_load(&t->last_io_ms) >= STOP_IDLE_MS;
+			if (!t->reaped && (late || silent)) {
+				shutdown(t->fd, SHUT_RDWR);
+				t->reaped = 1;
+			}
+		}
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += WATCHDOG_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&srv->wake, &srv->lock, &until);
+	}
+	pthread_mutex_unlock(&srv->lock);
+	return NULL;
+}
+
+static size_t unescape(void *cls, struct MHD_Connection *c, char *uri)
+{
+	return unescape_str(uri, 0);
+}
+
+/* MHD's messages, at most LOG_BURST a second: a flood of refused
+ * connections must not become a flood of log lines. */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	struct http_server *srv = cls;
 	char line[512];
+	time_t now = time(NULL);
+	unsigned dropped = 0;
 
+	pthread_mutex_lock(&srv->log_lock);
+	if (now != srv->log_second) {
+		dropped = srv->log_dropped;
+		srv->log_second = now;
+		srv->log_count = srv->log_dropped = 0;
+	}
+	int quiet = ++srv->log_count > LOG_BURST;
+	srv->log_dropped += quiet;
+	pthread_mutex_unlock(&srv->log_lock);
+	if (dropped)
+		log_msg("libmicrohttpd: %u more messages not shown", dropped);
+	if (quiet)
+		return;
 	vsnprintf(line, sizeof(line), fmt, ap);
 	line[strcspn(line, "\n")] = '\0';
 	log_msg("libmicrohttpd: %s", line);
@@ -495,6 +816,21 @@ static int parse_listen(struct sockaddr_storage *ss, const char *listen)
 	return 0;
 }
 
+static void server_free(struct http_server *s)
+{
+	if (s->watchdog_started) {
+		pthread_mutex_lock(&s->lock);
+		s->quit = 1;
+		pthread_cond_signal(&s->wake);
+		pthread_mutex_unlock(&s->lock);
+		pthread_join(s->watchdog, NULL);
+	}
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->wake);
+	pthread_mutex_destroy(&s->log_lock);
+	free(s);
+}
+
 int http_start(struct http_server **out, const struct http_options *o)
 {
 	struct http_server *s = calloc(1, sizeof(*s));
@@ -504,26 +840,40 @@ int http_start(struct http_server **out, const struct http_options *o)
 
 	if (!s)
 		return ck_error(CK_ENOMEM, "out of memory");
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->wake, NULL);
+	pthread_mutex_init(&s->log_lock, NULL);
 	if ((err = parse_listen(&ss, o->listen)) < 0) {
-		free(s);
+		server_free(s);
 		return err;
 	}
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
+	/* poll(), not epoll: see the top of this file. */
+	if (MHD_is_feature_supported(MHD_FEATURE_POLL) == MHD_YES)
+		flags |= MHD_USE_POLL;
+	else if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
 		flags |= MHD_USE_EPOLL;
 	s->app = o->app;
+	s->header_timeout_ms = (int64_t)(o->header_timeout ? o->header_timeout : 15) * 1000;
+	if (pthread_create(&s->watchdog, NULL, watchdog, s) != 0) {
+		server_free(s);
+		return ck_error(CK_ENOMEM, "cannot start the connection watchdog thread");
+	}
+	s->watchdog_started = 1;
 	s->d = MHD_start_daemon(
-	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_SOCK_ADDR,
+	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, o->threads ? o->threads : 1,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned)300, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
-	    MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(16 * 1024),
+	    o->idle_timeout ? o->idle_timeout : 60, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    (size_t)(128 * 1024), MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)(16 * 1024),
 	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)1024, MHD_OPTION_END);
+	    o->max_conns ? o->max_conns : 1024, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+	    o->max_conns_per_ip, MHD_OPTION_END);
 	if (!s->d) {
-		free(s);
+		server_free(s);
 		return ck_error(CK_EIO, "cannot listen on %s (is the port in use?)", o->listen);
 	}
 	*out = s;
@@ -535,10 +885,14 @@ void http_stop(struct http_server *s, int grace_seconds)
 	if (!s)
 		return;
 	int fd = MHD_quiesce_daemon(s->d);
+	pthread_mutex_lock(&s->lock);
+	s->stopping = 1;
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->lock);
 	for (int i = 0; i < grace_seconds * 20 && atomic_load(&s->inflight) > 0; i++)
 		usleep(50000);
 	MHD_stop_daemon(s->d);
 	if (fd >= 0)
 		close(fd);
-	free(s);
+	server_free(s);
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,8 +57,30 @@ static const char usage[] =
     "                           no limit)\n"
     "  --threads N              HTTP worker threads (default 2 x CPUs, at least 4)\n"
     "  --compress auto|off      store blobs with the codec when it pays (default auto)\n"
+    "  --max-connections N      connections at once (default 1024); more are closed\n"
+    "                           at accept. serve raises its open-file limit to the\n"
+    "                           hard limit: each upload holds a socket and a spool\n"
+    "  --max-connections-per-ip N\n"
+    "                           connections at once from one client address\n"
+    "                           (default 64; 0 = no limit). Behind a reverse proxy\n"
+    "                           every client has the proxy's address: raise it\n"
+    "  --header-timeout SECONDS time a connection has to send a whole request line\n"
+    "                           and headers, from its accept or from the end of its\n"
+    "                           previous request (default 15; so also how long an\n"
+    "                           idle keep-alive connection stays open)\n"
+    "  --idle-timeout SECONDS   a request body or a response that moves no byte for\n"
+    "                           this long is cut off (default 60)\n"
     "  -h, --help               this text\n"
-    "  -V, --version            the version\n";
+    "  -V, --version            the version\n"
+    "\n"
+    "limits of serve without a flag:\n"
+    "  a query string holds at most 512 arguments (with a form's fields); more\n"
+    "  answer 431, none is dropped. A request line and headers must fit in 128 KiB\n"
+    "  (else 414 or 431). A Transfer-Encoding other than chunked answers 501. A body\n"
+    "  the client ends before its Content-Length answers 400. On SIGINT/SIGTERM,\n"
+    "  requests being handled or answered get 60 s to finish; uploads whose client\n"
+    "  has sent nothing for 2 s are dropped. Uploads are hashed by one thread per\n"
+    "  CPU (2 to 16) shared by all uploads, not by threads of their own.\n";
 
 static int parse_size(uint64_t *out, const char *s)
 {
@@ -131,7 +154,41 @@ static int shared_index(const char *url)
 	return url && strncmp(url, "sqlite:", 7);
 }
 
-static int serve(struct app_config *cfg, const char *listen, unsigned threads)
+/* A whole decimal number in [min, max] for flag; prints why not. */
+static int parse_count(unsigned *out, const char *flag, const char *s, unsigned min, unsigned max)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+
+	if (end == s || *end || errno || s[0] == '-' || v < min || v > max) {
+		fprintf(stderr, "ckptd: %s must be a whole number from %u to %u\n", flag, min, max);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* Raises the open-file limit to the hard limit (each connection is a
+ * socket, each upload also a spool file) and says when it stays low. */
+static void raise_nofile(unsigned max_conns)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 2 * (rlim_t)max_conns + 64)
+		log_msg("the open-file limit (%llu) is low for --max-connections %u: uploads may "
+			"fail to open their spool (raise it with ulimit -n)",
+			(unsigned long long)rl.rlim_cur, max_conns);
+}
+
+static int serve(struct app_config *cfg, struct http_options *o)
 {
 	struct app *app = NULL;
 	struct http_server *srv = NULL;
@@ -143,6 +200,7 @@ static int serve(struct app_config *cfg, const char *listen, unsigned threads)
 	 * unmapping (and faulting in) fresh pages for every blob. */
 	mallopt(M_MMAP_THRESHOLD, 16 << 20);
 	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	raise_nofile(o->max_conns);
 	if ((lock = lock_data_dir(cfg->data_dir)) < 0)
 		return 1;
 	cfg->clean = 1;
@@ -158,8 +216,8 @@ static int serve(struct app_config *cfg, const char *listen, unsigned threads)
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	struct http_options o = {listen, threads, app};
-	if ((err = http_start(&srv, &o)) < 0) {
+	o->app = app;
+	if ((err = http_start(&srv, o)) < 0) {
 		fprintf(stderr, "ckptd: %s\n", ck_errmsg());
 		app_close(app);
 		close(lock);
@@ -167,8 +225,8 @@ static int serve(struct app_config *cfg, const char *listen, unsigned threads)
 	}
 	log_msg("ckptd %s serving http://%s/ from %s (index %s, blobs %s; %u threads, compression "
 		"%s%s)",
-		CKPTD_VERSION, listen, cfg->data_dir, app_index_kind(app), app_blobs_kind(app),
-		threads, cfg->compress ? "auto" : "off", cfg->token_file ? ", tokens on" : "");
+		CKPTD_VERSION, o->listen, cfg->data_dir, app_index_kind(app), app_blobs_kind(app),
+		o->threads, cfg->compress ? "auto" : "off", cfg->token_file ? ", tokens on" : "");
 	sigwait(&set, &sig);
 	log_msg("received %s: finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	http_stop(srv, 60);
@@ -191,6 +249,10 @@ int main(int argc, char **argv)
 	    {"max-upload-size", required_argument, NULL, 'm'},
 	    {"threads", required_argument, NULL, 'n'},
 	    {"compress", required_argument, NULL, 'c'},
+	    {"max-connections", required_argument, NULL, 'C'},
+	    {"max-connections-per-ip", required_argument, NULL, 'P'},
+	    {"header-timeout", required_argument, NULL, 'H'},
+	    {"idle-timeout", required_argument, NULL, 'I'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -198,7 +260,13 @@ int main(int argc, char **argv)
 	struct app_config cfg = {0};
 	const char *listen = getenv("CKPTD_LISTEN"), *cmd = NULL;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	unsigned threads = ncpu > 2 ? (unsigned)(2 * ncpu) : 4;
+	struct http_options http = {
+	    .threads = ncpu > 2 ? (unsigned)(2 * ncpu) : 4,
+	    .max_conns = 1024,
+	    .max_conns_per_ip = 64,
+	    .header_timeout = 15,
+	    .idle_timeout = 60,
+	};
 	int c;
 
 	cfg.data_dir = getenv("CKPTD_DATA");
@@ -248,9 +316,28 @@ int main(int argc, char **argv)
 				fprintf(stderr, "ckptd: --threads must be 1 to 1024\n");
 				return 2;
 			}
-			threads = (unsigned)v;
+			http.threads = (unsigned)v;
 			break;
 		}
+		case 'C':
+			if (parse_count(&http.max_conns, "--max-connections", optarg, 1, 1000000) <
+			    0)
+				return 2;
+			break;
+		case 'P':
+			if (parse_count(&http.max_conns_per_ip, "--max-connections-per-ip", optarg,
+					0, 1000000) < 0)
+				return 2;
+			break;
+		case 'H':
+			if (parse_count(&http.header_timeout, "--header-timeout", optarg, 1, 3600) <
+			    0)
+				return 2;
+			break;
+		case 'I':
+			if (parse_count(&http.idle_timeout, "--idle-timeout", optarg, 1, 86400) < 0)
+				return 2;
+			break;
 		case 'c':
 			if (!strcmp(optarg, "auto"))
 				cfg.compress = 1;
@@ -276,8 +363,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ckptd: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	http.listen = listen;
 	if (!strcmp(cmd, "serve"))
-		return serve(&cfg, listen, threads);
+		return serve(&cfg, &http);
 	if (!strcmp(cmd, "verify") || !strcmp(cmd, "stats") || !strcmp(cmd, "gc")) {
 		struct app *app = NULL;
 		int lock = -1, rc = 0, err;

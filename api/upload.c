@@ -1,0 +1,382 @@
+/*
+ * upload.c: an upload's spool and the hashing that follows it (api.h's
+ * api_upload_*).
+ *
+ * The body streams into an unlinked O_TMPFILE spool in the store's tmp
+ * directory; it is never held in memory. Two hashes read the spool just
+ * behind the writer, from the page cache: the SHA-256 of the whole file, and
+ * the zip record scanner (formats/zip_scan.c), so ingest need not read the
+ * tensor data a second time.
+ *
+ * Both run on one pool of hashing threads per app, shared by every upload:
+ * one thread per CPU (2 to 16), started with the first body byte of the
+ * first upload, never one per upload, so a thousand uploads waiting for
+ * their bodies start no thread. Each upload has two jobs (one per hash). A
+ * job is queued when the writer publishes bytes it has not read and it is
+ * neither queued nor running; a worker takes the oldest job, hashes at most
+ * QUANTUM bytes of what was published, and queues it again at the tail if
+ * more is there, so uploads share the threads in turn.
+ *
+ * With more uploads than threads, hashing falls behind the writers. Then
+ * api_upload_end takes its jobs back from the pool (waiting only for a
+ * quantum in progress) and hashes what is left on the caller's thread, from
+ * the page cache or the disk: the result never waits for a free worker.
+ *
+ * Locking: one mutex per pool guards the queue, every job's state and every
+ * upload's `published`. A job's `done` and its hash state belong to whoever
+ * runs it (a worker while RUNNING, the owner once CLAIMED); the handover
+ * goes through the mutex.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/err.h"
+#include "../formats/zip_scan.h"
+#include "internal.h"
+
+/* Records below this size are hashed after the upload from the spool (in
+ * the page cache): following them as they stream costs more than it saves. */
+#define SCAN_MIN_RECORD (64 * 1024)
+
+#define READ_CHUNK (1 << 20)  /* one pread */
+#define QUANTUM	   (16 << 20) /* bytes a worker hashes before taking turns */
+#define POOL_MIN   2
+#define POOL_MAX   16
+
+enum job_state {
+	JOB_IDLE = 0, /* nothing to read, or not yet started */
+	JOB_QUEUED,   /* waiting in the pool's queue */
+	JOB_RUNNING,  /* a worker is reading for it */
+	JOB_CLAIMED,  /* taken back by the upload's owner: never queued again */
+};
+
+struct upload;
+
+struct hash_job {
+	struct upload *u;
+	void (*eat)(struct upload *u, const uint8_t *p, size_t n);
+	enum job_state state;
+	uint64_t done; /* bytes hashed */
+	int err;       /* a failed read: the job stops */
+	struct hash_job *prev, *next;
+};
+
+struct upload_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t work;	/* a job was queued, or stop */
+	pthread_cond_t settled; /* a job stopped running */
+	struct hash_job *head, *tail;
+	pthread_t threads[POOL_MAX];
+	unsigned nthreads, max_threads, idle;
+	int stop;
+};
+
+struct upload {
+	struct upload_pool *pool;
+	struct zip_scan *scan;
+	struct hasher *h;
+	uint64_t size;	    /* bytes spooled (the writer's count) */
+	uint64_t published; /* under pool->lock: bytes the jobs may read */
+	int fd;
+	struct hash_job job[2];
+};
+
+static void eat_file_hash(struct upload *u, const uint8_t *p, size_t n)
+{
+	hasher_update(u->h, p, n);
+}
+
+static void eat_records(struct upload *u, const uint8_t *p, size_t n)
+{
+	zip_scan_feed(u->scan, p, n);
+}
+
+/* Hashes the job's bytes up to end, reading the spool into buf. Run by the
+ * job's current holder only, without the pool's lock. */
+static void job_run(struct hash_job *j, uint8_t *buf, uint64_t end)
+{
+	while (!j->err && j->done < end) {
+		size_t n = end - j->done < READ_CHUNK ? (size_t)(end - j->done) : READ_CHUNK;
+		ssize_t r = pread(j->u->fd, buf, n, (off_t)j->done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			j->err = CK_EIO;
+			break;
+		}
+		j->eat(j->u, buf, (size_t)r);
+		j->done += (uint64_t)r;
+	}
+}
+
+/* Queue operations: with the pool's lock held. */
+static void queue_push(struct upload_pool *p, struct hash_job *j)
+{
+	j->state = JOB_QUEUED;
+	j->next = NULL;
+	j->prev = p->tail;
+	if (p->tail)
+		p->tail->next = j;
+	else
+		p->head = j;
+	p->tail = j;
+}
+
+static void queue_remove(struct upload_pool *p, struct hash_job *j)
+{
+	if (j->prev)
+		j->prev->next = j->next;
+	else
+		p->head = j->next;
+	if (j->next)
+		j->next->prev = j->prev;
+	else
+		p->tail = j->prev;
+	j->prev = j->next = NULL;
+}
+
+static void *worker(void *arg)
+{
+	struct upload_pool *p = arg;
+	uint8_t *buf = malloc(READ_CHUNK);
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		while (!p->head && !p->stop) {
+			p->idle++;
+			pthread_cond_wait(&p->work, &p->lock);
+			p->idle--;
+		}
+		if (p->stop)
+			break;
+		struct hash_job *j = p->head;
+		queue_remove(p, j);
+		j->state = JOB_RUNNING;
+		uint64_t end = j->u->published;
+		if (end - j->done > QUANTUM)
+			end = j->done + QUANTUM;
+		pthread_mutex_unlock(&p->lock);
+		if (buf)
+			job_run(j, buf, end);
+		else
+			j->err = CK_ENOMEM;
+		pthread_mutex_lock(&p->lock);
+		if (!j->err && j->done < j->u->published)
+			queue_push(p, j);
+		else
+			j->state = JOB_IDLE;
+		pthread_cond_broadcast(&p->settled);
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(buf);
+	return NULL;
+}
+
+int upload_pool_new(struct upload_pool **out)
+{
+	struct upload_pool *p = calloc(1, sizeof(*p));
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (!p)
+		return ck_error(CK_ENOMEM, "out of memory");
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->work, NULL);
+	pthread_cond_init(&p->settled, NULL);
+	p->max_threads = ncpu < POOL_MIN ? POOL_MIN : ncpu > POOL_MAX ? POOL_MAX : (unsigned)ncpu;
+	*out = p;
+	return 0;
+}
+
+void upload_pool_free(struct upload_pool *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stop = 1;
+	pthread_cond_broadcast(&p->work);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < p->nthreads; i++)
+		pthread_join(p->threads[i], NULL);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->work);
+	pthread_cond_destroy(&p->settled);
+	free(p);
+}
+
+/* Makes u->size readable by its jobs and queues those with bytes to read.
+ * Starts a worker when no thread is idle and the pool is not full. */
+static void publish(struct upload *u)
+{
+	struct upload_pool *p = u->pool;
+	int queued = 0;
+
+	pthread_mutex_lock(&p->lock);
+	u->published = u->size;
+	for (int i = 0; i < 2; i++) {
+		struct hash_job *j = &u->job[i];
+		if (j->state == JOB_IDLE && !j->err && j->done < u->published) {
+			queue_push(p, j);
+			queued++;
+		}
+	}
+	/* A thread that cannot start leaves the work to the others, or to
+	 * api_upload_end's catch-up. */
+	while (queued > (int)p->idle && p->nthreads < p->max_threads &&
+	       pthread_create(&p->threads[p->nthreads], NULL, worker, p) == 0) {
+		p->nthreads++;
+		queued--;
+	}
+	if (queued)
+		pthread_cond_broadcast(&p->work);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Takes u's jobs back from the pool: out of the queue, or once the worker
+ * running one has finished its quantum. Afterwards no worker touches u. */
+static void claim(struct upload *u)
+{
+	struct upload_pool *p = u->pool;
+
+	pthread_mutex_lock(&p->lock);
+	for (int i = 0; i < 2; i++) {
+		struct hash_job *j = &u->job[i];
+		while (j->state == JOB_RUNNING)
+			pthread_cond_wait(&p->settled, &p->lock);
+		if (j->state == JOB_QUEUED)
+			queue_remove(p, j);
+		j->state = JOB_CLAIMED;
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+int api_upload_begin(struct app *app, struct req *r)
+{
+	struct upload *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return ck_error(CK_ENOMEM, "out of memory");
+	r->upload = u;
+	u->pool = app->uploads;
+	u->fd = -1;
+	for (int i = 0; i < 2; i++)
+		u->job[i].u = u;
+	u->job[0].eat = eat_file_hash;
+	u->job[1].eat = eat_records;
+	if (!(u->h = hasher_new()) || zip_scan_new(&u->scan, SCAN_MIN_RECORD) < 0)
+		return ck_error(CK_ENOMEM, "out of memory");
+	r->body_fd = open(store_tmp_dir(app->store), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (r->body_fd < 0)
+		return ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
+				"cannot create an upload spool in %s: %s",
+				store_tmp_dir(app->store), strerror(errno));
+	u->fd = r->body_fd;
+	return 0;
+}
+
+int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
+{
+	struct upload *u = r->upload;
+	uint64_t max = app->cfg.max_upload;
+	const uint8_t *b = p;
+
+	if (max && u->size + n > max)
+		return ck_error(CK_ETOOBIG,
+				"the upload is larger than this server's limit of %llu bytes "
+				"(--max-upload-size)",
+				(unsigned long long)max);
+	while (n > 0) {
+		ssize_t w = write(r->body_fd, b, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return ck_error(errno == ENOSPC || errno == EDQUOT ? CK_ENOSPC : CK_EIO,
+					"cannot spool the upload: %s", strerror(errno));
+		b += w;
+		n -= (size_t)w;
+		u->size += (uint64_t)w;
+	}
+	publish(u);
+	return 0;
+}
+
+/* Hashes what u's claimed jobs have not read yet, reading each byte of the
+ * spool once for both. */
+static void catch_up(struct upload *u, uint8_t *buf)
+{
+	uint64_t pos = u->size;
+
+	for (int i = 0; i < 2; i++)
+		if (!u->job[i].err && u->job[i].done < pos)
+			pos = u->job[i].done;
+	while (pos < u->size) {
+		size_t n = u->size - pos < READ_CHUNK ? (size_t)(u->size - pos) : READ_CHUNK;
+		ssize_t r = pread(u->fd, buf, n, (off_t)pos);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			for (int i = 0; i < 2; i++)
+				if (!u->job[i].err && u->job[i].done < u->size)
+					u->job[i].err = CK_EIO;
+			break;
+		}
+		for (int i = 0; i < 2; i++) {
+			struct hash_job *j = &u->job[i];
+			if (j->err || j->done >= pos + (uint64_t)r)
+				continue;
+			j->eat(u, buf + (j->done - pos), (size_t)(pos + (uint64_t)r - j->done));
+			j->done = pos + (uint64_t)r;
+		}
+		pos += (uint64_t)r;
+	}
+}
+
+int api_upload_end(struct req *r)
+{
+	struct upload *u = r->upload;
+	uint8_t *buf = NULL;
+	int err = 0;
+
+	claim(u);
+	if ((u->job[0].done < u->size || u->job[1].done < u->size) && !(buf = malloc(READ_CHUNK)))
+		u->job[0].err = CK_ENOMEM;
+	else if (buf)
+		catch_up(u, buf);
+	free(buf);
+	for (int i = 0; i < 2; i++)
+		if (u->job[i].err && !err)
+			err = u->job[i].err;
+	hasher_final(u->h, &r->body_sha256, NULL);
+	r->body_size = u->size;
+	if (err)
+		return ck_error(err == CK_ENOMEM ? CK_ENOMEM : CK_EIO,
+				"the upload spool could not be read back to hash it");
+	return 0;
+}
+
+void api_upload_free(struct req *r)
+{
+	struct upload *u = r->upload;
+
+	if (u) /* its jobs read the spool: take them back first */
+		claim(u);
+	if (r->body_fd >= 0)
+		close(r->body_fd);
+	r->body_fd = -1;
+	if (!u)
+		return;
+	hasher_free(u->h);
+	zip_scan_free(u->scan);
+	free(u);
+	r->upload = NULL;
+}
+
+const struct zip_scan *upload_zip_scan(const struct req *r)
+{
+	const struct upload *u = r->upload;
+
+	return u ? u->scan : NULL;
+}
