@@ -79,7 +79,7 @@ integration: $(BUILD)/ckptd
 	@sh tests/integration/run.sh
 
 # The Python client's pytest suite (clients/python/tests) against build/ckptd:
-# the API, retries, the command line, a pip install into
+# the API, retries, the command line, HTTPS through nginx, a pip install into
 # a fresh venv, mypy --strict. CKPTD_SKIP_BIG=1 leaves out the 2 GiB save.
 client-test: $(BUILD)/ckptd
 	cd clients/python && CKPTD_BIN=$(CURDIR)/$(BUILD)/ckptd \

@@ -26,7 +26,11 @@ checkpoint's size. The SHA-256 of the bytes sent is checked against the one
 the server reports.
 
 Uploads send "Expect: 100-continue" and wait up to a second for the server's
-interim answer, so a refused write (401, 403, 404) costs no upload.
+interim answer, so a refused write (401, 403, 404) costs no upload. The
+interim answer is read from the connection byte by byte with plain recv()
+calls, never recv(MSG_PEEK) or select() on the raw socket: both misbehave on
+TLS sockets (an SSLSocket refuses recv flags, and its decrypted bytes may wait
+in OpenSSL's buffer where select() does not see them).
 
 Retries. Connection errors and 503 answers are retried with exponential
 backoff (retries=4: waits of 0.5, 1, 2, 4 s); TLS errors (an untrusted
@@ -65,7 +69,6 @@ import io
 import json
 import logging
 import os
-import select
 import socket
 import ssl
 import tempfile
@@ -598,37 +601,45 @@ class Client:
         return p
 
     def _wait_continue(self, conn: http.client.HTTPConnection) -> Optional[http.client.HTTPResponse]:
-        """After sending headers with Expect: 100-continue, waits up to wait
-        seconds for the server's interim answer. Returns None to go on sending
-        (100 Continue seen, or no answer in time, as curl does) or the early
-        final response (e.g. 401, 404) when the server refused the request."""
+        """After the headers of a request with "Expect: 100-continue", waits up
+        to _CONTINUE_WAIT seconds for the server's interim answer. Returns None
+        to go on sending (100 Continue seen, or no answer in time, as curl
+        does) or the final answer the server gave instead (401, 404, ...).
+
+        Reads with plain recv() on the connection's socket, byte by byte, so
+        that it works the same on TLS sockets and takes nothing beyond the
+        interim answer from the connection."""
         sock = conn.sock
-        assert sock is not None
-        wait = _CONTINUE_WAIT
-        ready, _, _ = select.select([sock], [], [], wait)
-        if not ready:
+        if sock is None:
+            raise _Retry("the connection closed before the body", stale=True)
+        sock.settimeout(_CONTINUE_WAIT)
+        try:
+            first = sock.recv(1)
+        except socket.timeout:
             return None
-        head = b""
-        deadline = time.monotonic() + max(wait, 5.0)
-        while b"\r\n" not in head and len(head) < 64:  # the whole status line
-            head = sock.recv(64, socket.MSG_PEEK)
-            if not head:
-                raise _Retry("the server closed the connection before the body", stale=True)
-            if b"\r\n" not in head and time.monotonic() > deadline:
-                break
-            if b"\r\n" not in head:
-                time.sleep(0.005)
-        parts = head.split(None, 2)
-        if len(parts) >= 2 and parts[1] == b"100":
-            # consume "HTTP/1.1 100 Continue\r\n...\r\n" exactly
-            buf = b""
-            while not buf.endswith(b"\r\n\r\n"):
-                b = sock.recv(1)
-                if not b:
-                    raise _Retry("the server closed the connection after 100")
-                buf += b
-            return None
-        return conn.getresponse()
+        except OSError as e:
+            raise _retry_for(e, stale=True)
+        finally:
+            sock.settimeout(self.timeout)
+        if not first:
+            raise _Retry("the server closed the connection before the body", stale=True)
+        try:
+            line = first + _readline(sock)
+            parts = line.split(None, 2)
+            if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].startswith(b"1"):
+                # an interim answer (100 Continue): its headers end at an empty line
+                while True:
+                    h = _readline(sock)
+                    if h in (b"\r\n", b"\n"):
+                        return None
+                    if not h.endswith(b"\n"):
+                        raise _Retry("the server closed the connection after %r"
+                                     % line.strip().decode("latin-1"))
+            r = http.client.HTTPResponse(cast(socket.socket, _Replay(line, sock)), method="POST")
+            r.begin()
+            return r
+        except (OSError, http.client.HTTPException) as e:
+            raise _retry_for(e, what="while waiting for 100 Continue: ")
 
     def _upload(
         self, model: str, params: Mapping[str, Any],
