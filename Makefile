@@ -23,7 +23,7 @@ WEB_FILES := $(sort $(wildcard web/*))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test unit integration e2e deps format format-check fuzz bench sanitize clean
+.PHONY: all run test unit integration client-test e2e deps format format-check fuzz bench sanitize clean
 
 all: $(BUILD)/ckptd
 
@@ -68,6 +68,7 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-30}
 	$(MAKE) e2e
+	$(MAKE) client-test
 	$(MAKE) integration
 
 unit: $(UNIT_BINS)
@@ -77,6 +78,13 @@ unit: $(UNIT_BINS)
 
 integration: $(BUILD)/ckptd
 	@sh tests/integration/run.sh
+
+# The Python client's pytest suite (clients/python/tests) against build/ckptd:
+# the API, retries, the command line, HTTPS through nginx, a pip install into
+# a fresh venv, mypy --strict. CKPTD_SKIP_BIG=1 leaves out the 2 GiB save.
+client-test: $(BUILD)/ckptd
+	cd clients/python && CKPTD_BIN=$(CURDIR)/$(BUILD)/ckptd \
+		timeout -k 10 1200 /usr/bin/python3 -m pytest -q tests
 
 e2e: $(BUILD)/ckptd
 	@if [ -f tests/e2e/run.sh ]; then sh tests/e2e/run.sh; fi

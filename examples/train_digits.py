@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ckptd_client import Client  # noqa: E402
+from ckptd import Client  # noqa: E402
 
 
 class DigitsCNN(nn.Module):

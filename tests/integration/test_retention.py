@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lib import checks, ckptd, harness  # noqa: E402
 
 sys.path.insert(0, os.path.join(ckptd.REPO, "clients", "python"))
-from ckptd_client import CkptdError, Client  # noqa: E402
+from ckptd import CkptdError, Client  # noqa: E402
 
 import torch  # noqa: E402
 

@@ -1,0 +1,47 @@
+"""ckptd: the Python client for the ckptd checkpoint server.
+
+    from ckptd import Client
+
+    with Client("http://127.0.0.1:8080") as c:
+        c.save({"epoch": e, "model_state_dict": model.state_dict()}, "resnet",
+               epoch=e, loss=val_loss)
+        model.load_state_dict(c.load("resnet", "best", root="/model_state_dict"))
+
+Standard library only; save() and load() import torch when called. The
+command line is `ckptd-client` (or `python3 -m ckptd`). See ckptd.client for
+streaming, retries, connections and TLS; ckptd.errors for the exceptions.
+"""
+
+from ._version import __version__
+from .client import DEFAULT_REF, DEFAULT_URL, Checkpoint, Client, ProgressCallback
+from .errors import (
+    AuthError,
+    CkptdConnectionError,
+    CkptdError,
+    InvalidRequest,
+    NotFound,
+    ServerError,
+)
+from .progress import TerminalProgress
+
+__all__ = [
+    "__version__",
+    "Client",
+    "Checkpoint",
+    "ProgressCallback",
+    "DEFAULT_REF",
+    "DEFAULT_URL",
+    "CkptdError",
+    "CkptdConnectionError",
+    "NotFound",
+    "AuthError",
+    "InvalidRequest",
+    "ServerError",
+    "TerminalProgress",
+]
+
+# A library logs, the application decides where to: nothing is printed unless
+# logging is configured (the command line does).
+import logging as _logging
+
+_logging.getLogger("ckptd").addHandler(_logging.NullHandler())

@@ -1,0 +1,972 @@
+"""The training-side client for a ckptd checkpoint server.
+
+Standard library only; torch is imported by the methods that need it (save,
+load), so pushing, pulling and listing work under any python3.
+
+    from ckptd import Client
+
+    with Client("http://127.0.0.1:8080") as c:
+        ck = c.save({"epoch": 3, "model_state_dict": model.state_dict(),
+                     "optimizer_state_dict": opt.state_dict()},
+                    "resnet", epoch=3, loss=0.41, metrics={"acc": 0.87})
+        model.load_state_dict(c.load("resnet", "best", root="/model_state_dict"))
+
+Defaults. Every method that reads one checkpoint (load, pull_state_dict,
+pull_file, get, and the command line's pull and info) takes ref="latest" (the
+most recent upload) unless told otherwise: "best" (lowest loss, or by metric),
+or a checkpoint id. delete and update take no default: the caller names the
+checkpoint.
+
+Streaming. save() hands torch.save a file-like writer that sends each write as
+one HTTP/1.1 chunk (Transfer-Encoding: chunked) on the open connection. torch's
+zip writer calls write() strictly in file order, with a memoryview on the
+tensor's own storage, so the file is never built in memory: the client's
+memory grows by a 1 MiB coalescing buffer for the small records, not by the
+checkpoint's size. The SHA-256 of the bytes sent is checked against the one
+the server reports.
+
+Uploads send "Expect: 100-continue" and wait up to a second for the server's
+interim answer, so a refused write (401, 403, 404) costs no upload. The
+interim answer is read from the connection byte by byte with plain recv()
+calls, never recv(MSG_PEEK) or select() on the raw socket: both misbehave on
+TLS sockets (an SSLSocket refuses recv flags, and its decrypted bytes may wait
+in OpenSSL's buffer where select() does not see them).
+
+Retries. Connection errors and 503 answers are retried with exponential
+backoff (retries=4: waits of 0.5, 1, 2, 4 s); TLS errors (an untrusted
+certificate) are not. A streamed save cannot be replayed from a buffer, so a
+retried save runs torch.save(obj) again into a new request. An upload is
+retried only when the server cannot have stored it: the connection failed
+before the whole body was sent, or the server answered 503. When the body was
+sent whole and the connection broke before the answer, the upload may have
+been stored; retrying could make a duplicate checkpoint, so
+CkptdConnectionError is raised instead (check with list()). Reads are retried
+on any connection error.
+
+Connections. A Client keeps up to four idle keep-alive connections and reuses
+them; close() (or leaving a with block) closes them. A connection the server
+closed while it sat idle is replaced at once, without counting as a retry. A
+Client may be shared by threads: each call takes its own connection.
+
+TLS. https:// URLs verify the server's certificate against the system's CAs,
+or against cafile= (a PEM file; also $CKPTD_CAFILE), or through an
+ssl.SSLContext passed as ssl_context=.
+
+Errors. Every non-2xx answer raises a CkptdError (see ckptd.errors for the
+subclasses: NotFound, AuthError, InvalidRequest, ServerError) with .status,
+.code and .message from the server's JSON. Connection failures that outlast
+the retries raise CkptdConnectionError (status None), also a ConnectionError.
+
+Logging. The logger "ckptd" reports retries (WARNING) and each request
+(DEBUG); the library never prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import logging
+import os
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import urllib.parse
+from types import TracebackType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    cast,
+)
+
+from ._version import __version__
+from .errors import CkptdConnectionError, CkptdError, error_from_body
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Client", "DEFAULT_URL", "DEFAULT_REF", "Checkpoint", "ProgressCallback"]
+
+log = logging.getLogger("ckptd")
+
+API = "/api/v1"
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_REF = "latest"
+
+Checkpoint = Dict[str, Any]
+"""A checkpoint's JSON as the server answers it (id, model, run, epoch, ...)."""
+
+ProgressCallback = Callable[[int, Optional[int]], None]
+"""progress(bytes done, total bytes or None when unknown), called as a
+transfer goes; ckptd.progress.TerminalProgress draws one on a terminal."""
+
+Ref = Union[int, str]
+PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
+T = TypeVar("T")
+
+_COALESCE = 1 << 20  # small writes are gathered into chunks of up to 1 MiB
+_DIRECT = 256 << 10  # writes this large are sent as their own chunk, uncopied
+_READ = 1 << 20
+_MAX_IDLE = 4  # idle keep-alive connections kept per Client
+_CONTINUE_WAIT = 1.0  # seconds to wait for "100 Continue", as curl does
+_MAX_LINE = 65536  # longest status or header line read by hand
+
+
+class _Retry(Exception):
+    """Internal: this attempt failed in a way that is safe to retry.
+
+    stale: it failed before any answer came, so on a reused keep-alive
+    connection the server had just closed it (retried at once, uncounted).
+    final: retrying cannot help (a TLS failure); raise at once.
+    error: the answer to raise when the retries run out (a 503)."""
+
+    def __init__(
+        self,
+        why: str,
+        *,
+        stale: bool = False,
+        final: bool = False,
+        error: Optional[CkptdError] = None,
+    ) -> None:
+        super().__init__(why)
+        self.why = why
+        self.stale = stale
+        self.final = final
+        self.error = error
+
+
+def _retry_for(e: BaseException, *, stale: bool = False, what: str = "") -> _Retry:
+    final = isinstance(e, ssl.SSLError) and not isinstance(
+        e, (ssl.SSLEOFError, ssl.SSLZeroReturnError)
+    )
+    why = "%s%s: %s" % (what, type(e).__name__, e)
+    r = _Retry(why, stale=stale, final=final)
+    r.__cause__ = e
+    return r
+
+
+# An answer arriving as EOF or a reset on a reused connection means the server
+# closed it while it sat idle.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class _ChunkedWriter:
+    """A write-only file for torch.save: each write() goes out as HTTP chunks.
+
+    Writes below _DIRECT bytes are coalesced; larger ones are sent straight
+    from the caller's buffer (torch passes a memoryview on the storage). A
+    send failure is remembered and re-raised, since torch would otherwise
+    report it as its own error."""
+
+    def __init__(self, sock: socket.socket, progress: Optional[ProgressCallback]) -> None:
+        self.sock = sock
+        self.progress = progress
+        self.buf = bytearray()
+        self.sent = 0
+        self.sha = hashlib.sha256()
+        self.error: Optional[OSError] = None
+
+    def _send_chunk(self, data: Union[bytes, bytearray, memoryview], n: int) -> None:
+        self.sock.sendall(b"%x\r\n" % n)
+        self.sock.sendall(data)
+        self.sock.sendall(b"\r\n")
+
+    def _flush_buf(self) -> None:
+        if self.buf:
+            self._send_chunk(self.buf, len(self.buf))
+            self.buf = bytearray()
+
+    def write(self, data: Any) -> int:
+        if self.error is not None:
+            raise self.error
+        mv = memoryview(data)
+        if mv.format != "B" or mv.ndim != 1:
+            mv = mv.cast("B")
+        n = mv.nbytes
+        if n == 0:
+            return 0
+        try:
+            self.sha.update(mv)
+            if n >= _DIRECT:
+                self._flush_buf()
+                self._send_chunk(mv, n)
+            else:
+                self.buf += mv
+                if len(self.buf) >= _COALESCE:
+                    self._flush_buf()
+        except OSError as e:
+            self.error = e
+            raise
+        finally:
+            mv.release()
+        self.sent += n
+        if self.progress is not None:
+            self.progress(self.sent, None)
+        return n
+
+    def flush(self) -> None:
+        # torch calls flush() when its zip is complete; the terminating chunk
+        # is sent by finish() so that a failed torch.save never ends a body.
+        pass
+
+    def finish(self) -> None:
+        self._flush_buf()
+        self.sock.sendall(b"0\r\n\r\n")
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+def _readline(sock: socket.socket) -> bytes:
+    """One line from sock, "\\n" included, read a byte at a time so that
+    nothing after it is taken from the connection. Shorter at EOF."""
+    line = bytearray()
+    while len(line) < _MAX_LINE:
+        b = sock.recv(1)
+        if not b:
+            break
+        line += b
+        if b == b"\n":
+            break
+    return bytes(line)
+
+
+class _ReplayRaw(io.RawIOBase):
+    """The bytes already read from a connection, then the connection."""
+
+    def __init__(self, head: bytes, sock: socket.socket) -> None:
+        super().__init__()
+        self.head = head
+        self.sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.head:
+            n = min(len(b), len(self.head))
+            b[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.sock.recv_into(b)
+
+
+class _Replay:
+    """A socket stand-in for http.client.HTTPResponse, whose makefile()
+    replays the status line read while waiting for "100 Continue"."""
+
+    def __init__(self, head: bytes, sock: socket.socket) -> None:
+        self.head = head
+        self.sock = sock
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_ReplayRaw(self.head, self.sock))
+
+
+class Client:
+    """A ckptd client.
+
+    url: "http://host:port" or "https://host:port" (a path prefix is kept; a
+    trailing /api/v1 is accepted); default $CKPTD_URL, else
+    http://127.0.0.1:8080. token: a bearer token for writes (and reads under
+    --auth-read); default $CKPTD_TOKEN. timeout: seconds per socket
+    operation. retries: how many times a connection error or 503 is retried,
+    with waits of backoff, 2*backoff, ... seconds. cafile: a PEM file of CAs
+    that https:// trusts instead of the system's (default $CKPTD_CAFILE);
+    ssl_context: an ssl.SSLContext to use instead (not both).
+
+    Use it as a context manager, or call close(), to close its kept-alive
+    connections."""
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        *,
+        token: Optional[str] = None,
+        timeout: Optional[float] = 600.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        cafile: Optional[str] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+    ) -> None:
+        url = url or os.environ.get("CKPTD_URL") or DEFAULT_URL
+        if "://" not in url:
+            url = "http://" + url
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("http", "https"):
+            raise ValueError("a ckptd URL is http:// or https://, not %r" % url)
+        if cafile is not None and ssl_context is not None:
+            raise ValueError("give cafile= or ssl_context=, not both")
+        self.url = url
+        self.scheme = u.scheme
+        self.host = u.hostname or "127.0.0.1"
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        prefix = u.path.rstrip("/")
+        if prefix.endswith(API):
+            prefix = prefix[: -len(API)]
+        self.prefix = prefix + API
+        self.token = token if token is not None else os.environ.get("CKPTD_TOKEN") or None
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.ssl_context: Optional[ssl.SSLContext] = None
+        if self.scheme == "https":
+            if ssl_context is None:
+                cafile = cafile or os.environ.get("CKPTD_CAFILE") or None
+                ssl_context = ssl.create_default_context(cafile=cafile)
+            self.ssl_context = ssl_context
+        self._idle: List[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "Client(%r)" % self.url
+
+    # -- connections ------------------------------------------------------
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the idle kept-alive connections. The Client stays usable:
+        a later call opens a new connection."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for c in idle:
+            c.close()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.ssl_context is not None:
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=self.ssl_context
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def _take(self) -> Tuple[http.client.HTTPConnection, bool]:
+        """An idle connection (reused True) or a new one."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._connect(), False
+
+    def _give(self, conn: http.client.HTTPConnection) -> None:
+        """Keeps conn for the next call. Its answer must have been read whole;
+        a connection the answer closed (Connection: close) is dropped."""
+        if conn.sock is None:
+            return
+        with self._lock:
+            if len(self._idle) < _MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _url(self, path: str, params: Optional[Mapping[str, Any]] = None) -> str:
+        q = ""
+        if params:
+            items: List[Tuple[str, str]] = []
+            for k, v in params.items():
+                if v is None:
+                    continue
+                if isinstance(v, (list, tuple)):
+                    items.extend((k, str(x)) for x in v)
+                else:
+                    items.append((k, str(v)))
+            if items:
+                q = "?" + urllib.parse.urlencode(items)
+        return self.prefix + path + q
+
+    def _headers(self, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+        h = {"User-Agent": "ckptd-client/" + __version__, "Accept": "application/json"}
+        if self.token:
+            h["Authorization"] = "Bearer " + self.token
+        h.update(extra or {})
+        return h
+
+    def _with_retries(
+        self,
+        method: str,
+        url: str,
+        attempt: Callable[[http.client.HTTPConnection], T],
+    ) -> T:
+        """Runs attempt(conn) on a pooled connection until it returns,
+        retrying on _Retry with backoff. attempt must read its answer whole
+        before it returns; any exception closes the connection."""
+        delay = self.backoff
+        failures = 0
+        stale_budget = _MAX_IDLE + 1
+        while True:
+            conn, reused = self._take()
+            try:
+                value = attempt(conn)
+            except _Retry as r:
+                conn.close()
+                if r.stale and reused and stale_budget > 0:
+                    stale_budget -= 1
+                    log.debug("%s %s: the server closed an idle connection (%s); "
+                              "reconnecting", method, url, r.why)
+                    continue
+                failures += 1
+                if r.final:
+                    raise CkptdConnectionError(r.why, method=method, path=url) from r.__cause__
+                if failures > self.retries:
+                    if r.error is not None:
+                        raise r.error
+                    raise CkptdConnectionError(
+                        "%s (gave up after %d attempts)" % (r.why, failures),
+                        method=method, path=url) from r.__cause__
+                log.warning("%s %s: %s; retrying in %.1f s (%d of %d)", method, url, r.why,
+                            delay, failures, self.retries)
+                time.sleep(delay)
+                delay *= 2
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            self._give(conn)
+            return value
+
+    @staticmethod
+    def _check(status: int, body: bytes, method: str, url: str) -> None:
+        if status == 503:
+            raise _Retry("HTTP 503: %s" % body[:200].decode("utf-8", "replace"),
+                         error=error_from_body(status, body, method=method, path=url))
+        if status >= 300:
+            raise error_from_body(status, body, method=method, path=url)
+
+    @staticmethod
+    def _answer(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        """conn.getresponse(); a failure before any answer is stale on a
+        reused connection."""
+        try:
+            return conn.getresponse()
+        except _STALE as e:
+            raise _retry_for(e, stale=True)
+        except (OSError, http.client.HTTPException) as e:
+            raise _retry_for(e)
+
+    def _request(
+        self, method: str, path: str, params: Optional[Mapping[str, Any]] = None,
+        body: Any = None,
+    ) -> Tuple[int, bytes]:
+        """A small request with retries -> (status, body bytes)."""
+        url = self._url(path, params)
+        headers = self._headers()
+        data: Optional[bytes] = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+
+        def attempt(conn: http.client.HTTPConnection) -> Tuple[int, bytes]:
+            log.debug("%s %s", method, url)
+            try:
+                conn.request(method, url, body=data, headers=headers)
+            except (OSError, http.client.HTTPException) as e:
+                raise _retry_for(e, stale=True)
+            r = self._answer(conn)
+            try:
+                payload = r.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise _retry_for(e)
+            self._check(r.status, payload, method, url)
+            return r.status, payload
+
+        return self._with_retries(method, url, attempt)
+
+    def _json(
+        self, method: str, path: str, params: Optional[Mapping[str, Any]] = None,
+        body: Any = None,
+    ) -> Any:
+        status, data = self._request(method, path, params, body)
+        if status == 204 or not data:
+            return None
+        return json.loads(data.decode("utf-8"))
+
+    def _download(
+        self, path: str, params: Optional[Mapping[str, Any]], out: BinaryIO,
+        progress: Optional[ProgressCallback],
+    ) -> int:
+        """GETs path streaming into the binary file out -> bytes written. A
+        retry after bytes were written rewinds out when it is seekable, else
+        raises CkptdConnectionError."""
+        url = self._url(path, params)
+        headers = self._headers({"Accept": "*/*"})
+        start = out.tell() if _seekable(out) else None
+        dirty = False
+
+        def attempt(conn: http.client.HTTPConnection) -> int:
+            nonlocal dirty
+            if dirty:
+                if start is None:
+                    raise CkptdConnectionError(
+                        "the download broke and %r cannot be rewound to retry" % (out,),
+                        method="GET", path=url)
+                out.seek(start)
+                out.truncate()
+                dirty = False
+            log.debug("GET %s", url)
+            try:
+                conn.request("GET", url, headers=headers)
+            except (OSError, http.client.HTTPException) as e:
+                raise _retry_for(e, stale=True)
+            r = self._answer(conn)
+            if r.status >= 300:
+                try:
+                    payload = r.read()
+                except (OSError, http.client.HTTPException) as e:
+                    raise _retry_for(e)
+                self._check(r.status, payload, "GET", url)
+            length = r.getheader("Content-Length")
+            total = int(length) if length is not None and length.isdigit() else None
+            n = 0
+            if progress is not None:
+                progress(0, total)
+            while True:
+                try:
+                    b = r.read(_READ)
+                except (OSError, http.client.HTTPException) as e:
+                    raise _retry_for(e, what="download broke after %d bytes: " % n)
+                if not b:
+                    break
+                dirty = True
+                out.write(b)
+                n += len(b)
+                if progress is not None:
+                    progress(n, total)
+            if total is not None and n != total:
+                raise _Retry("download ended after %d of %d bytes" % (n, total))
+            return n
+
+        return self._with_retries("GET", url, attempt)
+
+    def _to(
+        self, out: PathOrFile, path: str, params: Mapping[str, Any],
+        progress: Optional[ProgressCallback],
+    ) -> int:
+        if not isinstance(out, (str, os.PathLike)):
+            return self._download(path, params, out, progress)
+        dest = os.fspath(out)
+        fd, tmp = tempfile.mkstemp(prefix=".ckptd-", dir=os.path.dirname(os.path.abspath(dest)))
+        done = False
+        try:
+            with os.fdopen(fd, "w+b") as f:
+                n = self._download(path, params, f, progress)
+            os.replace(tmp, dest)
+            done = True
+            return n
+        finally:
+            if not done:
+                os.unlink(tmp)
+
+    @staticmethod
+    def _meta(
+        epoch: Optional[int], step: Optional[int], loss: Optional[float], run: Optional[str],
+        metrics: Optional[Mapping[str, float]], tags: Union[str, Iterable[str], None],
+        pin: bool,
+    ) -> Dict[str, Any]:
+        p: Dict[str, Any] = {"epoch": epoch, "step": step, "run": run}
+        if loss is not None:
+            p["loss"] = repr(float(loss))
+        for k, v in (metrics or {}).items():
+            p["metric." + k] = repr(float(v))
+        if tags:
+            p["tag"] = [tags] if isinstance(tags, str) else [str(t) for t in tags]
+        if pin:
+            p["pin"] = 1
+        return p
+
+    def _wait_continue(self, conn: http.client.HTTPConnection) -> Optional[http.client.HTTPResponse]:
+        """After the headers of a request with "Expect: 100-continue", waits up
+        to _CONTINUE_WAIT seconds for the server's interim answer. Returns None
+        to go on sending (100 Continue seen, or no answer in time, as curl
+        does) or the final answer the server gave instead (401, 404, ...).
+
+        Reads with plain recv() on the connection's socket, byte by byte, so
+        that it works the same on TLS sockets and takes nothing beyond the
+        interim answer from the connection."""
+        sock = conn.sock
+        if sock is None:
+            raise _Retry("the connection closed before the body", stale=True)
+        sock.settimeout(_CONTINUE_WAIT)
+        try:
+            first = sock.recv(1)
+        except socket.timeout:
+            return None
+        except OSError as e:
+            raise _retry_for(e, stale=True)
+        finally:
+            sock.settimeout(self.timeout)
+        if not first:
+            raise _Retry("the server closed the connection before the body", stale=True)
+        try:
+            line = first + _readline(sock)
+            parts = line.split(None, 2)
+            if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].startswith(b"1"):
+                # an interim answer (100 Continue): its headers end at an empty line
+                while True:
+                    h = _readline(sock)
+                    if h in (b"\r\n", b"\n"):
+                        return None
+                    if not h.endswith(b"\n"):
+                        raise _Retry("the server closed the connection after %r"
+                                     % line.strip().decode("latin-1"))
+            r = http.client.HTTPResponse(cast(socket.socket, _Replay(line, sock)), method="POST")
+            r.begin()
+            return r
+        except (OSError, http.client.HTTPException) as e:
+            raise _retry_for(e, what="while waiting for 100 Continue: ")
+
+    def _upload(
+        self, model: str, params: Mapping[str, Any],
+        send_body: Callable[[socket.socket], Optional[str]], headers: Mapping[str, str],
+    ) -> Checkpoint:
+        """One streamed upload with retries. send_body(sock) sends the body
+        and returns the hex SHA-256 of what it sent (or None)."""
+        url = self._url("/models/%s/checkpoints" % _q(model), params)
+        h = self._headers(headers)
+        h["Expect"] = "100-continue"
+
+        def attempt(conn: http.client.HTTPConnection) -> Checkpoint:
+            log.debug("POST %s", url)
+            try:
+                conn.putrequest("POST", url, skip_accept_encoding=True)
+                for k, v in h.items():
+                    conn.putheader(k, v)
+                conn.endheaders()
+            except (OSError, http.client.HTTPException) as e:
+                raise _retry_for(e, stale=True)
+            early = self._wait_continue(conn)
+            if early is not None:
+                try:
+                    payload = early.read()
+                except (OSError, http.client.HTTPException) as e:
+                    raise _retry_for(e)
+                self._check(early.status, payload, "POST", url)
+                raise CkptdError("the server answered %d before the body" % early.status,
+                                 status=early.status, code="unexpected", method="POST",
+                                 path=url)
+            assert conn.sock is not None
+            try:
+                sha = send_body(conn.sock)
+            except (OSError, http.client.HTTPException) as e:
+                # The server may have refused mid-body (413, 422): read its answer.
+                try:
+                    r = conn.getresponse()
+                    payload = r.read()
+                except (OSError, http.client.HTTPException):
+                    raise _retry_for(e, what="upload broke while sending: ")
+                self._check(r.status, payload, "POST", url)
+                raise _retry_for(e, what="upload broke while sending: ")
+            try:
+                r = conn.getresponse()
+                payload = r.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise CkptdConnectionError(
+                    "the whole checkpoint was sent but the connection broke before the "
+                    "answer (%s: %s); it may have been stored: check list() before saving "
+                    "it again" % (type(e).__name__, e), method="POST", path=url) from e
+            self._check(r.status, payload, "POST", url)
+            j = cast(Checkpoint, json.loads(payload.decode("utf-8")))
+            if sha and j.get("sha256") and j["sha256"] != sha:
+                raise CkptdError("the server stored SHA-256 %s but %s was sent"
+                                 % (j["sha256"], sha), status=r.status,
+                                 code="sha256_mismatch", method="POST", path=url)
+            return j
+
+        return self._with_retries("POST", url, attempt)
+
+    # -- checkpoints ------------------------------------------------------
+
+    def save(
+        self,
+        obj: Any,
+        model: str,
+        *,
+        epoch: Optional[int] = None,
+        step: Optional[int] = None,
+        loss: Optional[float] = None,
+        run: Optional[str] = None,
+        metrics: Optional[Mapping[str, float]] = None,
+        tags: Union[str, Iterable[str], None] = None,
+        pin: bool = False,
+        progress: Optional[ProgressCallback] = None,
+    ) -> Checkpoint:
+        """torch.save(obj) streamed to the server as a new checkpoint of model
+        (needs torch).
+
+        epoch/step (int), loss (float), run (name; the server's "default"
+        when None), metrics ({name: float}), tags (str or strings), pin
+        (never removed by retention), progress (called with bytes sent and
+        None). Returns the server's checkpoint JSON (id, sha256, dedup, ...).
+        The file is never held in memory (see the module's docstring); on a
+        retry torch.save runs again."""
+        import torch
+
+        params = self._meta(epoch, step, loss, run, metrics, tags, pin)
+
+        def send_body(sock: socket.socket) -> Optional[str]:
+            w = _ChunkedWriter(sock, progress)
+            if progress is not None:
+                progress(0, None)
+            try:
+                torch.save(obj, cast(BinaryIO, w))
+            except Exception:
+                if w.error is not None:
+                    raise w.error
+                raise
+            w.finish()
+            return w.sha.hexdigest()
+
+        return self._upload(model, params, send_body, {
+            "Content-Type": "application/octet-stream",
+            "Transfer-Encoding": "chunked",
+        })
+
+    def save_file(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        model: str,
+        *,
+        epoch: Optional[int] = None,
+        step: Optional[int] = None,
+        loss: Optional[float] = None,
+        run: Optional[str] = None,
+        metrics: Optional[Mapping[str, float]] = None,
+        tags: Union[str, Iterable[str], None] = None,
+        pin: bool = False,
+        progress: Optional[ProgressCallback] = None,
+    ) -> Checkpoint:
+        """Uploads an existing checkpoint file (torch zip or safetensors),
+        streamed from disk with a Content-Length. Same options and answer as
+        save(); needs no torch."""
+        params = self._meta(epoch, step, loss, run, metrics, tags, pin)
+        size = os.path.getsize(path)
+
+        def send_body(sock: socket.socket) -> Optional[str]:
+            sha = hashlib.sha256()
+            n = 0
+            if progress is not None:
+                progress(0, size)
+            with open(path, "rb") as f:
+                while True:
+                    b = f.read(_READ)
+                    if not b:
+                        break
+                    sha.update(b)
+                    sock.sendall(b)
+                    n += len(b)
+                    if progress is not None:
+                        progress(n, size)
+            return sha.hexdigest()
+
+        return self._upload(model, params, send_body, {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+        })
+
+    def load(
+        self,
+        model: str,
+        ref: Ref = DEFAULT_REF,
+        *,
+        root: Optional[str] = None,
+        keys: Union[str, Iterable[str], None] = None,
+        run: Optional[str] = None,
+        map_location: Any = "cpu",
+    ) -> Dict[str, "torch.Tensor"]:
+        """A state_dict (name -> tensor) from checkpoint ref ("latest" by
+        default, "best" or an id) of model, built by the server's /state_dict
+        (needs torch). root: a JSON Pointer into the checkpoint
+        ("/model_state_dict"; by default the server picks the state_dict);
+        keys: globs, as a list or comma-separated ("conv*,fc.weight"); run
+        narrows best/latest. The file streams to an anonymous temporary file,
+        then torch.load(weights_only=True, map_location=map_location) reads
+        it: memory holds the tensors once."""
+        import torch
+
+        with tempfile.TemporaryFile(prefix="ckptd-") as f:
+            self.pull_state_dict(model, cast(BinaryIO, f), ref=ref, root=root, keys=keys,
+                                 run=run)
+            f.seek(0)
+            sd = torch.load(f, map_location=map_location, weights_only=True)
+        return cast(Dict[str, "torch.Tensor"], sd)
+
+    def pull_state_dict(
+        self,
+        model: str,
+        out: PathOrFile,
+        *,
+        ref: Ref = DEFAULT_REF,
+        root: Optional[str] = None,
+        keys: Union[str, Iterable[str], None] = None,
+        fmt: str = "pth",
+        run: Optional[str] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> int:
+        """Streams checkpoint ref's /state_dict into out (a path or a binary
+        file) -> bytes written. fmt: "pth" or "safetensors"; root, keys, run
+        as for load(). A path is written under a temporary name and renamed
+        when complete. Needs no torch."""
+        if keys is not None and not isinstance(keys, str):
+            keys = ",".join(keys)
+        params = {"root": root, "keys": keys, "run": run,
+                  "format": None if fmt == "pth" else fmt}
+        path = "/models/%s/checkpoints/%s/state_dict" % (_q(model), _q(str(ref)))
+        return self._to(out, path, params, progress)
+
+    def pull_file(
+        self,
+        model: str,
+        out: PathOrFile,
+        *,
+        ref: Ref = DEFAULT_REF,
+        run: Optional[str] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> int:
+        """Streams checkpoint ref's original upload, byte for byte, into out
+        (a path or a binary file) -> bytes written."""
+        path = "/models/%s/checkpoints/%s/file" % (_q(model), _q(str(ref)))
+        return self._to(out, path, {"run": run}, progress)
+
+    def list(
+        self,
+        model: str,
+        *,
+        run: Optional[str] = None,
+        epoch: Optional[int] = None,
+        tag: Optional[str] = None,
+        order: Optional[str] = None,
+        limit: Optional[int] = None,
+        offset: Optional[int] = None,
+    ) -> List[Checkpoint]:
+        """The model's checkpoints, filtered and ordered as the server's list
+        (order: created (default), epoch, loss, -loss, metric.NAME)."""
+        j = self._json("GET", "/models/%s/checkpoints" % _q(model),
+                       {"run": run, "epoch": epoch, "tag": tag, "order": order,
+                        "limit": limit, "offset": offset})
+        return cast(List[Checkpoint], j["checkpoints"])
+
+    def get(
+        self,
+        model: str,
+        ref: Ref = DEFAULT_REF,
+        *,
+        run: Optional[str] = None,
+        metric: Optional[str] = None,
+        mode: Optional[str] = None,
+    ) -> Checkpoint:
+        """One checkpoint's JSON, its tensor list included. metric and mode
+        ("min"/"max") choose what "best" means."""
+        return cast(Checkpoint, self._json(
+            "GET", "/models/%s/checkpoints/%s" % (_q(model), _q(str(ref))),
+            {"run": run, "metric": metric, "mode": mode}))
+
+    def best(
+        self,
+        model: str,
+        *,
+        metric: Optional[str] = None,
+        mode: Optional[str] = None,
+        run: Optional[str] = None,
+    ) -> Checkpoint:
+        """The best checkpoint's JSON: lowest loss, or by metric with mode
+        "min"/"max"."""
+        return self.get(model, "best", run=run, metric=metric, mode=mode)
+
+    def delete(self, model: str, ref: Ref) -> None:
+        """Deletes checkpoint ref (no default: name it); blobs nothing else
+        uses are freed."""
+        self._json("DELETE", "/models/%s/checkpoints/%s" % (_q(model), _q(str(ref))))
+
+    def update(
+        self,
+        model: str,
+        ref: Ref,
+        *,
+        loss: Optional[float] = None,
+        metrics: Optional[Mapping[str, float]] = None,
+        tags: Optional[Iterable[str]] = None,
+        pinned: Optional[bool] = None,
+    ) -> Checkpoint:
+        """Sets loss, metrics, tags or pinned of checkpoint ref -> its JSON."""
+        body: Dict[str, Any] = {}
+        if loss is not None:
+            body["loss"] = float(loss)
+        if metrics is not None:
+            body["metrics"] = {k: float(v) for k, v in metrics.items()}
+        if tags is not None:
+            body["tags"] = [str(t) for t in tags]
+        if pinned is not None:
+            body["pinned"] = bool(pinned)
+        return cast(Checkpoint, self._json(
+            "PATCH", "/models/%s/checkpoints/%s" % (_q(model), _q(str(ref))), body=body))
+
+    # -- models and the store ---------------------------------------------
+
+    def models(self) -> List[Dict[str, Any]]:
+        """Every model: checkpoint count, runs, best and latest, bytes."""
+        return cast(List[Dict[str, Any]], self._json("GET", "/models")["models"])
+
+    def delete_model(self, model: str) -> None:
+        """Deletes the model and all its checkpoints."""
+        self._json("DELETE", "/models/%s" % _q(model))
+
+    def set_retention(
+        self,
+        model: str,
+        *,
+        keep_best: int = 0,
+        keep_last: int = 0,
+        metric: str = "loss",
+        mode: str = "min",
+    ) -> Dict[str, Any]:
+        """Sets the model's retention policy (applied now and after every
+        upload; pinned checkpoints survive) -> the stored policy."""
+        return cast(Dict[str, Any], self._json(
+            "PUT", "/models/%s/retention" % _q(model),
+            body={"keep_best": keep_best, "keep_last": keep_last, "metric": metric,
+                  "mode": mode}))
+
+    def retention(self, model: str) -> Dict[str, Any]:
+        """The model's retention policy."""
+        return cast(Dict[str, Any], self._json("GET", "/models/%s/retention" % _q(model)))
+
+    def stats(self) -> Dict[str, Any]:
+        """The store's sizes: logical, unique and stored bytes, ratios."""
+        return cast(Dict[str, Any], self._json("GET", "/stats"))
+
+
+def _seekable(f: BinaryIO) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _q(s: str) -> str:
+    return urllib.parse.quote(s, safe="")
