@@ -21,6 +21,7 @@ static int status_of(int code)
 	case CK_ETOOBIG: return 413;
 	case CK_ENOSPC: return 507;
 	case CK_EFORMAT: return 415;
+	case CK_EUNAVAIL: return 503;
 	}
 	return 500;
 }

@@ -42,6 +42,7 @@ const char *ck_err_name(int code)
 	case CK_EFORMAT: return "unsupported_format";
 	case CK_ECONFLICT: return "conflict";
 	case CK_ENOMEM: return "no_memory";
+	case CK_EUNAVAIL: return "unavailable";
 	}
 	return "unknown";
 }

@@ -21,6 +21,7 @@ enum ck_err {
 	CK_EFORMAT = -8,   /* not a format ckptd reads */
 	CK_ECONFLICT = -9, /* the request conflicts with the stored state */
 	CK_ENOMEM = -10,   /* allocation failed */
+	CK_EUNAVAIL = -11, /* a backend (index or blob store) is unreachable or busy: retry later */
 };
 
 /* Sets the thread's message (printf-style) and returns code, so callers can

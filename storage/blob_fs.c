@@ -215,7 +215,7 @@ static int fs_open_reader(struct blob_reader **out, struct blob_backend *b, cons
 		close(fd);
 		return ck_error(CK_ENOMEM, "blob: out of memory");
 	}
-	if ((err = codec_reader_open(&r->cr, fd)) < 0) {
+	if ((err = codec_reader_open_fd(&r->cr, fd)) < 0) {
 		char msg[256];
 		snprintf(msg, sizeof(msg), "%s", ck_errmsg());
 		err = ck_error(err, "blob %s/%s: %s", fs->dir, name, msg);
