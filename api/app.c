@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "../common/err.h"
 #include "internal.h"
@@ -115,7 +116,7 @@ int app_open(struct app **out, const struct app_config *cfg)
 		goto fail;
 	/* Leftovers of a crash: temporary blob files, and blobs written
 	 * whose checkpoint never committed. */
-	if (cfg->clean && ((err = app->blobs->clean_tmp(app->blobs)) < 0 ||
+	if (cfg->clean && ((err = app->blobs->clean_tmp(app->blobs, (int64_t)time(NULL))) < 0 ||
 			   (err = gc_sweep(&swept, app->gc, app->idx, app->blobs)) < 0))
 		goto fail;
 	if (swept)

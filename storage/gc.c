@@ -138,7 +138,7 @@ struct sweep {
 	int err;
 };
 
-static int sweep_one(void *arg, const struct hash *h)
+static int sweep_one(void *arg, const struct hash *h, int64_t mtime)
 {
 	struct sweep *s = arg;
 	int err;
