@@ -28,6 +28,7 @@
 #include "blob.h"
 #include "blob_objstore.h"
 #include "blob_reader.h"
+#include "blob_s3.h"
 #include "codec.h"
 
 struct store {
@@ -388,7 +389,13 @@ int blob_open(struct blob_backend **out, const struct blob_config *cfg)
 	if (!cfg->url || !*cfg->url)
 		return ck_error(CK_EINVALID, "blob store: no directory or s3:// URL given");
 	if (strncmp(cfg->url, "s3://", 5) == 0) {
-		return ck_error(CK_EINVALID, "blob store: %s: S3 is not built in yet", cfg->url);
+		struct blob_s3_options opt = {
+		    .url = cfg->url,
+		    .endpoint = cfg->s3_endpoint,
+		    .region = cfg->s3_region,
+		    .instance = cfg->instance,
+		};
+		err = blob_s3_objstore_open(&o, &opt);
 	} else if (strstr(cfg->url, "://")) {
 		return ck_error(CK_EINVALID,
 				"blob store: %s: not a directory or an s3://BUCKET/PREFIX URL",
