@@ -575,7 +575,9 @@ static int s3_perform(struct s3 *s, struct req *r)
 			return ck_error(CK_EIO,
 					"blob store: S3 %s %s: the answer is longer than asked for",
 					r->method, r->key ? r->key : s->bucket);
-		if (rc == CURLE_OK && r->status < 500)
+		/* 5xx, 429 (slow down) and 408 (request timeout) are worth another
+		 * try; every other answer is the answer */
+		if (rc == CURLE_OK && r->status < 500 && r->status != 429 && r->status != 408)
 			return 0;
 		if (rc != CURLE_OK && !transient(rc))
 			return ck_error(CK_EIO, "blob store: S3 %s %s: %s", r->method, url,
@@ -1336,6 +1338,7 @@ static int s3_list(struct blob_objstore *o,
 			char key[KEY_MAX], when[64] = "";
 			const char *c = a;
 			struct hash h;
+			int64_t mtime;
 			int form;
 
 			if (xml_next(key, sizeof(key), &c, b, "Key") < 0)
@@ -1351,7 +1354,15 @@ static int s3_list(struct blob_objstore *o,
 				continue;
 			last = h;
 			have_last = 1;
-			ret = cb(arg, &h, parse_iso8601(when));
+			if ((mtime = parse_iso8601(when)) < 0) {
+				/* an age made up would let a sweep take a young blob */
+				ret = ck_error(CK_EIO,
+					       "blob store: S3 ListObjectsV2: no LastModified "
+					       "for %s",
+					       key);
+				break;
+			}
+			ret = cb(arg, &h, mtime);
 		}
 		p = r.body.p ? r.body.p : "";
 		xml_next(truncated, sizeof(truncated), &p, end, "IsTruncated");

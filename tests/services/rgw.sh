@@ -45,15 +45,18 @@ die() {
 	exit 1
 }
 
-# A TCP port nobody listens on, nor on the one after it, and not in the
-# list $3 (ports already chosen).
+# A TCP port that no socket uses, nor the one after it, and not in the list
+# $3 (ports already chosen): below the kernel's range of ephemeral ports, so
+# no outgoing connection takes it between this check and the daemon's bind.
 free_port() {
+	low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+	[ "$low" -gt 12000 ] || low=32768
 	for _ in $(seq 1 200); do
-		p=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
+		p=$((10000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % (low - 10002)))
 		busy=0
 		for q in $p $((p + 1)); do
 			case " ${3:-} " in *" $q "*) busy=1 ;; esac
-			if command -v ss >/dev/null && ss -Htln "sport = :$q" | grep -q .; then
+			if command -v ss >/dev/null && ss -Htan "( sport = :$q )" | grep -q .; then
 				busy=1
 			fi
 		done
