@@ -93,7 +93,7 @@ static int bench(const char *label, const uint8_t *data, size_t n, enum dtype dt
 	}
 	t_dec = 0;
 	if (codec != CODEC_RAW) {
-		if (codec_reader_open(&r, out) < 0)
+		if (codec_reader_open_fd(&r, out) < 0)
 			return 1;
 		t_dec = 1e9;
 		for (int k = 0; k < REPS && err == 0; k++) {

@@ -33,8 +33,9 @@ static const char usage[] =
     "commands:\n"
     "  serve     run the HTTP daemon\n"
     "  verify    re-hash every stored blob and report damaged or missing ones\n"
-    "  gc        apply retention policies and remove unreferenced blobs\n"
-    "            (refuses while a daemon serves the same data directory)\n"
+    "  gc        apply retention policies and remove unreferenced blobs (on a\n"
+    "            SQLite index it refuses while a daemon serves it; on PostgreSQL\n"
+    "            it runs beside the instances)\n"
     "  stats     print the store's sizes and ratios as JSON\n"
     "\n"
     "options:\n"
@@ -44,7 +45,15 @@ static const char usage[] =
     "  --index URL              the index: sqlite:PATH (default DATA/index.sqlite) or\n"
     "                           postgresql://USER@HOST:PORT/DB, shared by several\n"
     "                           instances (env CKPTD_INDEX)\n"
-    "  --blobs DIR              the blob store (default DATA/blobs; env CKPTD_BLOBS)\n"
+    "  --blobs DIR|s3://BUCKET/PREFIX\n"
+    "                           the blob store: a directory (default DATA/blobs) or an\n"
+    "                           S3-compatible bucket, shared by several instances (env\n"
+    "                           CKPTD_BLOBS); S3 credentials come from AWS_ACCESS_KEY_ID,\n"
+    "                           AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN only\n"
+    "  --s3-endpoint URL        the S3 service, http(s)://HOST[:PORT] (default AWS;\n"
+    "                           env CKPTD_S3_ENDPOINT)\n"
+    "  --s3-region NAME         the region requests are signed for (default us-east-1;\n"
+    "                           env CKPTD_S3_REGION)\n"
     "  --claim-lease SECONDS    how long an upload's or download's claim on its blobs\n"
     "                           lives without renewal; leftovers of a crashed\n"
     "                           instance go after it (default 3600)\n"
@@ -242,6 +251,8 @@ int main(int argc, char **argv)
 	    {"data", required_argument, NULL, 'd'},
 	    {"index", required_argument, NULL, 'i'},
 	    {"blobs", required_argument, NULL, 'b'},
+	    {"s3-endpoint", required_argument, NULL, 'E'},
+	    {"s3-region", required_argument, NULL, 'R'},
 	    {"claim-lease", required_argument, NULL, 'L'},
 	    {"listen", required_argument, NULL, 'l'},
 	    {"token-file", required_argument, NULL, 't'},
@@ -272,10 +283,16 @@ int main(int argc, char **argv)
 	cfg.data_dir = getenv("CKPTD_DATA");
 	cfg.index_url = getenv("CKPTD_INDEX");
 	cfg.blobs_url = getenv("CKPTD_BLOBS");
+	cfg.s3_endpoint = getenv("CKPTD_S3_ENDPOINT");
+	cfg.s3_region = getenv("CKPTD_S3_REGION");
 	if (cfg.index_url && !*cfg.index_url)
 		cfg.index_url = NULL;
 	if (cfg.blobs_url && !*cfg.blobs_url)
 		cfg.blobs_url = NULL;
+	if (cfg.s3_endpoint && !*cfg.s3_endpoint)
+		cfg.s3_endpoint = NULL;
+	if (cfg.s3_region && !*cfg.s3_region)
+		cfg.s3_region = NULL;
 	cfg.compress = 1;
 	if (!cfg.data_dir || !*cfg.data_dir)
 		cfg.data_dir = "./ckptd-data";
@@ -285,6 +302,8 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'd': cfg.data_dir = optarg; break;
 		case 'i': cfg.index_url = optarg; break;
+		case 'E': cfg.s3_endpoint = optarg; break;
+		case 'R': cfg.s3_region = optarg; break;
 		case 'b': cfg.blobs_url = optarg; break;
 		case 'L': {
 			char *end;

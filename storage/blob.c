@@ -1,14 +1,16 @@
 /*
- * blob.c: the backend-independent part of the blob store: codec names and
- * the reader dispatch. Each backend supplies its readers (blob_reader.h);
- * this file checks ranges once so backends need not.
+ * blob.c: the backend-independent part of the blob store: codec names,
+ * object names, and the reader dispatch. Each backend supplies its readers
+ * (blob_reader.h); this file checks ranges once so backends need not.
  */
 #include "blob.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../common/err.h"
+#include "blob_objstore.h"
 #include "blob_reader.h"
 
 static const char *const codec_names[] = {
@@ -30,6 +32,40 @@ int blob_codec_from_name(const char *name)
 		if (strcmp(name, codec_names[i]) == 0)
 			return (int)i;
 	return -1;
+}
+
+void blob_object_name(char *out, const struct hash *h, int form)
+{
+	char hex[65];
+
+	hash_to_hex(hex, h);
+	snprintf(out, 72, "%.2s/%s%s", hex, hex + 2, form == BLOB_FORM_Z ? ".z" : "");
+}
+
+static int is_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+int blob_object_parse(struct hash *h, int *form, const char *name, size_t len)
+{
+	char hex[65];
+
+	if (len == 65)
+		*form = BLOB_FORM_RAW;
+	else if (len == 67 && memcmp(name + 65, ".z", 2) == 0)
+		*form = BLOB_FORM_Z;
+	else
+		return -1;
+	if (name[2] != '/' || !is_hex(name, 2) || !is_hex(name + 3, 62))
+		return -1;
+	memcpy(hex, name, 2);
+	memcpy(hex + 2, name + 3, 62);
+	hex[64] = 0;
+	return hash_from_hex(h, hex) < 0 ? -1 : 0;
 }
 
 int blob_reader_read(struct blob_reader *r, void *buf, size_t n, uint64_t off)

@@ -2,20 +2,28 @@
  * blob.h: the content-addressed blob store, behind a backend interface.
  *
  * A blob is the raw bytes of one tensor storage (or one checkpoint skeleton),
- * named by their SHA-256. The same bytes are stored once. A backend is a
- * struct of function pointers (STYLE 2): the local directory (blob_fs.c) is
- * the first; an object store (S3) can follow without callers changing.
+ * named by their SHA-256. The same bytes are stored once. Callers see one
+ * struct of function pointers (STYLE 2), struct blob_backend, whatever holds
+ * the bytes: a local directory (blob_fs.c) or an S3-compatible object store
+ * (blob_s3.c). Both are object stores under one codec layer
+ * (blob_store.c, blob_objstore.h): the codec is chosen, encoded and decoded
+ * there, once for every backend.
  *
- * Durability: blobs are put through a batch. batch_put writes each new blob
- * to a temporary file in the store; batch_commit makes every blob of the batch
- * durable (file data flushed, renamed into place, directories flushed) before
- * it returns, so the caller may then commit index rows that refer to them. A
- * blob that already exists is not written again. Freeing an uncommitted batch
- * removes its temporary files.
+ * Durability: blobs are put through a batch. batch_commit returns only when
+ * every blob of the batch is durable in the store (files flushed and renamed
+ * into place; objects acknowledged by the object store), so the caller may
+ * then commit index rows that refer to them. A blob that already exists is
+ * not written again. Freeing an uncommitted batch removes its temporary
+ * files (on S3 a blob put by an uncommitted batch may stay: it is complete,
+ * unreferenced, and garbage collection's sweep removes it).
  *
  * Codecs: with compression on, a floating-point blob may be stored as byte
  * planes with zstd, other blobs as plain zstd, each only when that pays
  * (storage/codec.c); readers always see the raw bytes.
+ *
+ * Several processes may share one store (several ckptd instances behind a
+ * load balancer): temporary names carry an instance id, and clean_tmp only
+ * removes temporaries older than a cutoff.
  */
 #ifndef CK_BLOB_H
 #define CK_BLOB_H
@@ -49,7 +57,7 @@ struct blob_reader;
 struct blob_batch;
 
 struct blob_backend {
-	const char *name; /* "fs" */
+	const char *name; /* "fs", "s3" */
 
 	/* A new batch into *out (caller frees with batch_free). */
 	int (*batch_begin)(struct blob_batch **out, struct blob_backend *b);
@@ -58,44 +66,52 @@ struct blob_backend {
 	 * unless that blob exists. The caller has hashed those bytes already;
 	 * put does not re-hash. hint is the element type (DT_INVALID when
 	 * unknown) and lets the codec choose byte planes. Sets stored_size,
-	 * codec, existed. Errors: CK_ENOSPC, CK_EIO. */
+	 * codec, existed. Errors: CK_ENOSPC, CK_EIO, CK_EUNAVAIL (the store
+	 * is unreachable), CK_ECORRUPT (fd shorter than off + raw_size). */
 	int (*batch_put_fd)(struct blob_batch *bt, struct blob_meta *meta, int fd, uint64_t off,
 			    enum dtype hint);
 
-	/* Makes every blob put in bt durable and visible. */
+	/* Makes every blob put in bt durable and visible; returns only after
+	 * the store has acknowledged each. */
 	int (*batch_commit)(struct blob_batch *bt);
 
 	/* Removes uncommitted temporary files and frees bt; accepts NULL. */
 	void (*batch_free)(struct blob_batch *bt);
 
-	/* 0 when the blob is stored, CK_ENOTFOUND when not, CK_EIO. */
+	/* 0 when the blob is stored, CK_ENOTFOUND when not, CK_EIO,
+	 * CK_EUNAVAIL. */
 	int (*exists)(struct blob_backend *b, const struct hash *h);
 
 	/* Opens blob h for random-access reads of its raw bytes. The reader
 	 * belongs to the caller (blob_reader_close). CK_ENOTFOUND, CK_EIO,
-	 * CK_ECORRUPT (a stored file whose framing is damaged). */
+	 * CK_EUNAVAIL, CK_ECORRUPT (a stored file whose framing is damaged). */
 	int (*open)(struct blob_reader **out, struct blob_backend *b, const struct hash *h);
 
 	/* Deletes blob h; CK_ENOTFOUND when absent. The caller makes sure no
 	 * index row or upload in flight refers to it (storage/gc.c). */
 	int (*remove)(struct blob_backend *b, const struct hash *h);
 
-	/* Calls cb for every stored blob, with the time it was last written
-	 * (epoch seconds), until cb returns non-zero (which is then
-	 * returned). */
+	/* Calls cb for every stored blob, once each, with its last-modified
+	 * time (seconds since the epoch: a file's st_mtime, an object's
+	 * LastModified), until cb returns non-zero (which is then returned). */
 	int (*foreach)(struct blob_backend *b,
 		       int (*cb)(void *arg, const struct hash *h, int64_t mtime), void *arg);
 
-	/* Removes temporary objects last written before older_than (epoch
-	 * seconds), whichever process made them: several instances may share
-	 * a store, and one never removes another's temporaries in flight. */
-	int (*clean_tmp)(struct blob_backend *b, int64_t older_than);
+	/* Removes this store's temporaries (files under tmp/; on S3
+	 * incomplete multipart uploads) last modified before older_than
+	 * (seconds since the epoch), whichever process made them, and never
+	 * younger ones: other processes sharing the store may be writing
+	 * those. With `mine`, also every temporary named with this backend's
+	 * instance id, whatever its age: an instance restarting after a crash
+	 * (it has none in flight yet) removes what its previous life left. */
+	int (*clean_tmp)(struct blob_backend *b, int64_t older_than, int mine);
 
 	void (*free)(struct blob_backend *b);
 };
 
 /* Reads exactly n raw bytes at raw offset off. CK_ECORRUPT when the range is
- * past the blob's end or stored data is damaged, CK_EIO. One reader must not
+ * past the blob's end or stored data is damaged, CK_EIO, CK_EUNAVAIL,
+ * CK_ENOTFOUND (the store lost the blob while it was open). One reader must not
  * be used by two threads at once; separate readers may. */
 int blob_reader_read(struct blob_reader *r, void *buf, size_t n, uint64_t off);
 
@@ -112,18 +128,38 @@ int blob_reader_verify(struct blob_reader *r, const struct hash *h);
 
 /* The file holding r's raw bytes uncompressed, which start at *off (off may
  * be NULL), so the HTTP layer can sendfile them; -1 when the blob is stored
- * compressed (read it with blob_reader_read). The fd belongs to r: valid
- * until blob_reader_close, never closed by the caller; use it only with
+ * compressed or not in a local file (read it with blob_reader_read). The fd
+ * belongs to r: valid until blob_reader_close, never closed by the caller;
+ * use it only with
  * explicit offsets (pread, sendfile with an offset pointer). */
 int blob_reader_raw_fd(uint64_t *off, const struct blob_reader *r);
 
 /* The codec r's blob is stored with (enum blob_codec). */
 int blob_reader_codec(const struct blob_reader *r);
 
+struct blob_config {
+	const char *url;		     /* a directory path, or s3://BUCKET/PREFIX */
+	int compress;			     /* 1: choose a codec per blob; 0: store raw only */
+	const char *s3_endpoint, *s3_region; /* for s3://: http(s)://HOST[:PORT], a region name */
+	const char *instance; /* this process's id in temporary names; NULL: host and pid */
+	const char *tmp_dir;  /* local scratch for encoding blobs bound for S3 (this
+				 instance's DATA/tmp); NULL: $TMPDIR or /tmp */
+};
+
+/* Opens the store cfg->url names: a directory (blob_fs_open), or an S3
+ * bucket and key prefix on the endpoint cfg->s3_endpoint (path-style
+ * requests signed with SigV4 for region cfg->s3_region, "us-east-1" when
+ * NULL; credentials from the environment only: AWS_ACCESS_KEY_ID,
+ * AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). The strings are copied. The
+ * backend belongs to the caller (b->free). Thread-safe. CK_EINVALID for a
+ * bad URL or missing credentials; opening does not contact the store. */
+int blob_open(struct blob_backend **out, const struct blob_config *cfg);
+
 /* The local-directory backend rooted at dir (created if missing): blobs under
- * dir/ab/cdef... (the hex SHA-256, sharded by its first two digits), temporary
- * files under dir/tmp/. compress: 1 = choose a codec per blob, 0 = raw only.
- * The backend belongs to the caller (b->free). Thread-safe. */
+ * dir/ab/cdef... (the hex SHA-256, sharded by its first two digits),
+ * temporary files under dir/tmp/ (layout: blob_fs.c). compress: 1 = choose
+ * a codec per blob, 0 = raw only. The instance id is the host and pid. The
+ * backend belongs to the caller (b->free). Thread-safe. */
 int blob_fs_open(struct blob_backend **out, const char *dir, int compress);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * blob_fs.c: the local-directory blob backend.
+ * blob_fs.c: the local-directory object store (blob_objstore.h); with the
+ * codec layer over it (blob_store.c), the local blob store.
  *
  * Layout under the store's root DIR:
  *
@@ -7,29 +8,35 @@
  *                       SHA-256's hex; "ab" is the first two digits)
  *   DIR/ab/<62 hex>.z   a compressed blob: a codec container (codec.h), whose
  *                       header says zstd or planes
- *   DIR/tmp/<64 hex>.<pid>.<n>   a blob being written
+ *   DIR/tmp/<64 hex>.<instance>.<n>   an object being written by the process
+ *                       <instance> ("<host>-<pid>", or the id it was given);
+ *                       stores written before instance ids have
+ *                       <64 hex>.<pid>.<n> there, cleaned the same way
  *
  * The name alone tells raw from compressed, so a reader needs no index, and
  * raw blobs are plain files a download can sendfile (blob_reader_raw_fd). A
  * blob may exist under both names (the same bytes put once raw, once
  * compressed, e.g. with different dtype hints): both hold the same raw bytes;
- * readers prefer the raw file, foreach reports the blob once, remove removes
+ * readers prefer the raw file, list reports the blob once, remove removes
  * both. All 256 shard directories are created (and the root fsynced) at open.
  *
- * Durability (git's way): put writes a temp file in DIR/tmp and starts its
- * writeback; commit flushes every temp file (fdatasync each, or one syncfs
- * for a batch of many files, which costs one journal commit instead of one
- * per file), renames each into place (an existing target holds the same
- * bytes, so replacing it is harmless), then flushes each touched shard
- * directory once (the root too if a shard had to be re-created).
+ * Durability (git's way): put writes a temp file in DIR/tmp (a compressed
+ * blob is encoded straight into it: stage) and starts its writeback; commit
+ * flushes every temp file (fdatasync each, or one syncfs for a batch of many
+ * files, which costs one journal commit instead of one per file), renames
+ * each into place (an existing target holds the same bytes, so replacing it
+ * is harmless), then flushes each touched shard directory once (the root too
+ * if a shard had to be re-created).
  *
- * Thread safety: the backend is immutable after open except an atomic
- * counter for temp names, so any number of batches and readers may run at
- * once. Two batches writing the same new blob each write their own temp file
- * and both renames succeed. One batch is used by one thread at a time.
+ * Several processes may share DIR: temp names carry the instance id and a
+ * counter, so they never collide, and clean_tmp removes only temp files last
+ * written before its cutoff.
+ *
+ * Thread safety: the store is immutable after open except an atomic counter
+ * for temp names, so any number of batches and readers may run at once. Two
+ * batches writing the same new blob each write their own temp file and both
+ * renames succeed. One batch is used by one thread at a time.
  */
-#include "blob.h"
-
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -42,51 +49,44 @@
 #include <unistd.h>
 
 #include "../common/err.h"
+#include "blob.h"
+#include "blob_objstore.h"
 #include "blob_reader.h"
-#include "codec.h"
 
 #define COPY_BUF (1u << 20)
 /* Batches with more new files than this are flushed with one syncfs. */
 #define SYNC_EACH_MAX 32
 
-struct fs_backend {
-	struct blob_backend base;
+struct fs_store {
+	struct blob_objstore base;
 	char *dir;
 	int root; /* the store's directory, O_RDONLY */
-	int compress;
+	char instance[64];
 	atomic_ulong seq;
 };
 
 struct pending {
-	struct hash h;
-	char tmp[96];	/* relative to the root */
+	char tmp[160];	/* relative to the root */
 	char final[72]; /* relative to the root */
-	uint64_t stored_size;
-	int codec;
-	int done; /* renamed into place */
+	int done;	/* renamed into place */
 };
 
 struct fs_batch {
-	struct fs_backend *fs;
+	struct fs_store *fs;
 	struct pending *items;
 	size_t n, cap;
-	struct codec_enc *enc; /* made on the first compressed put */
 	uint8_t *buf;	       /* copy buffer when copy_file_range cannot */
+	int staged_fd;	       /* stage's file, or -1 */
+	struct pending staged; /* its names */
 };
 
-struct fs_raw_reader {
+struct fs_reader {
 	struct blob_reader base;
 	int fd;
 	char name[72];
 };
 
-struct fs_z_reader {
-	struct blob_reader base;
-	int fd;
-	struct codec_reader *cr;
-};
-
-static int sys_error(struct fs_backend *fs, int e, const char *what, const char *rel)
+static int sys_error(struct fs_store *fs, int e, const char *what, const char *rel)
 {
 	if (e == ENOSPC || e == EDQUOT)
 		return ck_error(CK_ENOSPC,
@@ -96,16 +96,7 @@ static int sys_error(struct fs_backend *fs, int e, const char *what, const char 
 	return ck_error(CK_EIO, "blob store: %s %s/%s: %s", what, fs->dir, rel, strerror(e));
 }
 
-/* "ab/cdef..." (raw) or "ab/cdef....z" into out[72]. */
-static void blob_name(char *out, const struct hash *h, int compressed)
-{
-	char hex[65];
-
-	hash_to_hex(hex, h);
-	snprintf(out, 72, "%.2s/%s%s", hex, hex + 2, compressed ? ".z" : "");
-}
-
-static int fsync_dir(struct fs_backend *fs, const char *rel)
+static int fsync_dir(struct fs_store *fs, const char *rel)
 {
 	int fd = openat(fs->root, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
 
@@ -119,9 +110,9 @@ static int fsync_dir(struct fs_backend *fs, const char *rel)
 
 /* ---- readers ---- */
 
-static int raw_read(struct blob_reader *br, void *buf, size_t n, uint64_t off)
+static int fs_read(struct blob_reader *br, void *buf, size_t n, uint64_t off)
 {
-	struct fs_raw_reader *r = (struct fs_raw_reader *)br;
+	struct fs_reader *r = (struct fs_reader *)br;
 	uint8_t *p = buf;
 
 	while (n > 0) {
@@ -143,178 +134,80 @@ static int raw_read(struct blob_reader *br, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
-static void raw_close(struct blob_reader *br)
+static void fs_close(struct blob_reader *br)
 {
-	struct fs_raw_reader *r = (struct fs_raw_reader *)br;
+	struct fs_reader *r = (struct fs_reader *)br;
 
 	close(r->fd);
 	free(r);
 }
 
-static const struct blob_reader_ops raw_ops = {raw_read, raw_close};
+static const struct blob_reader_ops fs_reader_ops = {fs_read, fs_close};
 
-static int z_read(struct blob_reader *br, void *buf, size_t n, uint64_t off)
+static int fs_open(struct blob_reader **out, struct blob_objstore *o, const struct hash *h,
+		   int form)
 {
-	struct fs_z_reader *r = (struct fs_z_reader *)br;
-
-	return codec_reader_read(r->cr, buf, n, off);
-}
-
-static void z_close(struct blob_reader *br)
-{
-	struct fs_z_reader *r = (struct fs_z_reader *)br;
-
-	codec_reader_free(r->cr);
-	close(r->fd);
-	free(r);
-}
-
-static const struct blob_reader_ops z_ops = {z_read, z_close};
-
-static int fs_open_reader(struct blob_reader **out, struct blob_backend *b, const struct hash *h)
-{
-	struct fs_backend *fs = (struct fs_backend *)b;
+	struct fs_store *fs = (struct fs_store *)o;
+	struct fs_reader *r;
 	char name[72];
 	struct stat st;
 	int fd, err;
 
 	*out = NULL;
-	blob_name(name, h, 0);
+	blob_object_name(name, h, form);
 	fd = openat(fs->root, name, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		struct fs_raw_reader *r = calloc(1, sizeof(*r));
-		if (!r || fstat(fd, &st) < 0) {
-			err = r ? sys_error(fs, errno, "stat", name)
-				: ck_error(CK_ENOMEM, "blob: out of memory");
-			free(r);
-			close(fd);
-			return err;
-		}
-		r->base.ops = &raw_ops;
-		r->base.size = (uint64_t)st.st_size;
-		r->base.codec = CODEC_RAW;
-		r->base.raw_fd = fd;
-		r->base.raw_off = 0;
-		r->fd = fd;
-		memcpy(r->name, name, sizeof(name));
-		*out = &r->base;
-		return 0;
-	}
-	if (errno != ENOENT)
-		return sys_error(fs, errno, "opening", name);
-	blob_name(name, h, 1);
-	fd = openat(fs->root, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno != ENOENT)
-			return sys_error(fs, errno, "opening", name);
-		name[65] = 0;
-		return ck_error(CK_ENOTFOUND, "blob %.2s%s not found", name, name + 3);
-	}
-	struct fs_z_reader *r = calloc(1, sizeof(*r));
-	if (!r) {
-		close(fd);
-		return ck_error(CK_ENOMEM, "blob: out of memory");
-	}
-	if ((err = codec_reader_open(&r->cr, fd)) < 0) {
-		char msg[256];
-		snprintf(msg, sizeof(msg), "%s", ck_errmsg());
-		err = ck_error(err, "blob %s/%s: %s", fs->dir, name, msg);
-		free(r);
+	if (fd < 0)
+		return errno == ENOENT ? CK_ENOTFOUND : sys_error(fs, errno, "opening", name);
+	if (fstat(fd, &st) < 0) {
+		err = sys_error(fs, errno, "stat", name);
 		close(fd);
 		return err;
 	}
-	r->base.ops = &z_ops;
-	r->base.size = codec_reader_size(r->cr);
-	r->base.codec = codec_reader_codec(r->cr);
-	r->base.raw_fd = -1;
+	if (!(r = calloc(1, sizeof(*r)))) {
+		close(fd);
+		return ck_error(CK_ENOMEM, "blob: out of memory");
+	}
+	r->base.ops = &fs_reader_ops;
+	r->base.size = (uint64_t)st.st_size;
+	r->base.codec = CODEC_RAW;
+	r->base.raw_fd = fd;
+	r->base.raw_off = 0;
 	r->fd = fd;
+	snprintf(r->name, sizeof(r->name), "%s", name);
 	*out = &r->base;
 	return 0;
 }
 
 /* ---- lookups ---- */
 
-/* 0 and the codec and size when stored, CK_ENOTFOUND, CK_EIO. */
-static int stat_blob(int *codec, uint64_t *size, struct fs_backend *fs, const struct hash *h)
+static int fs_stat(uint64_t *size, struct blob_objstore *o, const struct hash *h, int form)
 {
+	struct fs_store *fs = (struct fs_store *)o;
 	char name[72];
 	struct stat st;
 
-	blob_name(name, h, 0);
-	if (fstatat(fs->root, name, &st, 0) == 0) {
-		*codec = CODEC_RAW;
-		*size = (uint64_t)st.st_size;
-		return 0;
-	}
-	if (errno != ENOENT)
-		return sys_error(fs, errno, "stat", name);
-	blob_name(name, h, 1);
-	if (fstatat(fs->root, name, &st, 0) < 0) {
-		if (errno != ENOENT)
-			return sys_error(fs, errno, "stat", name);
-		return CK_ENOTFOUND;
-	}
+	blob_object_name(name, h, form);
+	if (fstatat(fs->root, name, &st, 0) < 0)
+		return errno == ENOENT ? CK_ENOTFOUND : sys_error(fs, errno, "stat", name);
 	*size = (uint64_t)st.st_size;
-	*codec = CODEC_ZSTD;
-	/* The container's header names its codec (byte 4). */
-	int fd = openat(fs->root, name, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		uint8_t hdr[5];
-		if (pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
-		    hdr[4] == CODEC_PLANES)
-			*codec = CODEC_PLANES;
-		close(fd);
-	}
 	return 0;
 }
 
-static int fs_exists(struct blob_backend *b, const struct hash *h)
+static int fs_remove(struct blob_objstore *o, const struct hash *h, int form)
 {
-	int codec;
-	uint64_t size;
-	int err = stat_blob(&codec, &size, (struct fs_backend *)b, h);
-
-	if (err == CK_ENOTFOUND) {
-		char hex[65];
-		hash_to_hex(hex, h);
-		return ck_error(CK_ENOTFOUND, "blob %s not found", hex);
-	}
-	return err;
-}
-
-static int fs_remove(struct blob_backend *b, const struct hash *h)
-{
-	struct fs_backend *fs = (struct fs_backend *)b;
+	struct fs_store *fs = (struct fs_store *)o;
 	char name[72];
-	int found = 0;
 
-	for (int z = 0; z < 2; z++) {
-		blob_name(name, h, z);
-		if (unlinkat(fs->root, name, 0) == 0)
-			found = 1;
-		else if (errno != ENOENT)
-			return sys_error(fs, errno, "removing", name);
-	}
-	if (!found) {
-		char hex[65];
-		hash_to_hex(hex, h);
-		return ck_error(CK_ENOTFOUND, "blob %s not found", hex);
-	}
+	blob_object_name(name, h, form);
+	if (unlinkat(fs->root, name, 0) < 0)
+		return errno == ENOENT ? CK_ENOTFOUND : sys_error(fs, errno, "removing", name);
 	return 0;
 }
 
-static int is_hex(const char *s, size_t n)
+static int fs_list(struct blob_objstore *o,
+		   int (*cb)(void *arg, const struct hash *h, int64_t mtime), void *arg)
 {
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return 0;
-	return 1;
-}
-
-static int fs_foreach(struct blob_backend *b,
-		      int (*cb)(void *arg, const struct hash *h, int64_t mtime), void *arg)
-{
-	struct fs_backend *fs = (struct fs_backend *)b;
+	struct fs_store *fs = (struct fs_store *)o;
 	static const char digits[] = "0123456789abcdef";
 	int ret = 0;
 
@@ -336,31 +229,27 @@ static int fs_foreach(struct blob_backend *b,
 		}
 		while (ret == 0 && (errno = 0, de = readdir(d)) != NULL) {
 			size_t len = strlen(de->d_name);
-			char hex[65];
+			char name[72];
 			struct hash h;
 			struct stat st;
+			int form;
 
-			if (len == 64 && memcmp(de->d_name + 62, ".z", 2) == 0) {
-				char raw[63];
-				memcpy(raw, de->d_name, 62);
-				raw[62] = 0;
+			if (len > 64)
+				continue;
+			snprintf(name, sizeof(name), "%s/%s", shard, de->d_name);
+			if (blob_object_parse(&h, &form, name, len + 3) < 0)
+				continue;
+			if (form == BLOB_FORM_Z) {
+				char raw[72];
 				/* stored both ways: reported with the raw name */
-				if (is_hex(raw, 62) && fstatat(dfd, raw, &st, 0) == 0)
+				blob_object_name(raw, &h, BLOB_FORM_RAW);
+				if (fstatat(fs->root, raw, &st, 0) == 0)
 					continue;
-			} else if (len != 62) {
-				continue;
 			}
-			if (!is_hex(de->d_name, 62))
-				continue;
-			memcpy(hex, shard, 2);
-			memcpy(hex + 2, de->d_name, 62);
-			hex[64] = 0;
-			if (hash_from_hex(&h, hex) < 0)
-				continue;
 			if (fstatat(dfd, de->d_name, &st, 0) < 0) {
 				if (errno == ENOENT) /* removed meanwhile */
 					continue;
-				ret = sys_error(fs, errno, "stat", de->d_name);
+				ret = sys_error(fs, errno, "stat", name);
 				break;
 			}
 			ret = cb(arg, &h, (int64_t)st.st_mtime);
@@ -372,9 +261,9 @@ static int fs_foreach(struct blob_backend *b,
 	return ret;
 }
 
-static int fs_clean_tmp(struct blob_backend *b, int64_t older_than)
+static int fs_clean_tmp(struct blob_objstore *o, int64_t older_than, int mine)
 {
-	struct fs_backend *fs = (struct fs_backend *)b;
+	struct fs_store *fs = (struct fs_store *)o;
 	int dfd = openat(fs->root, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
 	DIR *d;
 	struct dirent *de;
@@ -387,16 +276,26 @@ static int fs_clean_tmp(struct blob_backend *b, int64_t older_than)
 		return err;
 	}
 	while ((de = readdir(d)) != NULL) {
+		char rel[300];
 		struct stat st;
+
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (fstatat(dfd, de->d_name, &st, 0) < 0 || (int64_t)st.st_mtime >= older_than)
-			continue; /* gone, or young: maybe another process's in flight */
-		if (unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT && !err) {
-			char rel[300];
-			snprintf(rel, sizeof(rel), "tmp/%s", de->d_name);
-			err = sys_error(fs, errno, "removing", rel);
+		snprintf(rel, sizeof(rel), "tmp/%s", de->d_name);
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT && !err)
+				err = sys_error(fs, errno, "stat", rel);
+			continue;
 		}
+		/* a younger file may be another process's write in flight,
+		 * unless it carries our own name: "<64 hex>.<instance>.<n>" */
+		if ((int64_t)st.st_mtime >= older_than &&
+		    !(mine && strlen(de->d_name) > 65 && de->d_name[64] == '.' &&
+		      !strncmp(de->d_name + 65, fs->instance, strlen(fs->instance)) &&
+		      de->d_name[65 + strlen(fs->instance)] == '.'))
+			continue;
+		if (unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT && !err)
+			err = sys_error(fs, errno, "removing", rel);
 	}
 	closedir(d);
 	return err;
@@ -404,15 +303,64 @@ static int fs_clean_tmp(struct blob_backend *b, int64_t older_than)
 
 /* ---- batches ---- */
 
-static int fs_batch_begin(struct blob_batch **out, struct blob_backend *b)
+static int fs_batch_begin(struct blob_objbatch **out, struct blob_objstore *o)
 {
 	struct fs_batch *bt = calloc(1, sizeof(*bt));
 
 	*out = NULL;
 	if (!bt)
 		return ck_error(CK_ENOMEM, "blob: out of memory");
-	bt->fs = (struct fs_backend *)b;
-	*out = (struct blob_batch *)bt;
+	bt->fs = (struct fs_store *)o;
+	bt->staged_fd = -1;
+	*out = (struct blob_objbatch *)bt;
+	return 0;
+}
+
+/* Creates p's temp file for object (h, form); the fd into *fd. */
+static int create_tmp(int *fd, struct pending *p, struct fs_store *fs, const struct hash *h,
+		      int form)
+{
+	char hex[65];
+
+	memset(p, 0, sizeof(*p));
+	hash_to_hex(hex, h);
+	snprintf(p->tmp, sizeof(p->tmp), "tmp/%s.%s.%lu", hex, fs->instance,
+		 (unsigned long)atomic_fetch_add(&fs->seq, 1));
+	blob_object_name(p->final, h, form);
+	*fd = openat(fs->root, p->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+	if (*fd < 0 && errno == ENOENT && mkdirat(fs->root, "tmp", 0755) == 0)
+		*fd = openat(fs->root, p->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+	if (*fd < 0)
+		return sys_error(fs, errno, "creating", p->tmp);
+	return 0;
+}
+
+/* Starts writeback of a finished temp file, closes it, and adds it to the
+ * batch; on failure removes it. */
+static int add_tmp(struct fs_batch *bt, int fd, const struct pending *p)
+{
+	struct fs_store *fs = bt->fs;
+	int err = 0;
+
+	/* Start writeback now so commit's flush has little left to wait for. */
+	sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	if (close(fd) < 0)
+		err = sys_error(fs, errno, "closing", p->tmp);
+	if (!err && bt->n == bt->cap) {
+		size_t cap = bt->cap ? bt->cap * 2 : 16;
+		struct pending *it = realloc(bt->items, cap * sizeof(*it));
+		if (!it)
+			err = ck_error(CK_ENOMEM, "blob: out of memory");
+		else {
+			bt->items = it;
+			bt->cap = cap;
+		}
+	}
+	if (err) {
+		unlinkat(fs->root, p->tmp, 0);
+		return err;
+	}
+	bt->items[bt->n++] = *p;
 	return 0;
 }
 
@@ -473,101 +421,72 @@ static int copy_raw(struct fs_batch *bt, int dst, const char *rel, int src, uint
 	return 0;
 }
 
-static int fs_batch_put_fd(struct blob_batch *b, struct blob_meta *meta, int fd, uint64_t off,
-			   enum dtype hint)
+static int fs_put_fd(struct blob_objbatch *b, const struct hash *h, int form, int fd, uint64_t off,
+		     uint64_t n)
 {
 	struct fs_batch *bt = (struct fs_batch *)b;
-	struct fs_backend *fs = bt->fs;
 	struct pending p;
-	char hex[65];
-	int tfd = -1, err, codec = CODEC_RAW;
-	uint64_t stored = meta->raw_size;
+	int tfd, err;
 
-	/* The same bytes twice in one batch: stored once. */
-	for (size_t i = 0; i < bt->n; i++) {
-		if (memcmp(bt->items[i].h.b, meta->hash.b, sizeof(meta->hash.b)) == 0) {
-			meta->existed = 1;
-			meta->codec = bt->items[i].codec;
-			meta->stored_size = bt->items[i].stored_size;
-			return 0;
-		}
-	}
-	err = stat_blob(&meta->codec, &meta->stored_size, fs, &meta->hash);
-	if (err == 0) {
-		meta->existed = 1;
-		return 0;
-	}
-	if (err != CK_ENOTFOUND)
+	if ((err = create_tmp(&tfd, &p, bt->fs, h, form)) < 0)
 		return err;
-	meta->existed = 0;
-
-	if (bt->n == bt->cap) {
-		size_t cap = bt->cap ? bt->cap * 2 : 16;
-		struct pending *it = realloc(bt->items, cap * sizeof(*it));
-		if (!it)
-			return ck_error(CK_ENOMEM, "blob: out of memory");
-		bt->items = it;
-		bt->cap = cap;
-	}
-	memset(&p, 0, sizeof(p));
-	p.h = meta->hash;
-	hash_to_hex(hex, &meta->hash);
-	snprintf(p.tmp, sizeof(p.tmp), "tmp/%s.%ld.%lu", hex, (long)getpid(),
-		 (unsigned long)atomic_fetch_add(&fs->seq, 1));
-	tfd = openat(fs->root, p.tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
-	if (tfd < 0 && errno == ENOENT && mkdirat(fs->root, "tmp", 0755) == 0)
-		tfd = openat(fs->root, p.tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
-	if (tfd < 0)
-		return sys_error(fs, errno, "creating", p.tmp);
-
-	if (fs->compress && meta->raw_size > 0) {
-		if (!bt->enc && (err = codec_enc_new(&bt->enc)) < 0)
-			goto fail;
-		err = codec_encode_fd(&codec, &stored, bt->enc, tfd, fd, off, meta->raw_size, hint);
-		if (err < 0) {
-			if (err == CK_ENOSPC || err == CK_EIO) {
-				char msg[256];
-				snprintf(msg, sizeof(msg), "%s", ck_errmsg());
-				err = ck_error(err, "%s (%s/%s)", msg, fs->dir, p.tmp);
-			}
-			goto fail;
-		}
-		if (codec == CODEC_RAW && ftruncate(tfd, 0) < 0) {
-			err = sys_error(fs, errno, "truncating", p.tmp);
-			goto fail;
-		}
-	}
-	if (codec == CODEC_RAW) {
-		stored = meta->raw_size;
-		if ((err = copy_raw(bt, tfd, p.tmp, fd, off, meta->raw_size)) < 0)
-			goto fail;
-	}
-	/* Start writeback now so commit's flush has little left to wait for. */
-	sync_file_range(tfd, 0, 0, SYNC_FILE_RANGE_WRITE);
-	if (close(tfd) < 0) {
-		tfd = -1;
-		err = sys_error(fs, errno, "closing", p.tmp);
-		goto fail;
-	}
-	tfd = -1;
-	blob_name(p.final, &meta->hash, codec != CODEC_RAW);
-	p.codec = codec;
-	p.stored_size = stored;
-	bt->items[bt->n++] = p;
-	meta->codec = codec;
-	meta->stored_size = stored;
-	return 0;
-fail:
-	if (tfd >= 0)
+	if ((err = copy_raw(bt, tfd, p.tmp, fd, off, n)) < 0) {
 		close(tfd);
-	unlinkat(fs->root, p.tmp, 0);
-	return err;
+		unlinkat(bt->fs->root, p.tmp, 0);
+		return err;
+	}
+	return add_tmp(bt, tfd, &p);
 }
 
-static int fs_batch_commit(struct blob_batch *b)
+static int fs_stage(int *fd, struct blob_objbatch *b, const struct hash *h, int form)
 {
 	struct fs_batch *bt = (struct fs_batch *)b;
-	struct fs_backend *fs = bt->fs;
+	int err;
+
+	*fd = -1;
+	if (bt->staged_fd >= 0)
+		return ck_error(CK_EINVALID, "blob store: a staged file is already open");
+	if ((err = create_tmp(&bt->staged_fd, &bt->staged, bt->fs, h, form)) < 0)
+		return err;
+	*fd = bt->staged_fd;
+	return 0;
+}
+
+static int fs_put_staged(struct blob_objbatch *b, uint64_t size)
+{
+	struct fs_batch *bt = (struct fs_batch *)b;
+	int fd = bt->staged_fd;
+	struct stat st;
+
+	if (fd < 0)
+		return ck_error(CK_EINVALID, "blob store: nothing staged");
+	bt->staged_fd = -1;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != size) {
+		int err =
+		    ck_error(CK_EIO, "blob store: %s/%s holds %lld bytes, not %llu", bt->fs->dir,
+			     bt->staged.tmp, (long long)st.st_size, (unsigned long long)size);
+		close(fd);
+		unlinkat(bt->fs->root, bt->staged.tmp, 0);
+		return err;
+	}
+	return add_tmp(bt, fd, &bt->staged);
+}
+
+static void fs_unstage(struct blob_objbatch *b)
+{
+	struct fs_batch *bt = (struct fs_batch *)b;
+
+	if (bt->staged_fd < 0)
+		return;
+	close(bt->staged_fd);
+	bt->staged_fd = -1;
+	unlinkat(bt->fs->root, bt->staged.tmp, 0);
+}
+
+static int fs_batch_commit(struct blob_objbatch *b)
+{
+	struct fs_batch *bt = (struct fs_batch *)b;
+	struct fs_store *fs = bt->fs;
 	uint8_t touched[256] = {0};
 	size_t nnew = 0;
 	int root_dirty = 0, err;
@@ -634,24 +553,24 @@ static int fs_batch_commit(struct blob_batch *b)
 	return 0;
 }
 
-static void fs_batch_free(struct blob_batch *b)
+static void fs_batch_free(struct blob_objbatch *b)
 {
 	struct fs_batch *bt = (struct fs_batch *)b;
 
 	if (!bt)
 		return;
+	fs_unstage(b);
 	for (size_t i = 0; i < bt->n; i++)
 		if (!bt->items[i].done)
 			unlinkat(bt->fs->root, bt->items[i].tmp, 0);
-	codec_enc_free(bt->enc);
 	free(bt->buf);
 	free(bt->items);
 	free(bt);
 }
 
-static void fs_free(struct blob_backend *b)
+static void fs_free(struct blob_objstore *o)
 {
-	struct fs_backend *fs = (struct fs_backend *)b;
+	struct fs_store *fs = (struct fs_store *)o;
 
 	if (!fs)
 		return;
@@ -690,9 +609,9 @@ out:
 	return err;
 }
 
-int blob_fs_open(struct blob_backend **out, const char *dir, int compress)
+int blob_fs_objstore_open(struct blob_objstore **out, const char *dir, const char *instance)
 {
-	struct fs_backend *fs;
+	struct fs_store *fs;
 	int created = 0, made_shard = 0, err;
 	static const char digits[] = "0123456789abcdef";
 
@@ -704,7 +623,7 @@ int blob_fs_open(struct blob_backend **out, const char *dir, int compress)
 		free(fs);
 		return ck_error(CK_ENOMEM, "blob: out of memory");
 	}
-	fs->compress = compress;
+	blob_instance_id(fs->instance, instance);
 	atomic_init(&fs->seq, 0);
 	fs->root = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fs->root < 0) {
@@ -746,14 +665,17 @@ int blob_fs_open(struct blob_backend **out, const char *dir, int compress)
 	}
 
 	fs->base.name = "fs";
+	fs->base.stat = fs_stat;
 	fs->base.batch_begin = fs_batch_begin;
-	fs->base.batch_put_fd = fs_batch_put_fd;
+	fs->base.put_fd = fs_put_fd;
+	fs->base.stage = fs_stage;
+	fs->base.put_staged = fs_put_staged;
+	fs->base.unstage = fs_unstage;
 	fs->base.batch_commit = fs_batch_commit;
 	fs->base.batch_free = fs_batch_free;
-	fs->base.exists = fs_exists;
-	fs->base.open = fs_open_reader;
+	fs->base.open = fs_open;
 	fs->base.remove = fs_remove;
-	fs->base.foreach = fs_foreach;
+	fs->base.list = fs_list;
 	fs->base.clean_tmp = fs_clean_tmp;
 	fs->base.free = fs_free;
 	*out = &fs->base;
@@ -761,4 +683,15 @@ int blob_fs_open(struct blob_backend **out, const char *dir, int compress)
 fail:
 	fs_free(&fs->base);
 	return err;
+}
+
+int blob_fs_open(struct blob_backend **out, const char *dir, int compress)
+{
+	struct blob_objstore *o = NULL;
+	int err;
+
+	*out = NULL;
+	if ((err = blob_fs_objstore_open(&o, dir, NULL)) < 0)
+		return err;
+	return blob_store_new(out, o, compress);
 }

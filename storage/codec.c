@@ -393,7 +393,8 @@ int codec_encode_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int 
 /* ---- reader ---- */
 
 struct codec_reader {
-	int fd;
+	codec_read_fn read;
+	void *arg;
 	uint64_t file_size;
 	uint64_t raw_size;
 	uint32_t chunk_size;
@@ -407,22 +408,34 @@ struct codec_reader {
 	int64_t cached;	 /* its index, -1 when none */
 };
 
-int codec_reader_open(struct codec_reader **out, int fd)
+/* codec_reader_open_fd's callback: arg is the fd. */
+static int read_fd(void *arg, void *buf, size_t n, uint64_t off)
+{
+	return pread_all((int)(intptr_t)arg, buf, n, off, "codec container");
+}
+
+int codec_reader_open_fd(struct codec_reader **out, int fd)
+{
+	off_t end = lseek(fd, 0, SEEK_END);
+
+	*out = NULL;
+	if (end < 0)
+		return ck_error(CK_EIO, "codec: size of container: %s", strerror(errno));
+	return codec_reader_open(out, read_fd, (void *)(intptr_t)fd, (uint64_t)end);
+}
+
+int codec_reader_open(struct codec_reader **out, codec_read_fn read, void *arg, uint64_t size)
 {
 	struct codec_reader *r = NULL;
 	uint8_t hdr[CODEC_HEADER_SIZE];
-	off_t end;
 	int err;
 
 	*out = NULL;
-	end = lseek(fd, 0, SEEK_END);
-	if (end < 0)
-		return ck_error(CK_EIO, "codec: size of container: %s", strerror(errno));
-	if ((uint64_t)end < CODEC_HEADER_SIZE)
+	if (size < CODEC_HEADER_SIZE)
 		return ck_error(CK_ECORRUPT,
-				"codec: container of %lld bytes is shorter than its header",
-				(long long)end);
-	if ((err = pread_all(fd, hdr, sizeof(hdr), 0, "codec container")) < 0)
+				"codec: container of %llu bytes is shorter than its header",
+				(unsigned long long)size);
+	if ((err = read(arg, hdr, sizeof(hdr), 0)) < 0)
 		return err;
 	if (memcmp(hdr, MAGIC, 4) != 0)
 		return ck_error(CK_ECORRUPT, "codec: bad magic at offset 0");
@@ -432,8 +445,9 @@ int codec_reader_open(struct codec_reader **out, int fd)
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return ck_error(CK_ENOMEM, "codec: out of memory");
-	r->fd = fd;
-	r->file_size = (uint64_t)end;
+	r->read = read;
+	r->arg = arg;
+	r->file_size = size;
 	r->codec = hdr[4];
 	r->E = hdr[5];
 	r->transform = hdr[6];
@@ -518,7 +532,7 @@ static int decode_chunk(struct codec_reader *r, uint8_t *dst, uint32_t ci, size_
 	uint8_t *pl;
 	int err;
 
-	if ((err = pread_all(r->fd, ent, esz, eoff, "codec chunk table")) < 0)
+	if ((err = r->read(r->arg, ent, esz, eoff)) < 0)
 		return err;
 	if (get32(ent + esz - 4) != crc(ent, esz - 4))
 		return ck_error(CK_ECORRUPT,
@@ -545,7 +559,7 @@ static int decode_chunk(struct codec_reader *r, uint8_t *dst, uint32_t ci, size_
 		r->comp = c;
 		r->comp_cap = total;
 	}
-	if ((err = pread_all(r->fd, r->comp, total, doff, "codec chunk")) < 0)
+	if ((err = r->read(r->arg, r->comp, total, doff)) < 0)
 		return err;
 	if (r->E > 1 && !r->planes && !(r->planes = malloc(r->chunk_size)))
 		return ck_error(CK_ENOMEM, "codec: out of memory");

@@ -34,7 +34,7 @@
  *   chunk data: chunk after chunk, plane after plane, no gaps.
  *
  * Entries carry absolute offsets so a reader seeks to any chunk with one
- * small pread and no table held in memory. zstd frames carry their content
+ * small read and no table held in memory. zstd frames carry their content
  * size and checksum, so damage is caught (CK_ECORRUPT) rather than served.
  */
 #ifndef CK_CODEC_H
@@ -72,20 +72,32 @@ int codec_encode_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int 
 /* A random-access reader of one container. */
 struct codec_reader;
 
-/* Parses the header of the container in fd (borrowed: it must stay open
- * until codec_reader_free). CK_ECORRUPT names what is damaged; CK_EIO. */
-int codec_reader_open(struct codec_reader **out, int fd);
+/* Reads exactly n bytes at offset off of a stored container into buf: 0, or
+ * CK_ECORRUPT when the container ends first, CK_EIO, CK_EUNAVAIL (whatever
+ * the store answers; the message is the callback's). The reader reads
+ * through this, so a container may live in a local file or in an object
+ * store read with range requests. */
+typedef int (*codec_read_fn)(void *arg, void *buf, size_t n, uint64_t off);
+
+/* Parses the header of the container of size bytes that read(arg, ...)
+ * reads (arg is borrowed: it must stay valid until codec_reader_free).
+ * CK_ECORRUPT names what is damaged; the callback's errors. */
+int codec_reader_open(struct codec_reader **out, codec_read_fn read, void *arg, uint64_t size);
+
+/* The same over the container in file fd (borrowed: it must stay open until
+ * codec_reader_free), its size taken from the file. */
+int codec_reader_open_fd(struct codec_reader **out, int fd);
 
 /* Reads exactly n raw bytes at raw offset off, decoding only the chunks the
  * range covers. CK_ECORRUPT when the range is past the end or a chunk is
- * damaged (the message names the chunk and its file offset), CK_EIO. Not
- * thread-safe per reader. */
+ * damaged (the message names the chunk and its file offset), the callback's
+ * errors. Not thread-safe per reader. */
 int codec_reader_read(struct codec_reader *r, void *buf, size_t n, uint64_t off);
 
 uint64_t codec_reader_size(const struct codec_reader *r);
 /* CODEC_ZSTD or CODEC_PLANES. */
 int codec_reader_codec(const struct codec_reader *r);
-/* Accepts NULL; does not close the fd. */
+/* Accepts NULL; does not close the fd nor free the callback's arg. */
 void codec_reader_free(struct codec_reader *r);
 
 #endif

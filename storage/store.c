@@ -172,14 +172,16 @@ int store_open(struct store **out, const struct store_config *cfg)
 	if ((err = index_open(&s->idx, index_url)) < 0)
 		goto fail;
 	s->alone = !strcmp(index_kind(s->idx), "sqlite");
-	if ((err = blob_fs_open(&s->blobs, blob_dir, cfg->compress)) < 0)
-		goto fail;
 	if (cfg->owner)
 		snprintf(owner, sizeof(owner), "%s", cfg->owner);
 	else if (cfg->clean) /* we hold the data directory: its name is ours */
 		owner_stable(owner, sizeof(owner), s->data_dir);
 	else
 		owner_make(owner, sizeof(owner));
+	struct blob_config bc = {blob_dir,	 cfg->compress, cfg->s3_endpoint,
+				 cfg->s3_region, owner,		s->tmp_dir};
+	if ((err = blob_open(&s->blobs, &bc)) < 0)
+		goto fail;
 	if ((err = gc_new(&s->gc, s->idx, s->blobs, owner, cfg->lease, s->alone)) < 0)
 		goto fail;
 	if (cfg->clean) {
@@ -188,7 +190,7 @@ int store_open(struct store **out, const struct store_config *cfg)
 		 * of them; shared, only what is older than a lease. */
 		uint64_t swept = 0, mine = 0;
 		int64_t cutoff = s->alone ? INT64_MAX : (int64_t)time(NULL) - gc_lease(s->gc);
-		if ((err = s->blobs->clean_tmp(s->blobs, cutoff)) < 0 ||
+		if ((err = s->blobs->clean_tmp(s->blobs, cutoff, 1)) < 0 ||
 		    (err = gc_recover(&mine, s->gc)) < 0 ||
 		    (err = gc_sweep(&swept, s->gc, s->alone)) < 0)
 			goto fail;
@@ -611,7 +613,7 @@ int store_gc(uint64_t *removed, struct store *s)
 	index_model_list_free(models);
 	if (err < 0 ||
 	    (err = s->blobs->clean_tmp(
-		 s->blobs, s->alone ? INT64_MAX : (int64_t)time(NULL) - gc_lease(s->gc))) < 0)
+		 s->blobs, s->alone ? INT64_MAX : (int64_t)time(NULL) - gc_lease(s->gc), 0)) < 0)
 		return err;
 	return gc_sweep(removed, s->gc, s->alone);
 }

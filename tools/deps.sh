@@ -3,10 +3,10 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -e
 PKGS="build-essential pkg-config clang-format libmicrohttpd-dev libsqlite3-dev
-libpq-dev libjansson-dev zlib1g-dev libzstd-dev libssl-dev check libsubunit-dev
-python3-torch python3-numpy python3-sklearn curl clang libclang-rt-14-dev
+libpq-dev libjansson-dev zlib1g-dev libzstd-dev libssl-dev libcurl4-openssl-dev check
+libsubunit-dev python3-torch python3-numpy python3-sklearn curl clang libclang-rt-14-dev
 chromium nodejs npm python3-pytest python3-venv python3-setuptools python3-wheel
-python3-mypy nginx openssl"
+python3-mypy nginx openssl radosgw ceph-mon ceph-osd"
 missing=""
 for p in $PKGS; do
 	# node and npm may come from elsewhere (the image's own Node.js)

@@ -1,7 +1,9 @@
 /*
- * test_blob.c: the local-directory blob store (storage/blob_fs.c, blob.c):
- * put/commit/read, dedup, durability leftovers, listing, removal,
- * concurrency, codecs and damaged stored files.
+ * test_blob.c: the local-directory blob store (storage/blob_fs.c under the
+ * codec layer of blob_store.c, blob.c): put/commit/read, dedup, durability
+ * leftovers, temporaries of several processes, listing, removal,
+ * concurrency, codecs, damaged stored files, and stores written by earlier
+ * versions.
  */
 #include <check.h>
 #include <dirent.h>
@@ -13,11 +15,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../common/err.h"
 #include "../../common/hash.h"
 #include "../../storage/blob.h"
+#include "../../storage/codec.h"
 #include "check_main.h"
 
 static char dir[256];
@@ -240,29 +244,6 @@ START_TEST(test_blob_short_source_fails_and_leaves_nothing)
 }
 END_TEST
 
-START_TEST(test_blob_clean_tmp_removes_leftovers)
-{
-	struct blob_backend *b = NULL;
-	char path[512];
-	int fd;
-
-	ck_assert_int_eq(blob_fs_open(&b, dir, 0), 0);
-	for (int i = 0; i < 3; i++) {
-		snprintf(path, sizeof(path), "%s/tmp/leftover.%d", dir, i);
-		fd = open(path, O_CREAT | O_WRONLY, 0644);
-		ck_assert_int_ge(fd, 0);
-		close(fd);
-	}
-	ck_assert_uint_eq(count_files("tmp"), 3);
-	/* files younger than the cutoff stay: maybe another process's */
-	ck_assert_int_eq(b->clean_tmp(b, 0), 0);
-	ck_assert_uint_eq(count_files("tmp"), 3);
-	ck_assert_int_eq(b->clean_tmp(b, INT64_MAX), 0);
-	ck_assert_uint_eq(count_files("tmp"), 0);
-	b->free(b);
-}
-END_TEST
-
 struct seen {
 	struct hash h[8];
 	int n;
@@ -270,8 +251,9 @@ struct seen {
 
 static int collect(void *arg, const struct hash *h, int64_t mtime)
 {
-	ck_assert_int_gt(mtime, 1700000000);
 	struct seen *s = arg;
+	/* a blob just written was modified within the test's minute */
+	ck_assert_int_le(llabs(mtime - (int64_t)time(NULL)), 60);
 	if (s->n < 8)
 		s->h[s->n] = *h;
 	s->n++;
@@ -293,6 +275,193 @@ static int seen_has(const struct seen *s, const struct hash *h)
 			return 1;
 	return 0;
 }
+
+/* Sets path's modification time to `when` (seconds since the epoch). */
+static void set_mtime(const char *path, time_t when)
+{
+	struct timespec ts[2] = {{when, 0}, {when, 0}};
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+START_TEST(test_blob_clean_tmp_removes_old_leftovers_and_never_young_ones)
+{
+	struct blob_backend *b = NULL;
+	char path[512];
+	time_t now = time(NULL);
+	int fd;
+
+	ck_assert_int_eq(blob_fs_open(&b, dir, 0), 0);
+	for (int i = 0; i < 5; i++) {
+		snprintf(path, sizeof(path), "%s/tmp/leftover.%d", dir, i);
+		fd = open(path, O_CREAT | O_WRONLY, 0644);
+		ck_assert_int_ge(fd, 0);
+		close(fd);
+		/* three an hour old, two written just now (another process's) */
+		if (i < 3)
+			set_mtime(path, now - 3600);
+	}
+	ck_assert_uint_eq(count_files("tmp"), 5);
+	ck_assert_int_eq(b->clean_tmp(b, (int64_t)now - 600, 0), 0);
+	ck_assert_uint_eq(count_files("tmp"), 2);
+	snprintf(path, sizeof(path), "%s/tmp/leftover.3", dir);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	ck_assert_int_eq(b->clean_tmp(b, (int64_t)now + 10, 0), 0);
+	ck_assert_uint_eq(count_files("tmp"), 0);
+	b->free(b);
+}
+END_TEST
+
+START_TEST(test_blob_clean_tmp_with_mine_removes_this_instances_young_leftovers)
+{
+	struct blob_backend *b = NULL;
+	struct blob_config cfg = {.compress = 0, .instance = "me-1"};
+	char path[512], hex[65];
+	int fd;
+
+	memset(hex, 'a', 64);
+	hex[64] = 0;
+	cfg.url = dir;
+	ck_assert_int_eq(blob_open(&b, &cfg), 0);
+	/* just written: one by this instance's previous life, one by another */
+	snprintf(path, sizeof(path), "%s/tmp/%s.me-1.7", dir, hex);
+	ck_assert_int_ge(fd = open(path, O_CREAT | O_WRONLY, 0644), 0);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/tmp/%s.me-10.7", dir, hex);
+	ck_assert_int_ge(fd = open(path, O_CREAT | O_WRONLY, 0644), 0);
+	close(fd);
+	ck_assert_int_eq(b->clean_tmp(b, (int64_t)time(NULL) - 600, 0), 0);
+	ck_assert_uint_eq(count_files("tmp"), 2);
+	ck_assert_int_eq(b->clean_tmp(b, (int64_t)time(NULL) - 600, 1), 0);
+	ck_assert_uint_eq(count_files("tmp"), 1);
+	ck_assert_int_eq(access(path, F_OK), 0); /* the other instance's stays */
+	b->free(b);
+}
+END_TEST
+
+/* The name of the only file in DIR/tmp into out. */
+static void only_tmp_name(char *out, size_t cap)
+{
+	char path[512];
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(path, sizeof(path), "%s/tmp", dir);
+	ck_assert_ptr_nonnull(d = opendir(path));
+	out[0] = 0;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			snprintf(out, cap, "%s", de->d_name);
+	closedir(d);
+}
+
+START_TEST(test_blob_temp_names_carry_the_instance_id)
+{
+	struct blob_backend *b = NULL, *b2 = NULL;
+	struct blob_batch *bt = NULL, *bt2 = NULL;
+	struct blob_meta m;
+	struct blob_config cfg = {.url = dir, .compress = 1, .instance = "node-7"};
+	char name[300];
+	int fd = source(&m, "in flight", 9);
+
+	ck_assert_int_eq(blob_open(&b, &cfg), 0);
+	ck_assert_str_eq(b->name, "fs");
+	ck_assert_int_eq(b->batch_begin(&bt, b), 0);
+	ck_assert_int_eq(b->batch_put_fd(bt, &m, fd, 0, DT_INVALID), 0);
+	only_tmp_name(name, sizeof(name));
+	ck_assert_msg(strstr(name, ".node-7.") != NULL, "temp name %s", name);
+
+	/* a second process on the same store, putting the same blob */
+	cfg.instance = "node-8";
+	ck_assert_int_eq(blob_open(&b2, &cfg), 0);
+	ck_assert_int_eq(b2->batch_begin(&bt2, b2), 0);
+	ck_assert_int_eq(b2->batch_put_fd(bt2, &m, fd, 0, DT_INVALID), 0);
+	ck_assert_uint_eq(count_files("tmp"), 2);
+	b2->batch_free(bt2);
+	ck_assert_uint_eq(count_files("tmp"), 1);
+	ck_assert_int_eq(b->batch_commit(bt), 0);
+	b->batch_free(bt);
+	check_reads(b, &m.hash, (const uint8_t *)"in flight", 9);
+	close(fd);
+	b2->free(b2);
+	b->free(b);
+}
+END_TEST
+
+START_TEST(test_blob_open_takes_a_directory_and_refuses_other_urls)
+{
+	struct blob_backend *b = NULL;
+	struct blob_config cfg = {.url = "ftp://host/x"};
+
+	ck_assert_int_eq(blob_open(&b, &cfg), CK_EINVALID);
+	ck_assert_ptr_null(b);
+	cfg.url = "";
+	ck_assert_int_eq(blob_open(&b, &cfg), CK_EINVALID);
+	cfg.url = dir;
+	ck_assert_int_eq(blob_open(&b, &cfg), 0);
+	ck_assert_int_eq(access(dir, F_OK), 0);
+	b->free(b);
+}
+END_TEST
+
+/* Writes p[0..n) to DIR/rel as a file of an earlier ckptd would have. */
+static void write_file(const char *rel, const void *p, size_t n)
+{
+	char path[512];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0444);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, p, n), (ssize_t)n);
+	close(fd);
+}
+
+START_TEST(test_blob_reads_a_store_written_in_the_existing_layout)
+{
+	struct blob_backend *b = NULL;
+	struct blob_meta raw, z;
+	struct codec_enc *e = NULL;
+	size_t n = (1 << 20) + 4096;
+	uint8_t *w = weights(n), *c;
+	int in, out = memfd_create("z", 0), codec;
+	uint64_t stored;
+	char hex[65], rel[80];
+	struct seen s = {.n = 0};
+
+	/* what an earlier version wrote: ab/<62 hex> raw, ab/<62 hex>.z a
+	 * codec container, files made by hand here */
+	ck_assert_int_eq(blob_fs_open(&b, dir, 0), 0);
+	b->free(b);
+	close(source(&raw, "raw bytes", 9));
+	hash_to_hex(hex, &raw.hash);
+	snprintf(rel, sizeof(rel), "%.2s/%s", hex, hex + 2);
+	write_file(rel, "raw bytes", 9);
+	in = source(&z, w, n);
+	ck_assert_int_eq(codec_enc_new(&e), 0);
+	ck_assert_int_eq(codec_encode_fd(&codec, &stored, e, out, in, 0, n, DT_FLOAT32), 0);
+	ck_assert_int_eq(codec, CODEC_PLANES);
+	ck_assert_ptr_nonnull(c = malloc(stored));
+	ck_assert_int_eq(pread(out, c, stored, 0), (ssize_t)stored);
+	hash_to_hex(hex, &z.hash);
+	snprintf(rel, sizeof(rel), "%.2s/%s.z", hex, hex + 2);
+	write_file(rel, c, stored);
+
+	ck_assert_int_eq(blob_fs_open(&b, dir, 1), 0);
+	check_reads(b, &raw.hash, (const uint8_t *)"raw bytes", 9);
+	check_reads(b, &z.hash, w, n);
+	ck_assert_int_eq(put_one(b, &z, w, n, DT_FLOAT32), 1);
+	ck_assert_int_eq(z.codec, CODEC_PLANES);
+	ck_assert_uint_eq(z.stored_size, stored);
+	ck_assert_int_eq(b->foreach (b, collect, &s), 0);
+	ck_assert_int_eq(s.n, 2);
+	b->free(b);
+	codec_enc_free(e);
+	close(in);
+	close(out);
+	free(c);
+	free(w);
+}
+END_TEST
 
 START_TEST(test_blob_foreach_lists_every_blob_once_and_remove_deletes)
 {
@@ -564,7 +733,11 @@ static Suite *blob_suite(void)
 	tcase_add_test(tc, test_blob_put_reads_from_source_offset);
 	tcase_add_test(tc, test_blob_uncommitted_batch_leaves_nothing);
 	tcase_add_test(tc, test_blob_short_source_fails_and_leaves_nothing);
-	tcase_add_test(tc, test_blob_clean_tmp_removes_leftovers);
+	tcase_add_test(tc, test_blob_clean_tmp_removes_old_leftovers_and_never_young_ones);
+	tcase_add_test(tc, test_blob_clean_tmp_with_mine_removes_this_instances_young_leftovers);
+	tcase_add_test(tc, test_blob_temp_names_carry_the_instance_id);
+	tcase_add_test(tc, test_blob_open_takes_a_directory_and_refuses_other_urls);
+	tcase_add_test(tc, test_blob_reads_a_store_written_in_the_existing_layout);
 	tcase_add_test(tc, test_blob_foreach_lists_every_blob_once_and_remove_deletes);
 	tcase_add_test(tc, test_blob_concurrent_puts_of_the_same_blob_both_succeed);
 	tcase_add_test(tc, test_blob_compressed_and_raw_round_trips);

@@ -118,7 +118,7 @@ static double round_trip(const uint8_t *data, size_t n, enum dtype dt, int want_
 	ck_assert_int_eq(codec_encode_fd(&codec, &stored, e, out, in, 0, n, dt), 0);
 	ck_assert_int_eq(codec, want_codec);
 	if (codec != CODEC_RAW) {
-		ck_assert_int_eq(codec_reader_open(&r, out), 0);
+		ck_assert_int_eq(codec_reader_open_fd(&r, out), 0);
 		ck_assert_int_eq(codec_reader_codec(r), codec);
 		ck_assert_uint_eq(codec_reader_size(r), n);
 		ck_assert_int_eq(codec_reader_read(r, back, n, 0), 0);
@@ -235,11 +235,11 @@ START_TEST(test_codec_rejects_damaged_header)
 	struct codec_reader *r = NULL;
 
 	flip(fd, 12); /* nchunks */
-	ck_assert_int_eq(codec_reader_open(&r, fd), CK_ECORRUPT);
+	ck_assert_int_eq(codec_reader_open_fd(&r, fd), CK_ECORRUPT);
 	ck_assert_ptr_null(r);
 	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "offset"));
 	ck_assert_int_eq(ftruncate(fd, 10), 0);
-	ck_assert_int_eq(codec_reader_open(&r, fd), CK_ECORRUPT);
+	ck_assert_int_eq(codec_reader_open_fd(&r, fd), CK_ECORRUPT);
 	free(data);
 	close(fd);
 }
@@ -253,7 +253,7 @@ START_TEST(test_codec_rejects_damaged_chunk_table)
 	struct codec_reader *r = NULL;
 
 	flip(fd, CODEC_HEADER_SIZE + 28 + 2); /* chunk 1's offset */
-	ck_assert_int_eq(codec_reader_open(&r, fd), 0);
+	ck_assert_int_eq(codec_reader_open_fd(&r, fd), 0);
 	/* chunk 0 still reads; chunk 1 is refused, with where */
 	ck_assert_int_eq(codec_reader_read(r, buf, sizeof(buf), 0), 0);
 	ck_assert_int_eq(memcmp(buf, data, sizeof(buf)), 0);
@@ -278,14 +278,67 @@ START_TEST(test_codec_rejects_damaged_chunk_data)
 	/* damage every 997th byte of the data: every zstd frame is hit */
 	for (off_t o = CODEC_HEADER_SIZE + 3 * 28; o < end; o += 997)
 		flip(fd, (uint64_t)o);
-	ck_assert_int_eq(codec_reader_open(&r, fd), 0);
+	ck_assert_int_eq(codec_reader_open_fd(&r, fd), 0);
 	ck_assert_int_eq(codec_reader_read(r, buf, n, 0), CK_ECORRUPT);
 	codec_reader_free(r);
 	/* a truncated container: the last chunk lies past the end */
 	ck_assert_int_eq(ftruncate(fd, end - 100), 0);
-	ck_assert_int_eq(codec_reader_open(&r, fd), 0);
+	ck_assert_int_eq(codec_reader_open_fd(&r, fd), 0);
 	ck_assert_int_eq(codec_reader_read(r, buf, 100, n - 100), CK_ECORRUPT);
 	codec_reader_free(r);
+	free(buf);
+	free(data);
+	close(fd);
+}
+END_TEST
+
+/* A container read through a callback, as an object store's range reads
+ * do: reads are counted, and fail with `fail` once `budget` reads are used. */
+struct cb_source {
+	int fd;
+	int reads, budget, fail;
+};
+
+static int cb_read(void *arg, void *buf, size_t n, uint64_t off)
+{
+	struct cb_source *s = arg;
+
+	if (s->reads++ >= s->budget)
+		return ck_error(s->fail, "test store: read %d refused", s->reads);
+	ck_assert_int_eq(pread(s->fd, buf, n, (off_t)off), (ssize_t)n);
+	return 0;
+}
+
+START_TEST(test_codec_reads_through_a_callback_and_passes_its_errors_on)
+{
+	uint8_t *data, *buf;
+	size_t n;
+	int fd = make_container(&data, &n);
+	struct cb_source src = {fd, 0, 1000, CK_EUNAVAIL};
+	struct codec_reader *r = NULL;
+	off_t end = lseek(fd, 0, SEEK_END);
+
+	buf = malloc(n);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(codec_reader_open(&r, cb_read, &src, (uint64_t)end), 0);
+	ck_assert_int_eq(codec_reader_read(r, buf, n, 0), 0);
+	ck_assert_int_eq(memcmp(buf, data, n), 0);
+	/* one chunk: one read of its table entry, one of its planes */
+	src.reads = 0;
+	ck_assert_int_eq(codec_reader_read(r, buf, 100, CODEC_CHUNK_SIZE + 5), 0);
+	ck_assert_int_eq(src.reads, 2);
+	ck_assert_int_eq(memcmp(buf, data + CODEC_CHUNK_SIZE + 5, 100), 0);
+	/* a store that goes away: its error, not "corrupt" */
+	src.budget = 0;
+	ck_assert_int_eq(codec_reader_read(r, buf, 100, 0), CK_EUNAVAIL);
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "test store"));
+	codec_reader_free(r);
+	ck_assert_int_eq(codec_reader_open(&r, cb_read, &src, (uint64_t)end), CK_EUNAVAIL);
+	ck_assert_ptr_null(r);
+	/* a size below the header's is refused before any read */
+	src.reads = 0;
+	ck_assert_int_eq(codec_reader_open(&r, cb_read, &src, 31), CK_ECORRUPT);
+	ck_assert_int_eq(src.reads, 0);
 	free(buf);
 	free(data);
 	close(fd);
@@ -322,6 +375,7 @@ static Suite *codec_suite(void)
 	tcase_add_test(tc, test_codec_rejects_damaged_header);
 	tcase_add_test(tc, test_codec_rejects_damaged_chunk_table);
 	tcase_add_test(tc, test_codec_rejects_damaged_chunk_data);
+	tcase_add_test(tc, test_codec_reads_through_a_callback_and_passes_its_errors_on);
 	tcase_add_test(tc, test_codec_rejects_short_source);
 	suite_add_tcase(s, tc);
 	return s;
