@@ -952,7 +952,7 @@ static int sql_checkpoint_layout(struct index_layout **out, struct index *idx, i
 	if ((err = prep(&st, x, c,
 			"SELECT s.blob, s.file_off, s.nbytes, b.crc32 FROM storages s"
 			" LEFT JOIN blobs b ON b.hash = s.blob"
-			" WHERE s.checkpoint_id = ?1 ORDER BY s.file_off")) < 0)
+			" WHERE s.checkpoint_id = ?1 ORDER BY s.file_off, s.idx")) < 0)
 		goto out;
 	x->d->bind_int(st, 1, id);
 	while ((rc = x->d->step(st)) == 1) {
@@ -1368,7 +1368,7 @@ static int sql_models(struct index_model_list **out, struct index *idx)
 	size_t cap = 0;
 	int err, rc;
 
-#define MODELS_SQL(RUNS)                                                                           \
+#define MODELS_SQL(RUNS, ORDER)                                                                    \
 	"SELECT m.name, m.created_at,"                                                             \
 	" (SELECT count(*) FROM checkpoints c WHERE c.model_id = m.id)," RUNS ","                  \
 	" (SELECT id FROM checkpoints c WHERE c.model_id = m.id AND loss IS NOT NULL"              \
@@ -1381,13 +1381,17 @@ static int sql_models(struct index_model_list **out, struct index *idx)
 	" (SELECT coalesce(sum(size), 0) FROM checkpoints c WHERE c.model_id = m.id),"             \
 	" (SELECT coalesce(sum(new_bytes), 0) FROM checkpoints c WHERE c.model_id = m.id),"        \
 	" (SELECT max(created_at) FROM checkpoints c WHERE c.model_id = m.id)"                     \
-	" FROM models m ORDER BY m.name"
+	" FROM models m ORDER BY " ORDER
+	/* names sort by their bytes on both engines (PostgreSQL would use the
+	 * server's locale) */
 	static const char *const lite =
 	    MODELS_SQL(" (SELECT json_group_array(name) FROM (SELECT name FROM runs"
-		       "   WHERE model_id = m.id ORDER BY name))");
-	static const char *const pg =
-	    MODELS_SQL(" (SELECT coalesce(json_agg(name ORDER BY name), '[]'::json)::text"
-		       "   FROM runs WHERE model_id = m.id)");
+		       "   WHERE model_id = m.id ORDER BY name))",
+		       "m.name");
+	static const char *const pg = MODELS_SQL(
+	    " (SELECT coalesce(json_agg(name ORDER BY name COLLATE \"C\"), '[]'::json)::text"
+	    "   FROM runs WHERE model_id = m.id)",
+	    "m.name COLLATE \"C\"");
 #undef MODELS_SQL
 	if (!l)
 		return oom();

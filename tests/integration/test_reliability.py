@@ -252,11 +252,17 @@ class KillNine(unittest.TestCase):
                     del big[old]
                     gone.add(old)
 
-            # gc must refuse while a daemon holds the data directory
             p = store.cli("gc", "--data", data)
-            self.assertNotEqual(p.returncode, 0, "gc ran while the daemon holds %s: %s"
-                                % (data, p.stdout))
-            self.assertIn("another ckptd", p.stderr)
+            if os.environ.get("CKPTD_IT_PG"):
+                # on a shared index gc runs beside the instances: the claims
+                # protect what they hold, and here nothing is unreferenced
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertIn("removed 0 unreferenced blobs", p.stdout)
+            else:
+                # on SQLite gc must refuse while a daemon holds the data directory
+                self.assertNotEqual(p.returncode, 0, "gc ran while the daemon holds %s: %s"
+                                    % (data, p.stdout))
+                self.assertIn("another ckptd", p.stderr)
             final = d.stats()
             d.stop_checked()
             run_gc_expect_nothing(self, data, "after %d kill rounds" % rounds)
