@@ -29,6 +29,7 @@
 struct held {
 	struct hash h;
 	unsigned count;
+	int doomed; /* a reap skipped it: reap it when the last hold goes */
 	struct held *next;
 };
 
@@ -41,6 +42,9 @@ struct gc {
 	atomic_llong next_group;
 	pthread_mutex_t lock; /* alone: the hold set, and claims vs reaps */
 	struct held *buckets[HOLD_BUCKETS];
+	pthread_mutex_t defer_lock;
+	struct hash *deferred; /* gc_defer: to reap at the next chance */
+	size_t ndeferred, capdeferred;
 };
 
 struct gc_claim {
@@ -71,6 +75,7 @@ int gc_new(struct gc **out, struct index *idx, struct blob_backend *b, const cha
 	g->alone = alone;
 	atomic_init(&g->next_group, 1);
 	pthread_mutex_init(&g->lock, NULL);
+	pthread_mutex_init(&g->defer_lock, NULL);
 	*out = g;
 	return 0;
 }
@@ -86,6 +91,8 @@ void gc_free(struct gc *g)
 			free(e);
 		}
 	pthread_mutex_destroy(&g->lock);
+	pthread_mutex_destroy(&g->defer_lock);
+	free(g->deferred);
 	free(g->owner);
 	free(g);
 }
@@ -110,19 +117,23 @@ static struct held *held_find(struct gc *g, const struct hash *h)
 	return NULL;
 }
 
-/* With g->lock held. */
-static void held_drop(struct gc *g, const struct hash *h)
+/* With g->lock held. 1 when this was the last hold of a blob a reap
+ * skipped (the caller reaps it now). */
+static int held_drop(struct gc *g, const struct hash *h)
 {
 	for (struct held **p = &g->buckets[bucket(h)]; *p; p = &(*p)->next) {
 		if (memcmp((*p)->h.b, h->b, 32))
 			continue;
 		if (--(*p)->count == 0) {
 			struct held *e = *p;
+			int doomed = e->doomed;
 			*p = e->next;
 			free(e);
+			return doomed;
 		}
-		return;
+		return 0;
 	}
+	return 0;
 }
 
 static int hold_add(struct gc_claim *cl, const struct hash *h, size_t n)
@@ -160,13 +171,22 @@ static int hold_add(struct gc_claim *cl, const struct hash *h, size_t n)
 	return err;
 }
 
+static int reap_now(uint64_t *removed, struct gc *g, const struct hash *h, size_t n);
+
+/* Drops the group's holds, then reaps what a delete freed meanwhile. */
 static void hold_drop_all(struct gc_claim *cl)
 {
+	size_t ndoomed = 0;
+	uint64_t removed;
+
 	pthread_mutex_lock(&cl->g->lock);
 	for (size_t i = 0; i < cl->nheld; i++)
-		held_drop(cl->g, &cl->held[i]);
+		if (held_drop(cl->g, &cl->held[i]))
+			cl->held[ndoomed++] = cl->held[i]; /* i >= ndoomed: no overlap */
 	pthread_mutex_unlock(&cl->g->lock);
 	cl->nheld = 0;
+	if (ndoomed && reap_now(&removed, cl->g, cl->held, ndoomed) < 0)
+		gc_defer(cl->g, cl->held, ndoomed);
 }
 
 /* ---- claims ---- */
@@ -220,13 +240,22 @@ static void claim_free(struct gc_claim *cl)
 
 void gc_release(struct gc_claim *cl)
 {
+	struct hash *orphans = NULL;
+	size_t n = 0;
+	uint64_t removed;
+
 	if (!cl)
 		return;
-	if (cl->g->alone)
+	if (cl->g->alone) {
 		hold_drop_all(cl);
-	else if (index_claims_release(cl->g->idx, cl->g->owner, cl->group) < 0)
+	} else if (index_claims_release(&orphans, &n, cl->g->idx, cl->g->owner, cl->group) < 0) {
 		fprintf(stderr, "ckptd: claims of group %" PRId64 " stay until they expire: %s\n",
 			cl->group, ck_errmsg());
+	} else if (n && reap_now(&removed, cl->g, orphans, n) < 0) {
+		/* freed by a delete while this group held them: ours to reap */
+		gc_defer(cl->g, orphans, n);
+	}
+	free(orphans);
 	claim_free(cl);
 }
 
@@ -249,26 +278,71 @@ static int unlink_blob(void *arg, const struct hash *h)
 {
 	struct gc *g = arg;
 
-	/* alone, g->lock is held by gc_reap: the hold set is stable */
-	if (g->alone && held_find(g, h))
-		return 1; /* held: not removed */
+	/* alone, g->lock is held by the reap: the hold set is stable */
+	struct held *e = g->alone ? held_find(g, h) : NULL;
+	if (e) {
+		e->doomed = 1; /* its last release reaps it */
+		return 1;
+	}
 	return g->b->remove(g->b, h);
+}
+
+void gc_defer(struct gc *g, const struct hash *freed, size_t n)
+{
+	pthread_mutex_lock(&g->defer_lock);
+	if (g->ndeferred + n > g->capdeferred) {
+		size_t cap = g->capdeferred ? g->capdeferred : 64;
+		while (cap < g->ndeferred + n)
+			cap *= 2;
+		struct hash *v = realloc(g->deferred, cap * sizeof(*v));
+		if (!v) { /* the start-up sweep finds them */
+			pthread_mutex_unlock(&g->defer_lock);
+			return;
+		}
+		g->deferred = v;
+		g->capdeferred = cap;
+	}
+	memcpy(g->deferred + g->ndeferred, freed, n * sizeof(*freed));
+	g->ndeferred += n;
+	pthread_mutex_unlock(&g->defer_lock);
+}
+
+static int reap_now(uint64_t *removed, struct gc *g, const struct hash *h, size_t n)
+{
+	int err;
+
+	*removed = 0;
+	if (!n)
+		return 0;
+	if (g->alone)
+		pthread_mutex_lock(&g->lock);
+	err = index_reap(removed, g->idx, h, n, now_s(), unlink_blob, g);
+	if (g->alone)
+		pthread_mutex_unlock(&g->lock);
+	return err;
 }
 
 int gc_reap(uint64_t *removed, struct gc *g, const struct hash *freed, size_t n)
 {
-	uint64_t r = 0;
-	int err = 0;
+	uint64_t r = 0, r2 = 0;
+	struct hash *later = NULL;
+	size_t nlater = 0;
+	int err = reap_now(&r, g, freed, n);
 
-	if (n) {
-		if (g->alone)
-			pthread_mutex_lock(&g->lock);
-		err = index_reap(&r, g->idx, freed, n, now_s(), unlink_blob, g);
-		if (g->alone)
-			pthread_mutex_unlock(&g->lock);
+	/* what an earlier reap could not do, now that the index answers */
+	if (err == 0) {
+		pthread_mutex_lock(&g->defer_lock);
+		later = g->deferred;
+		nlater = g->ndeferred;
+		g->deferred = NULL;
+		g->ndeferred = g->capdeferred = 0;
+		pthread_mutex_unlock(&g->defer_lock);
+		if (nlater && reap_now(&r2, g, later, nlater) < 0)
+			gc_defer(g, later, nlater);
+		free(later);
 	}
 	if (removed)
-		*removed = r;
+		*removed = r + r2;
 	return err;
 }
 
@@ -281,7 +355,7 @@ int gc_recover(uint64_t *removed, struct gc *g)
 	*removed = 0;
 	/* the claims go first: reaping checks every live claim, ours too */
 	if ((err = index_claims_owned(&h, &n, g->idx, g->owner)) < 0 ||
-	    (err = index_claims_release(g->idx, g->owner, -1)) < 0)
+	    (err = index_claims_release(NULL, NULL, g->idx, g->owner, -1)) < 0)
 		goto out;
 	err = gc_reap(removed, g, h, n);
 out:

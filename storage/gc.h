@@ -70,6 +70,11 @@ void gc_keep(struct gc_claim *cl, int64_t seconds);
  * it. *removed (may be NULL) counts removals. */
 int gc_reap(uint64_t *removed, struct gc *g, const struct hash *freed, size_t n);
 
+/* Remembers freed[0..n) to reap later (when the index is busy now): the
+ * next gc_reap of this process tries them again. Memory only: after a crash
+ * the start-up sweep finds them. */
+void gc_defer(struct gc *g, const struct hash *freed, size_t n);
+
 /* After a restart of this owner: drops the claims it held in its previous
  * life and removes the blobs they named that nothing else names or claims
  * (what an upload cut short by a crash had written). Call only when this

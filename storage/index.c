@@ -153,9 +153,10 @@ int index_claims_renew(struct index *idx, const char *owner, int64_t group, int6
 	return idx->claims_renew(idx, owner, group, expires_at);
 }
 
-int index_claims_release(struct index *idx, const char *owner, int64_t group)
+int index_claims_release(struct hash **orphans, size_t *n, struct index *idx, const char *owner,
+			 int64_t group)
 {
-	return idx->claims_release(idx, owner, group);
+	return idx->claims_release(orphans, n, idx, owner, group);
 }
 
 int index_claims_owned(struct hash **out, size_t *n, struct index *idx, const char *owner)

@@ -334,8 +334,12 @@ int index_claims_add(struct index *idx, const char *owner, int64_t group, const 
 /* Moves the expiry of every claim of (owner, group). */
 int index_claims_renew(struct index *idx, const char *owner, int64_t group, int64_t expires_at);
 
-/* Drops every claim of (owner, group); group < 0: of every group of owner. */
-int index_claims_release(struct index *idx, const char *owner, int64_t group);
+/* Drops every claim of (owner, group); group < 0: of every group of owner.
+ * With orphans non-NULL, *orphans (caller frees) gets the blobs those claims
+ * named that no blob row names (a delete freed them while they were held:
+ * they are the releaser's to reap). */
+int index_claims_release(struct hash **orphans, size_t *n, struct index *idx, const char *owner,
+			 int64_t group);
 
 /* The distinct blobs owner claims, in any group (caller frees *out): what a
  * restarted instance held in its previous life. */

@@ -174,8 +174,10 @@ static int pg_connect(struct sql_conn **out, const char *url)
 {
 	/* Later entries override earlier ones: the URL's own settings win
 	 * over these defaults. */
-	const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-	const char *vals[] = {"5", "ckptd", url, NULL};
+	/* lock_timeout: a row another transaction holds for over 10 s makes
+	 * the request 503 (55P03), as SQLite's busy timeout does */
+	const char *keys[] = {"connect_timeout", "application_name", "options", "dbname", NULL};
+	const char *vals[] = {"5", "ckptd", "-c lock_timeout=10s", url, NULL};
 	struct sql_conn *c = calloc(1, sizeof(*c));
 	int err;
 

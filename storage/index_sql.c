@@ -1805,10 +1805,59 @@ static int sql_claims_renew(struct index *idx, const char *owner, int64_t group,
 			  group, expires_at < 0 ? 0 : expires_at);
 }
 
-static int sql_claims_release(struct index *idx, const char *owner, int64_t group)
+static int sql_claims_release(struct hash **orphans, size_t *n, struct index *idx,
+			      const char *owner, int64_t group)
 {
-	return claims_one(SQLX(idx), "DELETE FROM claims WHERE owner = ?1 AND (?2 < 0 OR grp = ?2)",
-			  owner, group, -1);
+	struct sqlx *x = SQLX(idx);
+	struct sql_conn *c = NULL;
+	struct sql_stmt *st;
+	struct index_freed f = {0};
+	size_t cap = 0;
+	int err, rc;
+
+	if (orphans) {
+		*orphans = NULL;
+		*n = 0;
+	}
+	if ((err = conn_get(&c, x)) < 0)
+		return err;
+	if ((err = x->d->begin(c, SQL_TXN_CLAIM)) < 0)
+		goto out;
+	if (orphans) {
+		if ((err = prep(&st, x, c,
+				"SELECT DISTINCT c.blob FROM claims c WHERE c.owner = ?1"
+				" AND (?2 < 0 OR c.grp = ?2)"
+				" AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.hash = c.blob)")) < 0)
+			goto out;
+		x->d->bind_text(st, 1, owner);
+		x->d->bind_int(st, 2, group);
+		while ((rc = x->d->step(st)) == 1) {
+			struct hash h;
+			if ((err = column_hash(&h, x, st, 0)) < 0 ||
+			    (err = hashes_push(&f, &cap, &h)) < 0)
+				goto out;
+		}
+		if (rc < 0) {
+			err = rc;
+			goto out;
+		}
+	}
+	if ((err = prep(&st, x, c,
+			"DELETE FROM claims WHERE owner = ?1 AND (?2 < 0 OR grp = ?2)")) < 0)
+		goto out;
+	x->d->bind_text(st, 1, owner);
+	x->d->bind_int(st, 2, group);
+	if ((err = run_done(x, st)) < 0 || (err = x->d->commit(c)) < 0)
+		goto out;
+	if (orphans) {
+		*orphans = f.v;
+		*n = f.n;
+		f.v = NULL;
+	}
+out:
+	index_freed_clear(&f);
+	conn_put(x, c);
+	return err;
 }
 
 static int sql_claims_owned(struct hash **out, size_t *n, struct index *idx, const char *owner)

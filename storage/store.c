@@ -321,9 +321,11 @@ out:
 }
 
 /* The blobs this upload wrote (nothing had them) go again, unless an index
- * row or another claim names them by now. */
+ * row or another claim names them by now. When the index is what failed
+ * (busy, unreachable), asking it again would only wait again: the reap is
+ * deferred to the next one. */
 static void undo_writes(struct store *s, const struct blob_meta *metas, size_t n,
-			const struct blob_meta *skel)
+			const struct blob_meta *skel, int index_down)
 {
 	struct hash *mine = calloc(n + 1, sizeof(*mine));
 	size_t k = 0;
@@ -337,7 +339,9 @@ static void undo_writes(struct store *s, const struct blob_meta *metas, size_t n
 	if (skel && !skel->existed)
 		mine[k++] = skel->hash;
 	ck_error_save(&saved, 0);
-	if (gc_reap(NULL, s->gc, mine, k) < 0)
+	if (index_down)
+		gc_defer(s->gc, mine, k);
+	else if (gc_reap(NULL, s->gc, mine, k) < 0)
 		fprintf(stderr, "ckptd: blobs of a failed upload stay for the sweep: %s\n",
 			ck_errmsg());
 	ck_error_restore(&saved);
@@ -417,7 +421,7 @@ out:
 		s->blobs->batch_free(bt);
 	gc_release(cl);
 	if (err < 0 && !committed && bt)
-		undo_writes(s, metas, in->nstorages, skel_put ? &skel : NULL);
+		undo_writes(s, metas, in->nstorages, skel_put ? &skel : NULL, err == CK_EUNAVAIL);
 	if (skel_fd >= 0)
 		close(skel_fd);
 	free(stor);

@@ -386,6 +386,9 @@ class RequestsWithNoAnswer(unittest.TestCase):
             s.sendall(upload_head("live", len(SMALL), "?epoch=5"))
             pieces = [SMALL[i:i + 100] for i in range(0, len(SMALL), 100)]
             s.sendall(pieces[0])
+            # the request is in flight once the daemon has read its head
+            # (a slow build, e.g. under ASan, may take a moment)
+            time.sleep(0.5)
             d.proc.send_signal(signal.SIGTERM)
             for p in pieces[1:]:  # ~3.5 s in all, never 2 s silent
                 time.sleep(0.25)

@@ -414,7 +414,7 @@ START_TEST(test_index_reap_spares_named_and_claimed_blobs)
 	ck_assert_int_eq(removed, 2);
 	/* released claims hold nothing either */
 	ck_assert_int_eq(index_claims_add(idx, "me", 2, &hs[2], 1, 2000000000), 0);
-	ck_assert_int_eq(index_claims_release(idx, "me", 2), 0);
+	ck_assert_int_eq(index_claims_release(NULL, NULL, idx, "me", 2), 0);
 	ck_assert_int_eq(index_reap(&removed, idx, &hs[2], 1, 1000, unlink_record, NULL), 0);
 	ck_assert_int_eq(removed, 1);
 	/* a renewed claim lives on */
@@ -590,6 +590,35 @@ START_TEST(test_index_opens_a_store_of_schema_1_and_keeps_its_checkpoints)
 }
 END_TEST
 
+START_TEST(test_index_damaged_rows_are_errors_not_defaults)
+{
+	/* a broken policy once read as "no policy", broken dims as [] */
+	int a[] = {1};
+	struct index_retention pol = {0, 1, "loss", 0}, got;
+	struct index_tensors *t = NULL;
+	char path[128];
+	sqlite3 *db;
+	int has = 0;
+	int64_t id = insert("m", "d", 0.5, 1, a, 1, 100, NULL);
+
+	if (strcmp(backend, "sqlite"))
+		return; /* the rows are damaged through SQLite's own API */
+	ck_assert_int_eq(index_retention_set(idx, "m", &pol), 0);
+	snprintf(path, sizeof(path), "%s/index.sqlite", dir);
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db,
+				      "UPDATE models SET retention = '{\"keep_last\": \"two\"}';"
+				      "UPDATE tensors SET shape = '[4,';",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	ck_assert_int_eq(index_retention_get(&got, &has, idx, "m"), CK_ECORRUPT);
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "retention"));
+	ck_assert_int_eq(index_checkpoint_tensors(&t, idx, id), CK_ECORRUPT);
+	ck_assert_ptr_nonnull(strstr(ck_errmsg(), "dims"));
+}
+END_TEST
+
 static Suite *suite_for(const char *name)
 {
 	Suite *s = suite_create(name);
@@ -611,6 +640,7 @@ static Suite *suite_for(const char *name)
 	tcase_add_test(tc, test_index_reap_spares_named_and_claimed_blobs);
 	tcase_add_test(tc, test_index_generation_moves_with_every_change);
 	tcase_add_test(tc, test_index_concurrent_inserts_of_the_same_blobs_count_every_reference);
+	tcase_add_test(tc, test_index_damaged_rows_are_errors_not_defaults);
 	tcase_add_test(tc, test_index_refuses_a_newer_schema);
 	tcase_add_test(tc, test_index_opens_a_store_of_schema_1_and_keeps_its_checkpoints);
 	suite_add_tcase(s, tc);
