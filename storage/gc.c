@@ -408,7 +408,7 @@ int gc_sweep(uint64_t *removed, struct gc *g, int all)
 	/* Candidates are checked again under the reaper's lock: an upload may
 	 * have committed or claimed one since. With `all`, every claim left in
 	 * the index is a dead process's: `now` past all expiries drops them. */
-	if (err == 0 && s.n) {
+	if (err == 0) { /* also with no candidate: it drops expired claims */
 		if (g->alone)
 			pthread_mutex_lock(&g->lock);
 		err =

@@ -206,6 +206,10 @@ static int pg_connect(struct sql_conn **out, const char *url)
 
 static int pg_usable(struct sql_conn *c)
 {
+	/* reads what the server sent meanwhile, without waiting: a server that
+	 * restarted closed this socket, and the connection is then bad */
+	if (!c->broken && PQconsumeInput(c->pg) == 0)
+		c->broken = 1;
 	return !c->broken && !conn_lost(c) && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
 }
 

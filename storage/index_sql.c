@@ -55,24 +55,29 @@ struct sqlx {
 
 static int conn_get(struct sql_conn **out, struct sqlx *x)
 {
-	struct sql_conn *c = NULL;
+	for (;;) {
+		struct sql_conn *c = NULL;
 
-	pthread_mutex_lock(&x->lock);
-	struct pooled *p = x->free_conns;
-	if (p) {
-		/* read the node before it goes to the spare list, where another
-		 * thread's conn_put may reuse it at once */
-		c = p->c;
-		x->free_conns = p->next;
-		p->next = x->spare;
-		x->spare = p;
+		pthread_mutex_lock(&x->lock);
+		struct pooled *p = x->free_conns;
+		if (p) {
+			/* read the node before it goes to the spare list, where
+			 * another thread's conn_put may reuse it at once */
+			c = p->c;
+			x->free_conns = p->next;
+			p->next = x->spare;
+			x->spare = p;
+		}
+		pthread_mutex_unlock(&x->lock);
+		if (!c)
+			return x->d->connect(out, x->target);
+		if (x->d->usable(c)) {
+			*out = c;
+			return 0;
+		}
+		/* the server went away while it idled in the pool (a restart) */
+		x->d->disconnect(c);
 	}
-	pthread_mutex_unlock(&x->lock);
-	if (c) {
-		*out = c;
-		return 0;
-	}
-	return x->d->connect(out, x->target);
 }
 
 static void conn_put(struct sqlx *x, struct sql_conn *c)

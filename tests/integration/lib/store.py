@@ -29,7 +29,11 @@ BLOB_NAME = re.compile(r"^[0-9a-f]{62}(\.z)?$")
 def blob_files(data_dir):
     """-> (set of blob hashes named by files under DIR/blobs/??/, list of other
     files found in those shard directories)."""
-    root = os.path.join(data_dir, "blobs")
+    return blob_files_in(os.path.join(data_dir, "blobs"))
+
+
+def blob_files_in(root):
+    """blob_files of a blob directory given itself (--blobs DIR)."""
     hashes, strays = set(), []
     if not os.path.isdir(root):
         return hashes, strays
