@@ -98,7 +98,7 @@ def assert_download(tc, d, model, cid, data):
 
 def consistent(tc, what):
     """Every blob row has its file; no file lacks a row once claims are gone."""
-    p = store.cli("verify", "--data", A.data_dir, "--index", S.index, "--blobs", S.blobs)
+    p = store.cli("verify", "--data", A.data_dir, *S.args)
     tc.assertEqual(p.returncode, 0, "%s: verify: %s%s" % (what, p.stdout[-800:], p.stderr))
     tc.assertIn(" 0 damaged, 0 missing", p.stdout, what)
 
@@ -272,7 +272,7 @@ class Failures(unittest.TestCase):
                     assert_download(self, B, "x-kill", c["id"], f.read())
         claims = int(S.psql("SELECT count(*) FROM claims"))
         time.sleep(LEASE + 1)
-        p = store.cli("gc", "--data", B.data_dir, "--index", S.index, "--blobs", S.blobs)
+        p = store.cli("gc", "--data", B.data_dir, *S.args)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(S.psql("SELECT count(*) FROM claims WHERE expires_at < "
                                 "extract(epoch FROM now())::bigint"), "0")
@@ -347,7 +347,7 @@ class Failures(unittest.TestCase):
         # claimed until the lease: after it, nothing is left over
         time.sleep(LEASE + 1)
         B.request("DELETE", "/models/x-pg/checkpoints/%d" % j["id"])
-        p = store.cli("gc", "--data", B.data_dir, "--index", S.index, "--blobs", S.blobs)
+        p = store.cli("gc", "--data", B.data_dir, *S.args)
         self.assertEqual(p.returncode, 0, p.stderr)
         hashes, _strays = store.blob_files_in(S.blobs)
         self.assertEqual(len(hashes), B.stats()["blobs"])
