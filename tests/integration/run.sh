@@ -66,6 +66,10 @@ fi
 
 pgdir=""
 stop_pg() {
+	if [ -n "${CKPTD_RGW_DIR:-}" ]; then
+		sh tests/services/rgw.sh stop "$CKPTD_RGW_DIR"
+		unset CKPTD_RGW_DIR
+	fi
 	if [ -n "$pgdir" ]; then
 		sh tests/services/pg.sh stop "$pgdir"
 		[ -z "${CKPTD_IT_KEEP:-}" ] && rm -rf "$pgdir"
@@ -77,10 +81,10 @@ trap 'stop_pg; [ -z "${CKPTD_IT_KEEP:-}" ] && rm -rf "$work"; exit 130' INT TERM
 
 start=$(date +%s)
 for backend in ${CKPTD_IT_BACKENDS:-sqlite}; do
-unset CKPTD_IT_PG CKPTD_IT_PGDIR
+unset CKPTD_IT_PG CKPTD_IT_PGDIR CKPTD_IT_S3
 case "$backend" in
 sqlite) ;;
-postgresql)
+postgresql | postgresql+s3)
 	# its own directory under /tmp: PostgreSQL runs as `postgres`, which
 	# cannot enter the run's private work directory
 	pgdir=$(mktemp -d /tmp/ckptd-it-pg.XXXXXX)
@@ -93,9 +97,21 @@ postgresql)
 	CKPTD_IT_PGDIR=$pgdir
 	export CKPTD_IT_PG CKPTD_IT_PGDIR
 	echo "integration: index on PostgreSQL at $CKPTD_IT_PG"
+	if [ "$backend" = postgresql+s3 ]; then
+		if ! rgwenv=$(sh tests/services/rgw.sh start); then
+			echo "FAIL $backend: tests/services/rgw.sh could not start Ceph RGW"
+			failed=$((failed + 1))
+			stop_pg
+			continue
+		fi
+		eval "$rgwenv"
+		CKPTD_IT_S3=1
+		export CKPTD_IT_S3
+		echo "integration: blobs on S3 at $CKPTD_TEST_S3_ENDPOINT (Ceph RGW)"
+	fi
 	;;
 *)
-	echo "FAIL $backend: no such index backend (sqlite, postgresql)"
+	echo "FAIL $backend: no such backend (sqlite, postgresql, postgresql+s3)"
 	failed=$((failed + 1))
 	continue
 	;;

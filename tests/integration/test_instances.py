@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-# backends: postgresql
+# backends: postgresql postgresql+s3
 """Several ckptd instances on one store (SPEC 9): two daemons, each with its
-own --data directory, sharing a PostgreSQL index and one blob directory, with
-nginx from Debian as the load balancer in front (lib/balancer.py).
+own --data directory, sharing a PostgreSQL index and one blob store (a
+directory, or on the S3 run one bucket prefix on Ceph RGW), with nginx from
+Debian as the load balancer in front (lib/balancer.py).
 
 Each scenario of the issue is a test: an upload through A is listed,
 downloaded, diffed and deleted through B (and through the balancer); the
@@ -42,9 +43,19 @@ class Shared:
 
     def __init__(self):
         self.root = ckptd.work_dir()
-        self.blobs = os.path.join(self.root, "blobs")
         self.index = ckptd.index_args(os.path.join(self.root, "index"))[1]
-        self.args = ["--index", self.index, "--blobs", self.blobs, "--claim-lease", str(LEASE)]
+        self.s3 = bool(os.environ.get("CKPTD_IT_S3"))
+        if self.s3:
+            blob_args = ckptd.store_args(os.path.join(self.root, "blobs"))[2:]
+        else:
+            blob_args = ["--blobs", os.path.join(self.root, "blobs")]
+        self.blobs = blob_args[1]
+        self.args = ["--index", self.index] + blob_args + ["--claim-lease", str(LEASE)]
+
+    def blob_hashes(self):
+        if self.s3:
+            return store.blob_objects(ckptd.s3_prefix(os.path.join(self.root, "blobs")))[0]
+        return store.blob_files_in(self.blobs)[0]
 
     def instance(self, name, data_dir=None):
         return ckptd.Daemon(data_dir=data_dir, name=name, args=self.args).start()
@@ -276,11 +287,11 @@ class Failures(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(S.psql("SELECT count(*) FROM claims WHERE expires_at < "
                                 "extract(epoch FROM now())::bigint"), "0")
-        hashes, _strays = store.blob_files_in(S.blobs)
-        self.assertEqual(len(hashes), B.stats()["blobs"], "orphan blobs after kill -9")
-        tmp = os.path.join(S.blobs, "tmp")
-        left = os.listdir(tmp) if os.path.isdir(tmp) else []
-        self.assertEqual(left, [], "temporary files of the killed instances (A and B idle)")
+        self.assertEqual(len(S.blob_hashes()), B.stats()["blobs"], "orphan blobs after kill -9")
+        if not S.s3:
+            tmp = os.path.join(S.blobs, "tmp")
+            left = os.listdir(tmp) if os.path.isdir(tmp) else []
+            self.assertEqual(left, [], "temporary files of the killed instances (A and B idle)")
         consistent(self, "after kill -9 rounds")
         print("  kill -9 at 30/60/85%% of a 64 MiB upload: %d answered, %d claims left "
               "by the killed, %s" % (answered, claims, p.stdout.strip()))
@@ -349,8 +360,7 @@ class Failures(unittest.TestCase):
         B.request("DELETE", "/models/x-pg/checkpoints/%d" % j["id"])
         p = store.cli("gc", "--data", B.data_dir, *S.args)
         self.assertEqual(p.returncode, 0, p.stderr)
-        hashes, _strays = store.blob_files_in(S.blobs)
-        self.assertEqual(len(hashes), B.stats()["blobs"])
+        self.assertEqual(len(S.blob_hashes()), B.stats()["blobs"])
         consistent(self, "after PostgreSQL came back")
 
 

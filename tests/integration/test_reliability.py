@@ -72,7 +72,10 @@ def file_url(model, cid):
 def check_store_files(tc, d, what):
     """No temp files; the blob files are exactly as many as /stats counts."""
     tc.assertEqual(store.leftovers(d.data_dir), [], "%s: temporary files left" % what)
-    hashes, strays = store.blob_files(d.data_dir)
+    if "--blobs" in d.args:  # a blob directory of the test's choosing
+        hashes, strays = store.blob_files_in(d.args[d.args.index("--blobs") + 1])
+    else:
+        hashes, strays = store.blob_files(d.data_dir)
     tc.assertEqual(strays, [], "%s: unexpected files in blob shards" % what)
     st = d.stats()
     tc.assertEqual(len(hashes), st["blobs"],
@@ -80,16 +83,16 @@ def check_store_files(tc, d, what):
     return st
 
 
-def run_verify(tc, data_dir, what):
-    p = store.cli("verify", "--data", data_dir)
+def run_verify(tc, data_dir, what, args=()):
+    p = store.cli("verify", "--data", data_dir, *args)
     tc.assertEqual(p.returncode, 0, "%s: ckptd verify exited %d\n%s%s"
                    % (what, p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
     tc.assertRegex(p.stdout, r": 0 damaged, 0 missing", what)
     return p.stdout.strip()
 
 
-def run_gc_expect_nothing(tc, data_dir, what):
-    p = store.cli("gc", "--data", data_dir)
+def run_gc_expect_nothing(tc, data_dir, what, args=()):
+    p = store.cli("gc", "--data", data_dir, *args)
     tc.assertEqual(p.returncode, 0, "%s: ckptd gc exited %d: %s%s"
                    % (what, p.returncode, p.stdout, p.stderr))
     tc.assertIn("removed 0 unreferenced blobs", p.stdout,
@@ -548,7 +551,9 @@ class FullDisk(unittest.TestCase):
             self.skipTest("cannot mount a 64 MB tmpfs (needs root): %s" % p.stdout.strip())
         d = None
         try:
-            d = ckptd.Daemon(data_dir=mnt, name="fulldisk").start()
+            # blobs on the filled disk too, on every run: this is about a local disk
+            local = ["--blobs", os.path.join(mnt, "blobs")]
+            d = ckptd.Daemon(data_dir=mnt, name="fulldisk", args=local).start()
             stored = []  # (id, sha, size)
             n507 = 0
             seq = [0]
@@ -578,7 +583,7 @@ class FullDisk(unittest.TestCase):
                                      "%s: checkpoint %d" % (what, cid))
                 st = check_store_files(self, d, what)
                 self.assertEqual(st["checkpoints"], len(stored), what)
-                run_verify(self, mnt, what)
+                run_verify(self, mnt, what, local)
 
             # A: ~10 MB checkpoints until one does not fit
             for _ in range(12):
@@ -622,11 +627,11 @@ class FullDisk(unittest.TestCase):
                      delete_b), flush=True)
             # a restart on the full disk keeps everything
             d.stop_checked()
-            d = ckptd.Daemon(data_dir=mnt, name="fulldisk-2").start()
+            d = ckptd.Daemon(data_dir=mnt, name="fulldisk-2", args=local).start()
             check_all("after a restart on the full disk")
             d.stop_checked()
-            run_gc_expect_nothing(self, mnt, "full disk")
-            run_verify(self, mnt, "full disk after gc")
+            run_gc_expect_nothing(self, mnt, "full disk", local)
+            run_verify(self, mnt, "full disk after gc", local)
         finally:
             if d is not None:
                 d.kill()
@@ -880,18 +885,8 @@ class DamagedBlobs(unittest.TestCase):
                     st, body, complete = fetch(d, u, rg)
                     self.assertEqual((st, complete), (206, True), (u, rg))
                     good_ranges[(u, rg)] = body
-            files = sorted(glob_blobs(d.data_dir))
+            files = damage_blobs(d.data_dir)
             self.assertGreaterEqual(len(files), 4, files)
-            for p in files:
-                os.chmod(p, 0o644)
-                with open(p, "r+b") as f:
-                    # the last byte, and the middle one (inside any range
-                    # that covers most of the blob)
-                    for at in sorted({os.path.getsize(p) // 2, os.path.getsize(p) - 1}):
-                        f.seek(at)
-                        b = f.read(1)
-                        f.seek(at)
-                        f.write(bytes([b[0] ^ 0x10]))
             served = []
             for u in urls:
                 st, body, complete = fetch(d, u)
@@ -909,12 +904,36 @@ class DamagedBlobs(unittest.TestCase):
             self.assertNotEqual(p.returncode, 0, "verify missed the damage: " + p.stdout)
 
 
-def glob_blobs(data_dir):
+def damage_blobs(data_dir):
+    """Flips the last and the middle byte of every stored blob (files, or
+    objects on the S3 run), inside any range that covers most of one; -> the
+    names damaged."""
+    def flip(b):
+        b = bytearray(b)
+        for at in sorted({len(b) // 2, len(b) - 1}):
+            b[at] ^= 0x10
+        return bytes(b)
+
+    if os.environ.get("CKPTD_IT_S3"):
+        from lib import s3
+        c = s3.Client.from_env()
+        prefix = ckptd.s3_prefix(data_dir) + "/"
+        keys = [k for k in c.list(prefix) if store.BLOB_KEY.match(k[len(prefix):])]
+        for k in keys:
+            c.put(k, flip(c.get(k)))
+        return keys
     root = os.path.join(data_dir, "blobs")
+    files = []
     for shard in os.listdir(root):
         if store.HEX2.match(shard):
-            for n in os.listdir(os.path.join(root, shard)):
-                yield os.path.join(root, shard, n)
+            files += [os.path.join(root, shard, n) for n in os.listdir(os.path.join(root, shard))]
+    for p in sorted(files):
+        os.chmod(p, 0o644)
+        with open(p, "rb") as f:
+            b = f.read()
+        with open(p, "r+b") as f:
+            f.write(flip(b))
+    return files
 
 
 # -- 5. names and paths ------------------------------------------------------------------

@@ -83,6 +83,23 @@ def index_args(data_dir):
     return ["--index", pg.rsplit("/", 1)[0] + "/" + name]
 
 
+def s3_prefix(data_dir):
+    """The key prefix of a data directory's blobs in the S3 run's bucket."""
+    return "it-" + hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:20]
+
+
+def store_args(data_dir):
+    """index_args, and with $CKPTD_IT_S3 (run.sh's PostgreSQL + S3 run) the
+    blobs on the run's S3 endpoint under a prefix of the data directory's own:
+    the flags a daemon or command on data_dir needs for its store."""
+    args = index_args(data_dir)
+    if os.environ.get("CKPTD_IT_S3"):
+        args += ["--blobs", "s3://%s/%s" % (os.environ["CKPTD_TEST_S3_BUCKET"], s3_prefix(data_dir)),
+                 "--s3-endpoint", os.environ["CKPTD_TEST_S3_ENDPOINT"],
+                 "--s3-region", os.environ.get("CKPTD_TEST_S3_REGION", "us-east-1")]
+    return args
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -170,8 +187,12 @@ class Daemon:
                 "--listen", "127.0.0.1:%d" % self.port,
                 "--data", self.data_dir,
             ] + self.args
-            if "--index" not in self.args:
-                cmd += index_args(self.data_dir)
+            extra = store_args(self.data_dir)
+            if "--index" in self.args:
+                extra = []
+            elif "--blobs" in self.args:
+                extra = index_args(self.data_dir)
+            cmd += extra
             log = open(self.log_path, "ab")
             log.write(("\n$ %s\n" % " ".join(cmd)).encode())
             log.flush()
@@ -248,6 +269,14 @@ class Daemon:
         self.kill()
         if os.environ.get("CKPTD_IT_KEEP"):
             return
+        if os.environ.get("CKPTD_IT_S3") and self.own_data:
+            # the endpoint keeps objects in memory: give back what this
+            # daemon's store held
+            from . import s3
+            try:
+                s3.Client.from_env().delete_prefix(s3_prefix(self.data_dir) + "/")
+            except Exception as e:
+                print("  (could not empty S3 prefix of %s: %s)" % (self.name, e))
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self):

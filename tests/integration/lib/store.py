@@ -28,8 +28,28 @@ BLOB_NAME = re.compile(r"^[0-9a-f]{62}(\.z)?$")
 
 def blob_files(data_dir):
     """-> (set of blob hashes named by files under DIR/blobs/??/, list of other
-    files found in those shard directories)."""
+    files found in those shard directories); on the S3 run, the same of the
+    objects under the data directory's prefix."""
+    if os.environ.get("CKPTD_IT_S3"):
+        return blob_objects(ckptd.s3_prefix(data_dir))
     return blob_files_in(os.path.join(data_dir, "blobs"))
+
+
+BLOB_KEY = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{62})(\.z)?$")
+
+
+def blob_objects(prefix):
+    """blob_files of the blobs ckptd keeps on S3 under prefix: keys
+    PREFIX/ab/<62 hex>[.z]."""
+    from . import s3
+    hashes, strays = set(), []
+    for k in s3.Client.from_env().list(prefix + "/"):
+        m = BLOB_KEY.match(k[len(prefix) + 1:])
+        if m:
+            hashes.add(m.group(1) + m.group(2))
+        else:
+            strays.append(k)
+    return hashes, strays
 
 
 def blob_files_in(root):
@@ -74,10 +94,11 @@ def tree(root):
 
 def cli(*args, timeout=180):
     """Runs build/ckptd with args -> CompletedProcess (text stdout/stderr). A
-    command on a --data directory uses the same index its daemon does."""
+    command on a --data directory uses the same store its daemon does."""
     args = list(args)
     if "--data" in args and "--index" not in args:
-        args += ckptd.index_args(args[args.index("--data") + 1])
+        data = args[args.index("--data") + 1]
+        args += ckptd.index_args(data) if "--blobs" in args else ckptd.store_args(data)
     return subprocess.run([ckptd.binary()] + args, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=timeout, text=True, errors="replace")
