@@ -48,6 +48,11 @@ int app_verify(struct app *app, int progress);
  * checkpoint names. *removed counts blob files removed. */
 int app_gc(struct app *app, uint64_t *removed);
 
+/* `ckptd migrate`: copies the store into the backends `to` names (its
+ * index_url, blobs_url, s3 settings; data_dir for temporary files), then
+ * verifies them (storage/store.h store_migrate). Prints what it did. */
+int app_migrate(struct app *app, const struct app_config *to, int progress);
+
 /* `ckptd stats`: the /stats JSON as text (caller frees). */
 int app_stats_text(char **out, struct app *app);
 

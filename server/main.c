@@ -27,6 +27,14 @@
 #define CKPTD_VERSION "dev"
 #endif
 
+/* getopt codes of long options without a letter */
+enum {
+	OPT_TO_INDEX = 1000,
+	OPT_TO_BLOBS,
+	OPT_TO_S3_ENDPOINT,
+	OPT_TO_S3_REGION,
+};
+
 static const char usage[] =
     "usage: ckptd <command> [options]\n"
     "\n"
@@ -37,6 +45,8 @@ static const char usage[] =
     "            SQLite index it refuses while a daemon serves it; on PostgreSQL\n"
     "            it runs beside the instances)\n"
     "  stats     print the store's sizes and ratios as JSON\n"
+    "  migrate   copy the store into other backends (--to-index, --to-blobs),\n"
+    "            keeping ids; run it again to resume; verifies the copy\n"
     "\n"
     "options:\n"
     "  --data DIR               this instance's directory: upload spools, and by\n"
@@ -54,6 +64,12 @@ static const char usage[] =
     "                           env CKPTD_S3_ENDPOINT)\n"
     "  --s3-region NAME         the region requests are signed for (default us-east-1;\n"
     "                           env CKPTD_S3_REGION)\n"
+    "  --to-index URL           migrate: the target index (sqlite:PATH, postgresql://)\n"
+    "  --to-blobs DIR|s3://BUCKET/PREFIX\n"
+    "                           migrate: the target blob store\n"
+    "  --to-s3-endpoint URL, --to-s3-region NAME\n"
+    "                           migrate: the target's S3 settings (default: the same\n"
+    "                           as --s3-endpoint and --s3-region)\n"
     "  --claim-lease SECONDS    how long an upload's or download's claim on its blobs\n"
     "                           lives without renewal; leftovers of a crashed\n"
     "                           instance go after it (default 3600)\n"
@@ -252,6 +268,10 @@ int main(int argc, char **argv)
 	    {"index", required_argument, NULL, 'i'},
 	    {"blobs", required_argument, NULL, 'b'},
 	    {"s3-endpoint", required_argument, NULL, 'E'},
+	    {"to-index", required_argument, NULL, OPT_TO_INDEX},
+	    {"to-blobs", required_argument, NULL, OPT_TO_BLOBS},
+	    {"to-s3-endpoint", required_argument, NULL, OPT_TO_S3_ENDPOINT},
+	    {"to-s3-region", required_argument, NULL, OPT_TO_S3_REGION},
 	    {"s3-region", required_argument, NULL, 'R'},
 	    {"claim-lease", required_argument, NULL, 'L'},
 	    {"listen", required_argument, NULL, 'l'},
@@ -268,7 +288,7 @@ int main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct app_config cfg = {0};
+	struct app_config cfg = {0}, to = {0};
 	const char *listen = getenv("CKPTD_LISTEN"), *cmd = NULL;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	struct http_options http = {
@@ -303,6 +323,10 @@ int main(int argc, char **argv)
 		case 'd': cfg.data_dir = optarg; break;
 		case 'i': cfg.index_url = optarg; break;
 		case 'E': cfg.s3_endpoint = optarg; break;
+		case OPT_TO_INDEX: to.index_url = optarg; break;
+		case OPT_TO_BLOBS: to.blobs_url = optarg; break;
+		case OPT_TO_S3_ENDPOINT: to.s3_endpoint = optarg; break;
+		case OPT_TO_S3_REGION: to.s3_region = optarg; break;
 		case 'R': cfg.s3_region = optarg; break;
 		case 'b': cfg.blobs_url = optarg; break;
 		case 'L': {
@@ -385,7 +409,13 @@ int main(int argc, char **argv)
 	http.listen = listen;
 	if (!strcmp(cmd, "serve"))
 		return serve(&cfg, &http);
-	if (!strcmp(cmd, "verify") || !strcmp(cmd, "stats") || !strcmp(cmd, "gc")) {
+	if (!strcmp(cmd, "migrate") && (!to.index_url || !to.blobs_url)) {
+		fprintf(stderr,
+			"ckptd: migrate needs --to-index URL and --to-blobs DIR|s3://...\n");
+		return 2;
+	}
+	if (!strcmp(cmd, "verify") || !strcmp(cmd, "stats") || !strcmp(cmd, "gc") ||
+	    !strcmp(cmd, "migrate")) {
 		struct app *app = NULL;
 		int lock = -1, rc = 0, err;
 		struct stat st;
@@ -409,6 +439,15 @@ int main(int argc, char **argv)
 		if (!strcmp(cmd, "verify")) {
 			err = app_verify(app, isatty(2));
 			rc = err != 0;
+		} else if (!strcmp(cmd, "migrate")) {
+			to.data_dir = cfg.data_dir;
+			to.compress = cfg.compress;
+			to.lease = cfg.lease;
+			if (!to.s3_endpoint)
+				to.s3_endpoint = cfg.s3_endpoint;
+			if (!to.s3_region)
+				to.s3_region = cfg.s3_region;
+			err = app_migrate(app, &to, isatty(2));
 		} else if (!strcmp(cmd, "gc")) {
 			uint64_t removed = 0;
 			err = app_gc(app, &removed);

@@ -106,6 +106,12 @@ struct index_new_checkpoint {
 	size_t nstorages;
 	const struct index_tensor *tensors;
 	size_t ntensors;
+	/* An import (ckptd migrate) keeps what the source store said: its id
+	 * (> 0; CK_ECONFLICT when taken), creation time and dedup counters. 0
+	 * and NULLs for a new checkpoint. */
+	int64_t id;
+	const char *created_at;
+	const struct index_dedup *dedup;
 };
 
 /* Inserts a checkpoint with its tensors in one transaction, creating the
@@ -183,6 +189,8 @@ struct index_layout {
 	char *format;
 	uint64_t size;
 	struct hash sha256;
+	struct hash skeleton; /* the blob of every byte outside the storages */
+	uint64_t skeleton_size;
 	struct index_layout_part *parts; /* in file order, covering [0, size) */
 	size_t nparts;
 };
@@ -205,7 +213,8 @@ struct index_storage_row {
 	enum dtype dtype;
 	uint64_t nbytes;
 	uint32_t crc32;
-	int64_t refcount; /* checkpoint references to the blob, store-wide */
+	int64_t refcount;  /* checkpoint references to the blob, store-wide */
+	uint64_t file_off; /* where it sits in the upload */
 };
 struct index_tensors {
 	struct index_tensor_row *tensors;

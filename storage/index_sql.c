@@ -477,7 +477,7 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 			err = rc < 0 ? rc : ck_error(CK_EIO, "index: blob upsert returned nothing");
 			goto out;
 		}
-		if (!r->is_storage)
+		if (!r->is_storage || k->dedup)
 			continue;
 		dd.tensors++;
 		dd.bytes += r->raw;
@@ -486,15 +486,23 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 			dd.new_bytes += r->raw;
 		}
 	}
-	if ((err =
-		 prep(&st, x, c,
-		      "INSERT INTO checkpoints(model_id, run_id, epoch, step, loss,"
-		      " metrics, tags, pinned, created_at, format, size, sha256,"
-		      " tensor_count, storage_count, new_storages, tensor_bytes, new_bytes,"
-		      " skeleton, skeleton_size)"
-		      " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"
-		      " RETURNING id")) < 0)
+#define CKPT_INSERT(ID, OVERRIDE, IDV)                                                             \
+	"INSERT INTO checkpoints(" ID "model_id, run_id, epoch, step, loss,"                       \
+	" metrics, tags, pinned, created_at, format, size, sha256,"                                \
+	" tensor_count, storage_count, new_storages, tensor_bytes, new_bytes,"                     \
+	" skeleton, skeleton_size)" OVERRIDE " VALUES(" IDV                                        \
+	"?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19) RETURNING id"
+	static const char *const insert_new = CKPT_INSERT("", "", "");
+	static const char *const import_lite = CKPT_INSERT("id, ", "", "?20, ");
+	static const char *const import_pg =
+	    CKPT_INSERT("id, ", " OVERRIDING SYSTEM VALUE", "?20, ");
+#undef CKPT_INSERT
+	if (k->dedup) /* an import: the counters its source computed */
+		dd = *k->dedup;
+	if ((err = prep(&st, x, c, k->id > 0 ? PICK(x, import_lite, import_pg) : insert_new)) < 0)
 		goto out;
+	if (k->id > 0)
+		x->d->bind_int(st, 20, k->id);
 	x->d->bind_int(st, 1, mid);
 	x->d->bind_int(st, 2, rid);
 	if (k->has_epoch)
@@ -512,7 +520,7 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 	x->d->bind_text(st, 6, metrics);
 	x->d->bind_text(st, 7, tags);
 	x->d->bind_int(st, 8, k->pinned ? 1 : 0);
-	x->d->bind_text(st, 9, now);
+	x->d->bind_text(st, 9, k->created_at ? k->created_at : now);
 	x->d->bind_text(st, 10, k->format);
 	x->d->bind_int(st, 11, (int64_t)k->size);
 	bind_hash(x, st, 12, &k->sha256);
@@ -528,6 +536,15 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 		goto out;
 	}
 	cid = x->d->column_int(st, 0);
+	/* after an explicit id, PostgreSQL's identity must move past it (SQLite's
+	 * AUTOINCREMENT does by itself) */
+	if (k->id > 0 && x->d->dialect == SQL_POSTGRES) {
+		if ((err = prep(&st, x, c,
+				"SELECT setval(pg_get_serial_sequence('checkpoints', 'id'),"
+				" (SELECT max(id) FROM checkpoints))")) < 0 ||
+		    (err = run_done(x, st)) < 0)
+			goto out;
+	}
 	for (size_t i = 0; i < k->nstorages; i++) {
 		const struct index_storage *s = &k->storages[i];
 		if ((err = prep(&st, x, c,
@@ -941,6 +958,8 @@ static int sql_checkpoint_layout(struct index_layout **out, struct index *idx, i
 	    (err = column_hash(&skel, x, st, 5)) < 0)
 		goto out;
 	skel_size = (uint64_t)x->d->column_int(st, 6);
+	l->skeleton = skel;
+	l->skeleton_size = skel_size;
 	nstor = (uint64_t)x->d->column_int(st, 7);
 	if (x->d->column_null(st, 8)) {
 		err =
@@ -1042,10 +1061,11 @@ static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx,
 		err = oom();
 		goto out;
 	}
-	if ((err = prep(&st, x, c,
-			"SELECT s.blob, s.dtype, s.nbytes, b.crc32, b.refcount FROM storages s"
-			" LEFT JOIN blobs b ON b.hash = s.blob"
-			" WHERE s.checkpoint_id = ?1 ORDER BY s.idx")) < 0)
+	if ((err = prep(
+		 &st, x, c,
+		 "SELECT s.blob, s.dtype, s.nbytes, b.crc32, b.refcount, s.file_off FROM storages s"
+		 " LEFT JOIN blobs b ON b.hash = s.blob"
+		 " WHERE s.checkpoint_id = ?1 ORDER BY s.idx")) < 0)
 		goto out;
 	x->d->bind_int(st, 1, id);
 	while ((rc = x->d->step(st)) == 1 && t->nstorages < (size_t)ns) {
@@ -1056,6 +1076,7 @@ static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx,
 		s->nbytes = (uint64_t)x->d->column_int(st, 2);
 		s->crc32 = (uint32_t)x->d->column_int(st, 3);
 		s->refcount = x->d->column_int(st, 4);
+		s->file_off = (uint64_t)x->d->column_int(st, 5);
 	}
 	if (rc < 0) {
 		err = rc;
@@ -1832,7 +1853,8 @@ static int sql_claims_release(struct hash **orphans, size_t *n, struct index *id
 		if ((err = prep(&st, x, c,
 				"SELECT DISTINCT c.blob FROM claims c WHERE c.owner = ?1"
 				" AND (?2 < 0 OR c.grp = ?2)"
-				" AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.hash = c.blob)")) < 0)
+				" AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.hash = c.blob)")) <
+		    0)
 			goto out;
 		x->d->bind_text(st, 1, owner);
 		x->d->bind_int(st, 2, group);

@@ -621,3 +621,282 @@ int store_gc(uint64_t *removed, struct store *s)
 		return err;
 	return gc_sweep(removed, s->gc, s->alone);
 }
+
+/* ---- migrate ---- */
+
+struct copied {
+	struct hash h;
+	uint64_t stored;
+	int codec;
+	uint32_t crc;
+};
+
+/* Where blob h of src goes into dst's batch: nothing when dst's index names
+ * it (then *c comes from that row), else put (a raw file straight from its
+ * fd; a compressed one decoded into a temporary file on the way, checked
+ * against its name). */
+static int migrate_blob(struct copied *c, struct store_migrate_report *rep, struct store *src,
+			struct store *dst, struct blob_batch *bt, const struct hash *h,
+			uint64_t raw_size, uint32_t crc, enum dtype dt)
+{
+	struct index_blob row;
+	struct blob_reader *rd = NULL;
+	struct blob_meta meta = {*h, raw_size, crc, 0, 0, 0};
+	struct hasher *hs = NULL;
+	uint8_t *buf = NULL;
+	uint64_t raw_off = 0;
+	int fd = -1, tmp = -1, err;
+
+	c->h = *h;
+	c->crc = crc;
+	if ((err = index_blob_get(&row, dst->idx, h)) == 0) {
+		c->stored = row.stored_size;
+		c->codec = row.codec;
+		rep->blobs_present++;
+		return 0;
+	}
+	if (err != CK_ENOTFOUND || (err = store_blob_open(&rd, src, h)) < 0)
+		return err;
+	if (blob_reader_size(rd) != raw_size) {
+		char hex[65];
+		hash_to_hex(hex, h);
+		err = ck_error(CK_ECORRUPT, "source blob %s holds %llu bytes, its index says %llu",
+			       hex, (unsigned long long)blob_reader_size(rd),
+			       (unsigned long long)raw_size);
+		goto out;
+	}
+	fd = blob_reader_raw_fd(&raw_off, rd);
+	if (fd < 0) {
+		enum { CHUNK = 1 << 20 };
+		struct hash got;
+		if ((tmp = open(dst->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
+			err = ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
+				       "cannot create a temporary file in %s: %s", dst->tmp_dir,
+				       strerror(errno));
+			goto out;
+		}
+		if (!(hs = hasher_new()) || !(buf = malloc(CHUNK))) {
+			err = ck_error(CK_ENOMEM, "out of memory");
+			goto out;
+		}
+		for (uint64_t off = 0; off < raw_size;) {
+			size_t n = raw_size - off < CHUNK ? (size_t)(raw_size - off) : CHUNK;
+			if ((err = blob_reader_read(rd, buf, n, off)) < 0)
+				goto out;
+			hasher_update(hs, buf, n);
+			for (size_t w = 0; w < n;) {
+				ssize_t k = pwrite(tmp, buf + w, n - w, (off_t)(off + w));
+				if (k < 0 && errno == EINTR)
+					continue;
+				if (k < 0) {
+					err = ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
+						       "writing a temporary file: %s",
+						       strerror(errno));
+					goto out;
+				}
+				w += (size_t)k;
+			}
+			off += n;
+		}
+		hasher_final(hs, &got, NULL);
+		if (memcmp(got.b, h->b, 32)) {
+			char hex[65];
+			hash_to_hex(hex, h);
+			err =
+			    ck_error(CK_ECORRUPT,
+				     "source blob %s does not match its SHA-256: run ckptd verify "
+				     "on the source",
+				     hex);
+			goto out;
+		}
+		fd = tmp;
+		raw_off = 0;
+	}
+	if ((err = dst->blobs->batch_put_fd(bt, &meta, fd, raw_off, dt)) < 0)
+		goto out;
+	c->stored = meta.stored_size;
+	c->codec = meta.codec;
+	if (meta.existed) {
+		rep->blobs_present++;
+	} else {
+		rep->blobs_copied++;
+		rep->bytes_copied += raw_size;
+	}
+out:
+	if (tmp >= 0)
+		close(tmp);
+	free(buf);
+	hasher_free(hs);
+	blob_reader_close(rd);
+	return err;
+}
+
+/* Copies checkpoint id of src into dst. */
+static int migrate_one(struct store_migrate_report *rep, struct store *src, struct store *dst,
+		       const struct index_checkpoint *ck)
+{
+	struct index_layout *l = NULL;
+	struct index_tensors *t = NULL;
+	struct index_storage *stor = NULL;
+	struct index_tensor *tens = NULL;
+	struct copied *cp = NULL, skel = {0};
+	struct hash *claim = NULL;
+	struct blob_batch *bt = NULL;
+	struct gc_claim *cl = NULL;
+	struct index_new_checkpoint k = {0};
+	struct index_dedup dd;
+	const char **tags = NULL;
+	int64_t id;
+	int err;
+
+	if ((err = store_layout(&l, src, ck->id)) < 0 || (err = store_tensors(&t, src, ck->id)) < 0)
+		goto out;
+	stor = calloc(t->nstorages + 1, sizeof(*stor));
+	tens = calloc(t->ntensors + 1, sizeof(*tens));
+	cp = calloc(t->nstorages + 1, sizeof(*cp));
+	claim = calloc(t->nstorages + 1, sizeof(*claim));
+	tags = calloc(ck->ntags + 1, sizeof(*tags));
+	if (!stor || !tens || !cp || !claim || !tags) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < t->nstorages; i++)
+		claim[i] = t->storages[i].blob;
+	claim[t->nstorages] = l->skeleton;
+	/* claimed in dst as an upload's are: safe even beside a serving one */
+	if ((err = gc_claim(&cl, dst->gc, claim, t->nstorages + 1)) < 0 ||
+	    (err = dst->blobs->batch_begin(&bt, dst->blobs)) < 0)
+		goto out;
+	for (size_t i = 0; i < t->nstorages; i++) {
+		const struct index_storage_row *r = &t->storages[i];
+		if ((err = migrate_blob(&cp[i], rep, src, dst, bt, &r->blob, r->nbytes, r->crc32,
+					r->dtype)) < 0)
+			goto out;
+		stor[i] = (struct index_storage){r->blob,     r->nbytes, cp[i].stored, r->crc32,
+						 cp[i].codec, r->dtype,	 r->file_off};
+	}
+	uint32_t skel_crc = 0;
+	for (size_t i = 0; i < l->nparts; i++)
+		if (!memcmp(l->parts[i].blob.b, l->skeleton.b, 32))
+			skel_crc = l->parts[i].blob_crc;
+	if (l->nparts == 0 || l->skeleton_size == 0) { /* no part names it: its row does */
+		struct index_blob row;
+		if ((err = index_blob_get(&row, src->idx, &l->skeleton)) < 0)
+			goto out;
+		skel_crc = row.crc32;
+	}
+	if ((err = migrate_blob(&skel, rep, src, dst, bt, &l->skeleton, l->skeleton_size, skel_crc,
+				DT_INVALID)) < 0 ||
+	    (err = dst->blobs->batch_commit(bt)) < 0)
+		goto out;
+	for (size_t i = 0; i < t->ntensors; i++) {
+		const struct index_tensor_row *r = &t->tensors[i];
+		tens[i] = (struct index_tensor){r->path,    r->dtype,  r->ndim,	   r->shape,
+						r->strides, r->offset, r->storage, r->nbytes};
+	}
+	for (size_t i = 0; i < ck->ntags; i++)
+		tags[i] = ck->tags[i];
+	k.model = ck->model;
+	k.run = ck->run;
+	k.has_epoch = ck->has_epoch;
+	k.epoch = ck->epoch;
+	k.has_step = ck->has_step;
+	k.step = ck->step;
+	k.has_loss = ck->has_loss;
+	k.loss = ck->loss;
+	k.metrics = ck->metrics;
+	k.nmetrics = ck->nmetrics;
+	k.tags = tags;
+	k.ntags = ck->ntags;
+	k.pinned = ck->pinned;
+	k.format = ck->format;
+	k.size = ck->size;
+	k.sha256 = ck->sha256;
+	k.skeleton = l->skeleton;
+	k.skeleton_size = l->skeleton_size;
+	k.skeleton_stored = skel.stored;
+	k.skeleton_crc = skel_crc;
+	k.skeleton_codec = skel.codec;
+	k.storages = stor;
+	k.nstorages = t->nstorages;
+	k.tensors = tens;
+	k.ntensors = t->ntensors;
+	k.id = ck->id;
+	k.created_at = ck->created_at;
+	k.dedup = &ck->dedup;
+	err = index_checkpoint_insert(&id, &dd, dst->idx, &k);
+out:
+	if (bt)
+		dst->blobs->batch_free(bt);
+	gc_release(cl);
+	free(claim);
+	free(tags);
+	free(stor);
+	free(tens);
+	free(cp);
+	index_layout_free(l);
+	index_tensors_free(t);
+	if (err < 0)
+		ck_error_prefix(err, "checkpoint %" PRId64 " of model '%s': ", ck->id, ck->model);
+	return err;
+}
+
+int store_migrate(struct store_migrate_report *rep, struct store *src, struct store *dst,
+		  void (*progress)(void *arg, const struct store_migrate_report *rep), void *arg)
+{
+	struct index_model_list *models = NULL;
+	struct index_stats st;
+	int err;
+
+	memset(rep, 0, sizeof(*rep));
+	if ((err = store_stats(&st, src)) < 0 || (err = store_models(&models, src)) < 0)
+		return err;
+	rep->total = (uint64_t)st.checkpoints;
+	for (size_t m = 0; m < models->nitems && err == 0; m++) {
+		const char *name = models->items[m].name;
+		struct index_retention pol;
+		int has = 0;
+		if ((err = store_retention_get(&pol, &has, src, name)) < 0 ||
+		    (has && (err = index_retention_set(dst->idx, name, &pol)) < 0))
+			break;
+		for (int64_t offset = 0;; offset += 500) {
+			struct index_list_query q = {
+			    .model = name, .order = "created", .limit = 500, .offset = offset};
+			struct index_checkpoint_list *l = NULL;
+			if ((err = store_list(&l, src, &q)) < 0)
+				break;
+			size_t n = l->nitems;
+			for (size_t i = 0; i < n && err == 0; i++) {
+				struct index_checkpoint *have = NULL;
+				const struct index_checkpoint *c = &l->items[i];
+				err = index_checkpoint_get(&have, dst->idx, c->id);
+				if (err == 0) {
+					/* an earlier run's: it must be this one */
+					if (memcmp(have->sha256.b, c->sha256.b, 32) ||
+					    strcmp(have->model, c->model))
+						err = ck_error(
+						    CK_ECONFLICT,
+						    "the target already has a checkpoint "
+						    "%" PRId64 " that is not model '%s''s: "
+						    "migrate into an empty store",
+						    c->id, c->model);
+					rep->skipped++;
+				} else if (err == CK_ENOTFOUND) {
+					ck_error_clear();
+					err = migrate_one(rep, src, dst, c);
+				}
+				index_checkpoint_free(have);
+				if (err == 0) {
+					rep->checkpoints++;
+					if (progress)
+						progress(arg, rep);
+				}
+			}
+			index_checkpoint_list_free(l);
+			if (err < 0 || n < 500)
+				break;
+		}
+	}
+	index_model_list_free(models);
+	return err;
+}

@@ -114,6 +114,25 @@ int store_verify(struct verify_report *rep, struct store *s,
 		 void (*bad)(void *arg, const struct hash *h, const char *why),
 		 void (*progress)(void *arg, uint64_t done, uint64_t bytes), void *arg);
 
+/* What store_migrate did so far. */
+struct store_migrate_report {
+	uint64_t checkpoints, total; /* done (copied or found), of all */
+	uint64_t skipped;	     /* already in the target (an earlier run) */
+	uint64_t blobs_copied, bytes_copied;
+	uint64_t blobs_present; /* in the target already: not copied again */
+};
+
+/* Copies every checkpoint of src into dst (ckptd migrate), in id order, each
+ * with its blobs, keeping its id, creation time and dedup counters, and
+ * every model's retention policy. Each checkpoint goes in as an upload does
+ * (blobs durable, then one index transaction), so an interrupted migration
+ * leaves dst consistent, and running it again resumes: checkpoints dst has
+ * are skipped, blobs dst stores are not copied again. dst should not be
+ * served meanwhile (ids are kept). progress (may be NULL) is called after
+ * each checkpoint. Verifying dst afterwards is the caller's (store_verify). */
+int store_migrate(struct store_migrate_report *rep, struct store *src, struct store *dst,
+		  void (*progress)(void *arg, const struct store_migrate_report *rep), void *arg);
+
 /* Applies every model's retention policy, then sweeps blobs nothing names.
  * *removed counts blobs removed. */
 int store_gc(uint64_t *removed, struct store *s);
