@@ -47,8 +47,8 @@ struct index {
 			  size_t n, int64_t expires_at);
 	int (*claims_renew)(struct index *idx, const char *owner, int64_t group,
 			    int64_t expires_at);
-	int (*claims_release)(struct hash **orphans, size_t *n, struct index *idx, const char *owner,
-			      int64_t group);
+	int (*claims_release)(struct hash **orphans, size_t *n, struct index *idx,
+			      const char *owner, int64_t group);
 	int (*claims_owned)(struct hash **out, size_t *n, struct index *idx, const char *owner);
 	int (*reap)(uint64_t *removed, struct index *idx, const struct hash *h, size_t n,
 		    int64_t now, int (*unlink_cb)(void *arg, const struct hash *h), void *arg);
