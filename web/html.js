@@ -5,15 +5,16 @@
  *   raw('&nbsp;')                        the only way to mark a string as markup
  *   render(element, html`...`)           the only innerHTML assignment in web/
  *
- * html`` returns an Html object; interpolating one Html into another keeps it
- * as markup, and an array is its items one after another, so templates nest
- * without raw(). null, undefined and false interpolate as nothing. Anything
- * else becomes a string with & < > " ' escaped, which is safe between tags
- * and inside a quoted attribute value. Inside a tag, three contexts are
- * checked as well: a value that starts a URL attribute (href, src, action, xlink:href) with
- * a scheme other than http, https or mailto becomes "about:invalid"; a value
- * in an event handler attribute (on...) or right after "=" (an unquoted
- * attribute value) throws, since no escaping makes those safe.
+ * html`` returns an Html object; interpolating one Html into another keeps
+ * it as markup, and an array is its items one after another, so templates
+ * nest without raw(). null, undefined and false interpolate as nothing.
+ * Anything else becomes a string with & < > " ' escaped, which is safe
+ * between tags and inside a quoted attribute value. Inside a tag, three
+ * contexts are checked as well: a value that starts a URL attribute (href,
+ * src, action, xlink:href) with a scheme other than http, https or mailto
+ * becomes "about:invalid"; a value in an event handler attribute (on...) or
+ * right after "=" (an unquoted attribute value) throws, since no escaping
+ * makes those safe.
  *
  * tests/e2e/web_source.test.mjs checks that no other file in web/ assigns
  * innerHTML or outerHTML, and that raw() is given only string literals.

@@ -5,7 +5,7 @@
 import { html, render } from './html.js';
 import { fmtBytes, fmtExact, fmtNum, fmtShape, fmtValue } from './format.js';
 import { API, LIST_MAX, api, apiCkpt, ckptHref, modelHref } from './api.js';
-import { deleteCkpt, fmtMetrics, tagChips, togglePin } from './page_model.js';
+import { deleteCkpt, fmtMetrics, tagChips, togglePin } from './ckpt.js';
 import { main, navigate, ready, setTitle, showError, stat, timeEl } from './ui.js';
 
 const TENSOR_PAGE = 200;

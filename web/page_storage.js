@@ -11,7 +11,7 @@
  * time), and #s-growth gets data-ready when it is drawn.
  */
 import { html, render } from './html.js';
-import { fmtBytes, fmtExact, fmtNum, fmtRatio, fmtRel, pct, plural } from './format.js';
+import { fmtBytes, fmtLocal, fmtNum, fmtRatio, fmtRel, pct, plural } from './format.js';
 import { API, api, ckptHref, listCheckpoints, modelHref } from './api.js';
 import { drawChart } from './chart.js';
 import { main, navigate, ready, showError, stat } from './ui.js';
@@ -116,7 +116,7 @@ async function loadGrowth(models) {
       const { checkpoints } = await listCheckpoints(m.name);
       for (const c of checkpoints) {
         const t = Date.parse(c.created_at);
-        if (!Number.isNaN(t)) all.push({ t, id: c.id, model: m.name, size: c.size || 0, added: c.dedup?.new_bytes || 0 });
+        if (!Number.isNaN(t)) all.push({ t, created: c.created_at, id: c.id, model: m.name, size: c.size || 0, added: c.dedup?.new_bytes || 0 });
       }
     }
   }
@@ -151,8 +151,8 @@ function drawGrowth(rows) {
     empty: 'No checkpoints.',
     tip: (s, p) => html`<div class="tip-head">${p.r.model} · #${p.r.id}</div><dl>
       <dt>uploaded</dt><dd>${fmtBytes(p.r.uploaded)}</dd><dt>added</dt><dd>${fmtBytes(p.r.addedSum)}</dd>
-      <dt>this upload</dt><dd>${fmtBytes(p.r.size)}, ${fmtBytes(p.r.added)} new</dd><dt>time</dt><dd>${fmtRel(new Date(p.r.t).toISOString())}</dd></dl>
-      <div class="tip-time">${fmtExact(new Date(p.r.t).toISOString()).replace(/ \(.*\)$/, '')}</div>`,
+      <dt>this upload</dt><dd>${fmtBytes(p.r.size)}, ${fmtBytes(p.r.added)} new</dd><dt>time</dt><dd>${fmtRel(p.r.created)}</dd></dl>
+      <div class="tip-time">${fmtLocal(p.r.created)}</div>`,
     open: (s, p) => navigate(ckptHref(p.r.model, p.r.id)),
   });
   const last = rows[rows.length - 1];

@@ -11,7 +11,7 @@
  * Element ids are the given prefix plus -y, -x, -log, -legend, -chart, -note.
  */
 import { html, render } from './html.js';
-import { fmtExact, fmtNum, fmtRel, fmtValue, plural } from './format.js';
+import { fmtLocal, fmtNum, fmtRel, fmtValue, plural } from './format.js';
 import { drawChart } from './chart.js';
 import { setQuery } from './ui.js';
 import {
@@ -185,7 +185,7 @@ export class Plot {
         <dt>epoch</dt><dd>${c.epoch == null ? '—' : fmtNum(c.epoch)}</dd>
         ${c.step != null ? html`<dt>step</dt><dd>${fmtNum(c.step)}</dd>` : ''}
         <dt>time</dt><dd>${fmtRel(c.created_at)}</dd></dl>
-      <div class="tip-time">${fmtExact(c.created_at).replace(/ \(.*\)$/, '')}</div>`;
+      <div class="tip-time">${fmtLocal(c.created_at)}</div>`;
   }
 
   renderControls() {
