@@ -1,9 +1,10 @@
 #!/bin/sh
-# Browser tests of the dashboard: starts build/ckptd on a free loopback port
-# with a fresh data directory, runs the Playwright tests (playwright-core
-# driving Debian's /usr/bin/chromium) with node's test runner, stops the
-# daemon. Run from the repository root (`make e2e`). Screenshots go to
-# build/screenshots/. Exits non-zero when a test fails.
+# Tests of the dashboard: first the checks of its source (web_source.test.mjs:
+# markup only through web/html.js), then the browser tests: starts build/ckptd
+# on a free loopback port with a fresh data directory, runs the Playwright
+# tests (playwright-core driving Debian's /usr/bin/chromium) with node's test
+# runner, stops the daemon. Run from the repository root (`make e2e`).
+# Screenshots go to build/screenshots/. Exits non-zero when a test fails.
 set -u
 
 ROOT=$(pwd)
@@ -22,6 +23,10 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 if ! command -v node >/dev/null 2>&1; then
 	echo "e2e: node is missing; install it with: apt-get install -y nodejs npm" >&2
+	exit 1
+fi
+if ! node --test --test-reporter=spec "$HERE/web_source.test.mjs"; then
+	echo "e2e: FAILED (the dashboard's source)" >&2
 	exit 1
 fi
 if [ ! -d "$HERE/node_modules/playwright-core" ]; then
