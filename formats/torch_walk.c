@@ -103,7 +103,7 @@ static int path_push_key(struct torch_walk *w, const struct pickle_value *k, siz
 
 /* ---- small graph helpers ---- */
 
-const struct pickle_dict *torch_as_dict(const struct pickle_value *v)
+static const struct pickle_dict *as_dict(const struct pickle_value *v)
 {
 	if (!v)
 		return NULL;
@@ -427,9 +427,9 @@ static const struct pickle_dict *module_state(const struct pickle_value *v)
 {
 	const struct pickle_dict *st;
 
-	if (!v || v->kind != PICKLE_OBJECT || !(st = torch_as_dict(v->u.obj.state)))
+	if (!v || v->kind != PICKLE_OBJECT || !(st = as_dict(v->u.obj.state)))
 		return NULL;
-	if (torch_as_dict(dict_get(st, "_parameters")) && torch_as_dict(dict_get(st, "_modules")))
+	if (as_dict(dict_get(st, "_parameters")) && as_dict(dict_get(st, "_modules")))
 		return st;
 	return NULL;
 }
@@ -461,7 +461,7 @@ static int walk_module(struct torch_walk *w, const struct pickle_dict *st, int d
 {
 	static const char *const groups[] = {"_parameters", "_buffers"};
 	const struct pickle_value *skip = dict_get(st, "_non_persistent_buffers_set");
-	const struct pickle_dict *mods = torch_as_dict(dict_get(st, "_modules"));
+	const struct pickle_dict *mods = as_dict(dict_get(st, "_modules"));
 	size_t dmark = w->dlen, pmark = w->plen;
 	int err = 0;
 
@@ -469,7 +469,7 @@ static int walk_module(struct torch_walk *w, const struct pickle_dict *st, int d
 		return ck_error(CK_ETOOBIG, "torch: modules nested deeper than %llu",
 				(unsigned long long)w->lim->max_depth);
 	for (int g = 0; g < 2; g++) {
-		const struct pickle_dict *d = torch_as_dict(dict_get(st, groups[g]));
+		const struct pickle_dict *d = as_dict(dict_get(st, groups[g]));
 
 		for (size_t i = 0; d && i < d->n; i++) {
 			const struct pickle_value *k = d->keys[i];
@@ -571,13 +571,13 @@ static int walk(struct torch_walk *w, const struct pickle_value *v, int depth, i
 		if ((err = walk_dict(w, &v->u.obj.dict, depth, named)) < 0 ||
 		    (err = walk_seq(w, &v->u.obj.list, depth, named)) < 0)
 			return err;
-		if (st && (d = torch_as_dict(st)) != NULL) {
+		if (st && (d = as_dict(st)) != NULL) {
 			if ((err = walk_dict(w, d, depth, named)) < 0)
 				return err;
 		} else if (st && st->kind == PICKLE_TUPLE && st->u.seq.n == 2) {
 			/* (state, slotstate) */
 			for (int i = 0; i < 2; i++)
-				if ((d = torch_as_dict(st->u.seq.items[i])) &&
+				if ((d = as_dict(st->u.seq.items[i])) &&
 				    (err = walk_dict(w, d, depth, named)) < 0)
 					return err;
 		} else if (st && (err = walk(w, st, depth + 1, 0)) < 0) {
@@ -645,7 +645,7 @@ static int tensor_scalar(double *out, struct torch_walk *w, const struct tspec *
 
 static int read_meta(struct torch_walk *w, const struct pickle_value *root)
 {
-	const struct pickle_dict *d = torch_as_dict(root);
+	const struct pickle_dict *d = as_dict(root);
 	const struct pickle_value *v;
 	static const char *const losses[] = {"loss", "val_loss"};
 	struct fmt_ckpt *ck = w->ck;

@@ -107,7 +107,4 @@ int torch_walk_meta(struct torch_walk *w, const struct pickle_value *root);
  * (fmt_ckpt_keep). On failure the checkpoint stays with the meter. */
 int torch_walk_finish(struct fmt_ckpt **out, struct torch_walk *w);
 
-/* 1 when v is a dict, or an OrderedDict object: then *d is its items. */
-const struct pickle_dict *torch_as_dict(const struct pickle_value *v);
-
 #endif
