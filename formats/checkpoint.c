@@ -80,10 +80,7 @@ int fmt_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_
 	case FMT_TORCH_LEGACY: return torch_legacy_read(out, in, lim);
 	case FMT_UNKNOWN: break;
 	}
-	return ck_error(CK_EFORMAT,
-			"not a checkpoint format ckptd reads: it reads PyTorch zip "
-			"(torch.save since 1.6), PyTorch legacy (torch.save before 1.6, "
-			"or with _use_new_zipfile_serialization=False) and safetensors");
+	return ck_error(CK_EFORMAT, "not a checkpoint format ckptd reads: it reads " FMT_READS);
 }
 
 void fmt_ckpt_keep(struct fmt_ckpt *c, struct fmt_meter *m)

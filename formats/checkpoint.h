@@ -33,6 +33,11 @@ enum fmt_kind {
 	FMT_TORCH_LEGACY,
 };
 
+/* The formats ckptd reads, for the messages of CK_EFORMAT (415). */
+#define FMT_READS                                                                                  \
+	"PyTorch zip (torch.save since 1.6), PyTorch legacy (torch.save before 1.6, or with "      \
+	"_use_new_zipfile_serialization=False) and safetensors"
+
 /* "torch-zip", "safetensors", "torch-legacy", "unknown". */
 const char *fmt_kind_name(enum fmt_kind k);
 

@@ -219,7 +219,7 @@ static int run_pickle(struct pickle_value **out, uint64_t *off, struct lctx *c, 
 	int err;
 
 	if ((err = pickle_scan_end(&end, w->in, *off, w->lim->max_pickle_bytes, w->m)) < 0)
-		return ck_error_prefix(err, "torch: the %s pickle: ", what);
+		return ck_error_prefix(err, "torch (%s pickle): ", what);
 	len = (size_t)(end - *off);
 	if (!(buf = fmt_alloc(w->m, FMT_PARSE, 1, len, "torch: pickle bytes")))
 		return w->m->err;
@@ -285,15 +285,16 @@ static int read_preamble(uint64_t *off, struct lctx *c)
 		if (err != CK_ECORRUPT || starts_like_magic(c->w.in))
 			return err;
 		return ck_error_prefix(CK_EFORMAT,
-				       "not a checkpoint format ckptd reads: the file starts like "
-				       "a pickle, but not like a legacy torch file: ");
+				       "not a checkpoint format ckptd reads (it reads " FMT_READS
+				       "): the file starts like a pickle, but not like a legacy "
+				       "torch file: ");
 	}
 	if (v->kind != PICKLE_BIGINT || v->u.s.len != sizeof(legacy_magic) ||
 	    memcmp(v->u.s.p, legacy_magic, sizeof(legacy_magic)))
 		return ck_error(CK_EFORMAT,
-				"not a checkpoint format ckptd reads: a pickle whose first value "
-				"is not torch's magic number (0x1950a86a20f9469cfc6c), so not a "
-				"legacy torch file");
+				"not a checkpoint format ckptd reads (it reads " FMT_READS
+				"): a pickle whose first value is not torch's magic number "
+				"(0x1950a86a20f9469cfc6c), so not a legacy torch file");
 	if ((err = run_pickle(&v, off, c, "protocol version")) < 0)
 		return err;
 	if (v->kind != PICKLE_INT)
