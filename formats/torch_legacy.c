@@ -182,12 +182,13 @@ static int resolve_storage(struct torch_ref *out, struct torch_walk *w,
 	out->view_off = 0;
 	out->view_bytes = st->nbytes;
 	if (p.view && p.view->kind != PICKLE_NONE) {
-		const struct pickle_value *const *v =
-		    (const struct pickle_value *const *)p.view->u.seq.items;
+		const struct pickle_value *const *v = NULL;
 		uint64_t voff, vsize;
 
-		if (p.view->kind != PICKLE_TUPLE || p.view->u.seq.n != 3 ||
-		    v[0]->kind != PICKLE_STR || v[1]->kind != PICKLE_INT || v[1]->u.i < 0 ||
+		/* only a tuple's value has u.seq (pickle.h) */
+		if (p.view->kind == PICKLE_TUPLE && p.view->u.seq.n == 3)
+			v = (const struct pickle_value *const *)p.view->u.seq.items;
+		if (!v || v[0]->kind != PICKLE_STR || v[1]->kind != PICKLE_INT || v[1]->u.i < 0 ||
 		    v[2]->kind != PICKLE_INT || v[2]->u.i < 0)
 			return ck_error(CK_ECORRUPT,
 					"torch: storage %s (at %s in %s) has view metadata that is "

@@ -14,6 +14,7 @@ integration tests read, with the Debian torch (1.13):
 The storage keys torch writes are memory addresses, so a run writes different
 bytes each time: the files are committed, and this script is rerun only to
 change them. Run from the repo root: /usr/bin/python3 tests/data/torch/make_legacy.py
+(with --invalid, only the damaged files and legacy_small.pt, whose bytes do not vary).
 
 For views, ckptd reports a tensor on its root storage with its offset from
 the root's first element; torch.load reports it on the view, so the expectation
@@ -158,6 +159,10 @@ def invalid():
     bad_view = small()
     bad_view["w"] = Tensor(Storage("FloatStorage", "1", 3, ("9", 2, 2)), 0, (2,), (1,))
     write("legacy_view_past_root.pt", legacy_bytes(bad_view, ["1", "2"], SMALL_BLOBS))
+    # view metadata that is not a (key, offset, size) tuple
+    not_view = small()
+    not_view["w"] = Tensor(Storage("FloatStorage", "1", 3, True), 0, (3,), (1,))
+    write("legacy_view_not_a_tuple.pt", legacy_bytes(not_view, ["1", "2"], SMALL_BLOBS))
     # a tensor past the end of its storage
     past = small()
     past["w"] = Tensor(Storage("FloatStorage", "1", 3), 2, (2,), (1,))
@@ -213,4 +218,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--invalid"]:
+        invalid()  # the damaged files alone: the valid ones keep their bytes
+    else:
+        main()
