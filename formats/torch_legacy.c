@@ -349,7 +349,8 @@ static int read_key_list(const struct pickle_value **list, uint64_t *off, struct
 		    .key = k->u.s.p, .len = k->u.s.len, .pos = i, .storage = NO_STORAGE};
 	}
 	c->nkeys = v->u.seq.n;
-	qsort(c->keys, c->nkeys, sizeof(*c->keys), cmp_entry);
+	if (c->nkeys) /* qsort wants a table, even of nothing */
+		qsort(c->keys, c->nkeys, sizeof(*c->keys), cmp_entry);
 	for (size_t i = 1; i < c->nkeys; i++)
 		if (!cmp_entry(&c->keys[i - 1], &c->keys[i]))
 			return ck_error(CK_ECORRUPT,

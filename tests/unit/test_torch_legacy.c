@@ -207,6 +207,24 @@ START_TEST(test_legacy_accepts_bytes_after_the_last_storage_as_torch_does)
 }
 END_TEST
 
+START_TEST(test_legacy_reads_a_file_without_storages)
+{
+	/* the preamble of legacy_small.pt (137 bytes), then {} and an empty
+	 * key list: torch.save({}, f, _use_new_zipfile_serialization=False) */
+	size_t n;
+	uint8_t *small = load(VALID_DIR "/legacy_small.pt", &n), b[137 + 12];
+	struct fmt_ckpt *c;
+
+	memcpy(b, small, 137);
+	memcpy(b + 137, "\x80\x02}q\x00.\x80\x02]q\x00.", 12);
+	c = parse_ok(b, sizeof(b), "no storages");
+	ck_assert_uint_eq(c->nstorages, 0);
+	ck_assert_uint_eq(c->ntensors, 0);
+	fmt_ckpt_free(c);
+	free(small);
+}
+END_TEST
+
 /* Each damaged file: the code, and what the message must name. */
 static const struct {
 	const char *file;
@@ -483,6 +501,7 @@ int main(void)
 	tcase_add_test(tc, test_legacy_reads_epoch_step_and_a_0d_loss_tensor);
 	tcase_add_test(tc, test_legacy_views_of_a_storage_are_reported_on_the_root);
 	tcase_add_test(tc, test_legacy_accepts_bytes_after_the_last_storage_as_torch_does);
+	tcase_add_test(tc, test_legacy_reads_a_file_without_storages);
 	tcase_add_test(tc, test_legacy_refuses_each_damaged_file_saying_what_and_where);
 	tcase_add_test(tc, test_legacy_refuses_every_prefix_of_a_file);
 	tcase_add_test(tc, test_legacy_tells_a_pickle_that_is_not_torch_from_a_damaged_one);
