@@ -3,8 +3,9 @@
  *
  * Sniffing looks at the first bytes only: "PK\3\4" (or an empty zip's
  * "PK\5\6") is a zip, which ckptd reads as a PyTorch checkpoint; 0x80 (pickle
- * PROTO) is torch's legacy format, whose first pickle is a magic number; an
- * 8-byte little-endian length followed by '{' is safetensors.
+ * PROTO) is torch's legacy format, whose first pickle is a magic number (the
+ * legacy reader answers CK_EFORMAT when it is not); an 8-byte little-endian
+ * length followed by '{' is safetensors.
  */
 #include "checkpoint.h"
 
@@ -76,14 +77,10 @@ int fmt_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_
 	switch (kind) {
 	case FMT_TORCH_ZIP: return torch_zip_read(out, in, lim);
 	case FMT_SAFETENSORS: return safetensors_read(out, in, lim);
-	case FMT_TORCH_LEGACY:
-		return ck_error(CK_EFORMAT,
-				"legacy (pre-1.6, non-zip) torch file; re-save it with "
-				"torch.save(obj, f) on torch >= 1.6 (the default zip format)");
+	case FMT_TORCH_LEGACY: return torch_legacy_read(out, in, lim);
 	case FMT_UNKNOWN: break;
 	}
-	return ck_error(CK_EFORMAT, "not a checkpoint format ckptd reads: it reads PyTorch zip "
-				    "(torch.save since 1.6) and safetensors");
+	return ck_error(CK_EFORMAT, "not a checkpoint format ckptd reads: it reads " FMT_READS);
 }
 
 void fmt_ckpt_keep(struct fmt_ckpt *c, struct fmt_meter *m)

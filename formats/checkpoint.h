@@ -33,12 +33,17 @@ enum fmt_kind {
 	FMT_TORCH_LEGACY,
 };
 
+/* The formats ckptd reads, for the messages of CK_EFORMAT (415). */
+#define FMT_READS                                                                                  \
+	"PyTorch zip (torch.save since 1.6), PyTorch legacy (torch.save before 1.6, or with "      \
+	"_use_new_zipfile_serialization=False) and safetensors"
+
 /* "torch-zip", "safetensors", "torch-legacy", "unknown". */
 const char *fmt_kind_name(enum fmt_kind k);
 
 /* Sniffs the first bytes into *out: zip local-header magic -> FMT_TORCH_ZIP;
- * pickle protocol opcode (0x80) or the legacy magic number ->
- * FMT_TORCH_LEGACY; 8-byte little-endian length followed by '{' ->
+ * a pickle protocol 2-5 opcode (0x80, 2..5), which opens the legacy format's
+ * magic number pickle -> FMT_TORCH_LEGACY; 8-byte little-endian length followed by '{' ->
  * FMT_SAFETENSORS; else FMT_UNKNOWN. Returns 0, or CK_EIO when the bytes
  * cannot be read (never reported as an unknown format). */
 int fmt_detect(enum fmt_kind *out, const struct ck_input *in);
@@ -81,8 +86,8 @@ struct fmt_ckpt {
 /* Limits checked before any allocation. fmt_limits_default fills safe values
  * and the process's memory budget (fmt_budget_process). */
 struct fmt_limits {
-	uint64_t max_records;	   /* zip entries */
-	uint64_t max_pickle_bytes; /* size of data.pkl read into memory */
+	uint64_t max_records;	   /* zip entries; storages of a legacy torch file */
+	uint64_t max_pickle_bytes; /* size of data.pkl (or of one legacy pickle) read into memory */
 	uint64_t max_pickle_ops;   /* opcodes executed */
 	uint64_t max_memo;	   /* memo entries */
 	uint64_t max_depth;	   /* stack/container nesting */
@@ -98,8 +103,7 @@ void fmt_limits_default(struct fmt_limits *lim);
 /* Parses in as whatever format fmt_detect finds. On success *out belongs to
  * the caller (free with fmt_ckpt_free; its memory stays charged to the
  * budget until then). Errors: CK_EFORMAT for a format not read (the message
- * names the formats that are, and for legacy torch files says to re-save
- * them with torch >= 1.6's default zip format), CK_ECORRUPT for a damaged
+ * names the formats that are), CK_ECORRUPT for a damaged
  * file (message names what and the byte offset), CK_ETOOBIG for a limit or
  * the memory budget (the message names which), CK_ENOMEM, CK_EIO. lim NULL:
  * fmt_limits_default. Thread-safe: the only shared state is the budget's
@@ -108,6 +112,14 @@ int fmt_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_
 
 /* The torch zip reader alone (formats/torch.c). */
 int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_limits *lim);
+
+/* The legacy torch reader alone (formats/torch_legacy.c): torch.save before
+ * 1.6, or with _use_new_zipfile_serialization=False. Its storages are the
+ * storages' data without the element count torch writes before each, so they
+ * are the same bytes as the zip format's records. max_records bounds the
+ * storage key list. */
+int torch_legacy_read(struct fmt_ckpt **out, const struct ck_input *in,
+		      const struct fmt_limits *lim);
 
 /* The safetensors reader alone (formats/safetensors.c): validates like the
  * reference implementation (header size limit, dtype x shape = byte length,

@@ -909,8 +909,8 @@ static int step(struct vm *m, int *done)
 	}
 }
 
-int pickle_vm_run(struct pickle_value **out, struct pickle_arena *a, const uint8_t *buf, size_t len,
-		  const struct pickle_limits *lim)
+int pickle_vm_run_used(struct pickle_value **out, size_t *used, struct pickle_arena *a,
+		       const uint8_t *buf, size_t len, const struct pickle_limits *lim)
 {
 	struct vm m;
 	uint64_t ops = 0;
@@ -944,9 +944,224 @@ int pickle_vm_run(struct pickle_value **out, struct pickle_arena *a, const uint8
 		goto out;
 	}
 	*out = m.stack[m.sp - 1];
+	if (used)
+		*used = m.pos;
 out:
 	fmt_free(a->meter, FMT_PARSE, m.stack, m.scap * sizeof(*m.stack));
 	fmt_free(a->meter, FMT_PARSE, m.marks, m.mcap * sizeof(*m.marks));
 	fmt_free(a->meter, FMT_PARSE, m.memo, m.memo_cap * sizeof(*m.memo));
+	return err;
+}
+
+int pickle_vm_run(struct pickle_value **out, struct pickle_arena *a, const uint8_t *buf, size_t len,
+		  const struct pickle_limits *lim)
+{
+	return pickle_vm_run_used(out, NULL, a, buf, len, lim);
+}
+
+/* ---- finding a pickle's end in a file ---- */
+
+/* A window on the input: the scanner reads opcodes a byte or a few at a
+ * time, and the input may be a file (pread). */
+#define SCAN_WINDOW (64u << 10)
+
+struct scan {
+	const struct ck_input *in;
+	uint64_t start, max_len;
+	uint8_t *buf;
+	size_t cap; /* SCAN_WINDOW, or less for what is left of a small file */
+	uint64_t buf_off;
+	size_t buf_len;
+	uint8_t op;
+	uint64_t op_off;
+};
+
+/* Checks that [pos, pos+n) is in the file and in the pickle's limit. */
+static int scan_room(struct scan *s, uint64_t pos, uint64_t n)
+{
+	if (pos > s->in->size || n > s->in->size - pos)
+		return ck_error(CK_ECORRUPT,
+				"pickle: opcode 0x%02x at offset %llu runs past the end of the "
+				"file (%llu bytes): the file is truncated or damaged",
+				s->op, (unsigned long long)s->op_off,
+				(unsigned long long)s->in->size);
+	if (pos + n - s->start > s->max_len)
+		return ck_error(CK_ETOOBIG,
+				"pickle: the pickle at offset %llu is longer than %llu bytes "
+				"(opcode 0x%02x at offset %llu)",
+				(unsigned long long)s->start, (unsigned long long)s->max_len, s->op,
+				(unsigned long long)s->op_off);
+	return 0;
+}
+
+/* Copies n <= 8 bytes at pos into b. */
+static int scan_get(struct scan *s, uint8_t *b, uint64_t pos, size_t n)
+{
+	int err;
+
+	if ((err = scan_room(s, pos, n)) < 0)
+		return err;
+	if (pos < s->buf_off || pos + n > s->buf_off + s->buf_len) {
+		uint64_t left = s->in->size - pos;
+
+		s->buf_len = left < s->cap ? (size_t)left : s->cap;
+		s->buf_off = pos;
+		if ((err = ck_input_read(s->in, s->buf, s->buf_len, pos, "pickle")) < 0)
+			return err;
+	}
+	memcpy(b, s->buf + (pos - s->buf_off), n);
+	return 0;
+}
+
+/* *pos moves past the next newline. */
+static int scan_line(struct scan *s, uint64_t *pos)
+{
+	uint8_t c;
+	int err;
+
+	do {
+		if ((err = scan_get(s, &c, *pos, 1)) < 0)
+			return err;
+		(*pos)++;
+	} while (c != '\n');
+	return 0;
+}
+
+int pickle_scan_end(uint64_t *end, const struct ck_input *in, uint64_t off, uint64_t max_len,
+		    struct fmt_meter *m)
+{
+	struct scan s = {.in = in, .start = off, .max_len = max_len};
+	uint64_t pos = off, n = 0;
+	uint8_t b[8];
+	int err = 0;
+
+	*end = 0;
+	if (off >= in->size)
+		return ck_error(
+		    CK_ECORRUPT,
+		    "pickle: the file ends at offset %llu, where a pickle should start: "
+		    "the file is truncated",
+		    (unsigned long long)in->size);
+	s.cap = in->size - off < SCAN_WINDOW ? (size_t)(in->size - off) : SCAN_WINDOW;
+	if (!(s.buf = fmt_alloc(m, FMT_PARSE, 1, s.cap, "pickle scan window")))
+		return m->err;
+	for (;;) {
+		size_t argn = 0; /* fixed argument bytes */
+		int lenb = 0;	 /* bytes of a length prefix, then that many bytes */
+		int lines = 0;	 /* newline-terminated arguments */
+
+		s.op_off = pos;
+		s.op = 0;
+		if ((err = scan_get(&s, b, pos, 1)) < 0) {
+			if (err == CK_ECORRUPT)
+				err =
+				    ck_error(CK_ECORRUPT,
+					     "pickle: the pickle at offset %llu ends at offset "
+					     "%llu without STOP: the file is truncated or damaged",
+					     (unsigned long long)off, (unsigned long long)pos);
+			goto out;
+		}
+		s.op = b[0];
+		pos++;
+		switch (s.op) {
+		case '.': *end = pos; goto out;
+		case '0':
+		case '1':
+		case '2':
+		case 'N':
+		case 0x88:
+		case 0x89:
+		case '}':
+		case ']':
+		case ')':
+		case 0x8f:
+		case 0x85:
+		case 0x86:
+		case 0x87:
+		case 't':
+		case 'l':
+		case 0x91:
+		case 'd':
+		case 's':
+		case 'u':
+		case 'a':
+		case 'e':
+		case 0x90:
+		case 0x94:
+		case 0x93:
+		case 'R':
+		case 0x81:
+		case 0x92:
+		case 'o':
+		case 'b':
+		case 'Q':
+		case '(':
+		case 0x97:
+		case 0x98: break;
+		case 0x80:
+		case 'K':
+		case 'q':
+		case 'h':
+		case 0x82: argn = 1; break;
+		case 'M':
+		case 0x83: argn = 2; break;
+		case 'J':
+		case 'r':
+		case 'j':
+		case 0x84: argn = 4; break;
+		case 'G':
+		case 0x95: argn = 8; break;
+		case 0x8a:
+		case 0x8c:
+		case 'C':
+		case 'U': lenb = 1; break;
+		case 0x8b:
+		case 'X':
+		case 'B':
+		case 'T': lenb = 4; break;
+		case 0x8d:
+		case 0x8e:
+		case 0x96: lenb = 8; break;
+		case 'I':
+		case 'L':
+		case 'F':
+		case 'S':
+		case 'V':
+		case 'p':
+		case 'g':
+		case 'P': lines = 1; break;
+		case 'c':
+		case 'i': lines = 2; break;
+		default:
+			err = ck_error(CK_ECORRUPT, "pickle: unknown opcode 0x%02x at offset %llu",
+				       s.op, (unsigned long long)s.op_off);
+			goto out;
+		}
+		if (argn && (err = scan_room(&s, pos, argn)) < 0)
+			goto out;
+		pos += argn;
+		if (lenb) {
+			if ((err = scan_get(&s, b, pos, (size_t)lenb)) < 0)
+				goto out;
+			pos += (uint64_t)lenb;
+			n = 0;
+			for (int i = lenb - 1; i >= 0; i--)
+				n = n << 8 | b[i];
+			if (s.op == 0x8b && (b[3] & 0x80)) {
+				err = ck_error(CK_ECORRUPT,
+					       "pickle: negative LONG4 length at offset %llu",
+					       (unsigned long long)s.op_off);
+				goto out;
+			}
+			if ((err = scan_room(&s, pos, n)) < 0)
+				goto out;
+			pos += n;
+		}
+		for (int i = 0; i < lines; i++)
+			if ((err = scan_line(&s, &pos)) < 0)
+				goto out;
+	}
+out:
+	fmt_free(m, FMT_PARSE, s.buf, s.cap);
 	return err;
 }

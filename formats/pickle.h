@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "budget.h"
+#include "input.h"
 
 enum pickle_kind {
 	PICKLE_NONE = 0,
@@ -134,6 +135,23 @@ struct pickle_limits {
  * distinct arenas (their meters may share a budget). */
 int pickle_vm_run(struct pickle_value **out, struct pickle_arena *a, const uint8_t *buf, size_t len,
 		  const struct pickle_limits *lim);
+
+/* pickle_vm_run, and *used (may be NULL) = the bytes of buf up to and
+ * including the STOP opcode; the bytes after it are not read. */
+int pickle_vm_run_used(struct pickle_value **out, size_t *used, struct pickle_arena *a,
+		       const uint8_t *buf, size_t len, const struct pickle_limits *lim);
+
+/* Finds where the pickle that starts at byte off of in ends, without running
+ * it (for a pickle followed by other data in a file, as torch's legacy
+ * format writes them): *end is the offset just past its STOP opcode. Reads
+ * through a 64 KiB window charged to m's parse region and given back before
+ * it returns; knows the argument layout of every opcode of protocols 0 to 5.
+ * Errors: CK_ECORRUPT (an unknown opcode, an argument or a missing STOP past
+ * the end of the file: the message names the opcode and its file offset),
+ * CK_ETOOBIG when the pickle is longer than max_len bytes, the meter's code,
+ * CK_EIO. */
+int pickle_scan_end(uint64_t *end, const struct ck_input *in, uint64_t off, uint64_t max_len,
+		    struct fmt_meter *m);
 
 /* Helpers for walkers: 1 when v is a GLOBAL module.name. */
 int pickle_is_global(const struct pickle_value *v, const char *module, const char *name);

@@ -1,8 +1,10 @@
 /*
- * fuzz_formats.c: libFuzzer entry over fmt_read (zip, pickle, torch and
- * safetensors readers) on an in-memory input. Built and run by run.sh.
+ * fuzz_formats.c: libFuzzer entry over fmt_read (zip, pickle, torch zip,
+ * legacy torch and safetensors readers) on an in-memory input. Built and run
+ * by run.sh.
  *
- * An input that starts with a pickle PROTO opcode is also wrapped as the
+ * An input that starts with a pickle PROTO opcode is read as a legacy torch
+ * file (its magic number pickle first), and is also wrapped as the
  * data.pkl of a small torch zip (CRC 0, i.e. unchecked) holding storage
  * records data/0 (64 bytes) and data/1 (16 bytes), so that mutations reach
  * the pickle VM and the tensor walk instead of stopping at a CRC check.
@@ -44,9 +46,18 @@ static void run_on(const uint8_t *data, size_t size, struct fmt_budget *budget)
 		for (size_t i = 0; i < c->ntensors; i++)
 			if (c->tensors[i].storage >= c->nstorages)
 				__builtin_trap();
-		for (size_t i = 0; i < c->nstorages; i++)
-			if (c->storages[i].file_off + c->storages[i].nbytes > size)
+		for (size_t i = 0; i < c->nstorages; i++) {
+			const struct fmt_storage *st = &c->storages[i];
+			if (st->file_off + st->nbytes > size)
 				__builtin_trap();
+			/* sorted and apart: /file interleaves them with the skeleton */
+			if (i &&
+			    st->file_off < c->storages[i - 1].file_off + c->storages[i - 1].nbytes)
+				__builtin_trap();
+			/* a legacy storage follows its 8-byte element count */
+			if (c->kind == FMT_TORCH_LEGACY && st->file_off < 8)
+				__builtin_trap();
+		}
 		/* differential: the streaming record hasher, fed in uneven
 		 * chunks, must agree with hashing each parsed storage */
 		struct zip_scan *s = NULL;

@@ -1,8 +1,10 @@
 #!/bin/sh
 # Builds tests/fuzz/fuzz_formats.c with libFuzzer + ASan + UBSan and runs it for
-# FUZZ_SECONDS (default 60), seeded from tests/data/*/valid and the torch 2.x
-# compat corpus (tests/data/compat/torch2, which must be there). Run from the repo root (make fuzz). Crashes land in
-# build/fuzz/crash-*.
+# FUZZ_SECONDS (default 60), seeded from tests/data/*/valid (the legacy torch
+# files tests/data/torch/valid/legacy_*.pt among them), the damaged legacy files
+# of tests/data/torch/invalid, and the torch 2.x compat corpus
+# (tests/data/compat/torch2, which must be there; its legacy files too). Run
+# from the repo root (make fuzz). Crashes land in build/fuzz/crash-*.
 set -eu
 out=build/fuzz
 mkdir -p "$out/corpus"
@@ -10,6 +12,7 @@ for d in tests/data/*/valid; do
 	[ -d "$d" ] && cp -f "$d"/* "$out/corpus/" 2>/dev/null || true
 done
 cp -f tests/data/compat/torch2/*.pt "$out/corpus/"
+cp -f tests/data/torch/invalid/legacy_*.pt "$out/corpus/"
 # the pickles alone: fuzz_formats wraps them in a zip (see its header)
 python3 - "$out/corpus" <<'PY' || true
 import os, sys, zipfile
@@ -25,9 +28,10 @@ PY
 clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-o "$out/fuzz_formats" tests/fuzz/fuzz_formats.c \
-	formats/budget.c formats/checkpoint.c formats/torch.c formats/zip.c formats/pickle.c \
+	formats/budget.c formats/checkpoint.c formats/torch.c formats/torch_walk.c \
+	formats/torch_legacy.c formats/zip.c formats/pickle.c \
 	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c \
-	common/err.c common/hash.c \
+	common/err.c common/hash.c common/dtype.c \
 	$(pkg-config --cflags --libs jansson zlib libcrypto 2>/dev/null || echo -ljansson -lz -lcrypto)
 cd "$out"
 # libFuzzer reports every new input; keep that in fuzz.log and show its end

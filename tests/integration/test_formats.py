@@ -2,12 +2,16 @@
 """Uploads real torch files and checks what ckptd makes of them (SPEC 2, 3, 4).
 
 Every zip checkpoint (the tutorial seed files written by torch 1.13 at test
-time, and every file of tests/data/compat/torch2/ written by torch 2.x) must
-upload with 201, download byte for byte (SHA-256, ETag, Content-Disposition)
-and list exactly the tensors torch.load shows. Legacy (non-zip) files answer
-415 and broken files 415/422, leaving the store unchanged. Epoch, step and
-loss come from the query or form, else from the checkpoint's top-level dict.
-Uploads work as raw POST, PUT and multipart/form-data, also through curl.
+time, and every file of tests/data/compat/torch2/ written by torch 2.x) and
+every legacy one (torch.save(..., _use_new_zipfile_serialization=False): the
+compat corpus's, tests/data/torch/valid/legacy_*.pt, the seed's) must upload
+with 201 and its format, download byte for byte (SHA-256, ETag,
+Content-Disposition) and list exactly the tensors torch.load shows. The zip
+and the legacy save of the same tensors share their blobs. Broken files answer
+415/422 and damaged legacy files 422 saying where, leaving the store
+unchanged. Epoch, step and loss come from the query or form, else from the
+checkpoint's top-level dict. Uploads work as raw POST, PUT and
+multipart/form-data, also through curl.
 """
 
 import os
@@ -34,14 +38,14 @@ def tearDownModule():
         D.cleanup()
 
 
-def round_trip(tc, model, path, exp):
+def round_trip(tc, model, path, exp, fmt="torch-zip"):
     with open(path, "rb") as f:
         data = f.read()
     r = D.upload(model, data)
     tc.assertEqual(r.status, 201, "upload %s: %r" % (os.path.basename(path), r))
     j = r.json()
     checks.checkpoint_json(tc, j, model)
-    tc.assertEqual(j["format"], "torch-zip")
+    tc.assertEqual(j["format"], fmt)
     tc.assertEqual(j["size"], len(data))
     tc.assertEqual(j["sha256"], ckptd.sha256_bytes(data))
     tc.assertEqual(j["tensor_count"], len(exp["tensors"]))
@@ -71,6 +75,12 @@ def round_trip(tc, model, path, exp):
     tc.assertEqual(fixtures.tensor_triples(v["tensors"]), fixtures.expected_triples(exp))
     got = {t["path"]: [t["strides"], t["offset"]] for t in v["tensors"]}
     tc.assertEqual(got, exp["layout"], "strides/storage offsets differ from torch's")
+    for k in ("epoch", "step"):
+        tc.assertEqual(v[k], exp[k], k)
+    if exp["loss"] is None:
+        tc.assertIsNone(v["loss"])
+    else:
+        tc.assertAlmostEqual(v["loss"], exp["loss"], places=6)
     return j
 
 
@@ -87,12 +97,73 @@ class CompatRoundTrip(unittest.TestCase):
         self.assertGreaterEqual(len(kinds) - kinds.count("ok"), 5)
 
 
+class LegacyRoundTrip(unittest.TestCase):
+    """Legacy files (torch.save before 1.6, or with _use_new_zipfile_serialization=False)."""
+
+    def test_every_kind_of_legacy_file_is_here(self):
+        names = [n for n, _, _ in _legacy]
+        self.assertGreaterEqual(len(names), 16)
+        for n in ("simple_legacy.pt", "legacy_shared_storage.pt", "legacy_uncloned_views.pt",
+                  "legacy_with_offsets.pt", "legacy_113.pt", "legacy_training_checkpoint.pt"):
+            self.assertIn(n, names)
+
+
+class LegacyDedup(unittest.TestCase):
+    """The zip save and the legacy save of the same tensors are the same blobs."""
+
+    def save_both(self, obj):
+        import tempfile
+
+        import torch
+
+        d = tempfile.mkdtemp(dir=ckptd.work_dir())
+        z, l = os.path.join(d, "zip.pt"), os.path.join(d, "legacy.pt")
+        torch.save(obj, z)
+        torch.save(obj, l, _use_new_zipfile_serialization=False)
+        return z, l
+
+    def blobs(self, model, cid):
+        v = D.get_json("/models/%s/checkpoints/%d" % (model, cid))
+        return {t["path"]: (t["blob"], t["offset"], t["strides"]) for t in v["tensors"]}
+
+    def check(self, model, first, second, first_fmt, second_fmt):
+        a = D.upload_ok(model, first)
+        b = D.upload_ok(model, second)
+        self.assertEqual((a["format"], b["format"]), (first_fmt, second_fmt))
+        da, db = checks.dedup_json(self, a), checks.dedup_json(self, b)
+        self.assertGreater(da["new_bytes"], 0)
+        self.assertEqual(da["new_bytes"], da["bytes"])
+        self.assertEqual(db["bytes"], da["bytes"])
+        self.assertEqual(db["new_bytes"], 0, "the %s save added bytes: %r" % (second_fmt, db))
+        self.assertEqual(db["new_tensors"], 0)
+        self.assertEqual(self.blobs(model, a["id"]), self.blobs(model, b["id"]))
+
+    def test_legacy_save_after_the_zip_save_adds_no_bytes(self):
+        import torch
+
+        g = torch.Generator().manual_seed(11)
+        w = torch.randn(64, 32, generator=g)
+        sd = {"w": w, "w_t": w.t(), "b": torch.randn(32, generator=g).double(),
+              "steps": torch.arange(10), "half": torch.randn(5, generator=g).half()[1:]}
+        z, l = self.save_both(sd)
+        self.check("dedup-zip-then-legacy", z, l, "torch-zip", "torch-legacy")
+
+    def test_zip_save_after_the_legacy_save_adds_no_bytes(self):
+        import torch
+
+        g = torch.Generator().manual_seed(12)
+        sd = {"emb": torch.randn(100, 8, generator=g), "flags": torch.rand(7, generator=g) > 0.5,
+              "empty": torch.zeros(0, 3)}
+        z, l = self.save_both(sd)
+        self.check("dedup-legacy-then-zip", l, z, "torch-legacy", "torch-zip")
+
+
 class Rejections(unittest.TestCase):
-    """Legacy and broken files: 415/422 JSON, nothing stored."""
+    """Broken and damaged files: 415/422 JSON, nothing stored."""
 
     def test_rejected_uploads_leave_the_store_unchanged(self):
-        files = [p for _, p, k, _ in fixtures.compat() if k != "ok"]
-        files.append(fixtures.seed_path("legacy_113.pt"))
+        files = [p for _, p, k, _ in fixtures.compat() if k == "broken"]
+        files += _damaged_legacy
         self.assertGreaterEqual(len(files), 5)
         before = D.stats()
         models_before = D.get_json("/models")
@@ -105,10 +176,20 @@ class Rejections(unittest.TestCase):
             r = D.get("/models/rejected-%s/checkpoints" % fixtures.model_name(p))
             checks.error_json(self, r, 404, "model of a rejected upload")
 
-    def test_legacy_message_says_how_to_re_save_it(self):
-        r = D.upload("legacy-msg", fixtures.seed_path("legacy_113.pt"))
-        j = checks.error_json(self, r, 415, "legacy upload")
-        self.assertIn("torch.save", j["message"], "SPEC 4: say how to re-save a legacy file")
+    def test_a_damaged_legacy_file_answers_422_saying_what_and_where(self):
+        path = os.path.join(fixtures.TORCH_DATA, "invalid", "legacy_truncated_storage.pt")
+        r = D.upload("legacy-cut", path)
+        j = checks.error_json(self, r, 422, "a legacy file cut short")
+        self.assertIn("storage 2", j["message"])
+        self.assertIn("offset 430", j["message"])
+
+    def test_a_pickle_that_is_not_torch_answers_415_naming_the_formats(self):
+        import pickle
+
+        r = D.upload("not-torch", pickle.dumps({"a": [1, 2, 3]}, protocol=2))
+        j = checks.error_json(self, r, 415, "a plain pickle")
+        self.assertIn("legacy", j["message"])
+        self.assertIn("safetensors", j["message"])
 
     def test_unknown_format_message_names_the_formats_ckptd_reads(self):
         r = D.upload("unknown-msg", b"GIF89a" + bytes(200))
@@ -133,8 +214,10 @@ def _add_rejection(name, path, kind):
 
     def test(self):
         r = D.upload(model, path)
-        want = (415,) if kind == "legacy" else (415, 422)
-        checks.error_json(self, r, want, "upload of %s (%s)" % (name, kind))
+        want = {"damaged": (422,), "not_torch": (415,)}.get(kind, (415, 422))
+        j = checks.error_json(self, r, want, "upload of %s (%s)" % (name, kind))
+        if kind == "damaged":
+            self.assertIn("offset", j["message"], "a 422 names where")
         r = D.get("/models/%s/checkpoints" % model)
         checks.error_json(self, r, 404, "model after a rejected upload")
 
@@ -142,19 +225,36 @@ def _add_rejection(name, path, kind):
     setattr(Rejections, test.__name__, test)
 
 
+def _add_legacy_round_trip(name, path, exp):
+    model = "legacy-" + fixtures.model_name(name)
+
+    def test(self):
+        round_trip(self, model, path, exp, "torch-legacy")
+
+    test.__name__ = "test_round_trip_" + model.replace("-", "_").replace(".", "_")
+    setattr(LegacyRoundTrip, test.__name__, test)
+
+
 _seed_dir, _seed_meta = fixtures.seed()
 for _name in sorted(_seed_meta):
-    if _seed_meta[_name]["legacy"]:
-        _add_rejection(_name, os.path.join(_seed_dir, _name), "legacy")
-    else:
+    if not _seed_meta[_name]["legacy"]:
         _add_round_trip(SeedRoundTrip, "seed-" + _name, os.path.join(_seed_dir, _name),
                         _seed_meta[_name])
 _compat = fixtures.compat()
 for _name, _path, _kind, _exp in _compat:
     if _kind == "ok":
         _add_round_trip(CompatRoundTrip, "compat-" + _name, _path, _exp)
-    else:
+    elif _kind == "broken":
         _add_rejection(_name, _path, _kind)
+_legacy = fixtures.legacy()
+for _name, _path, _exp in _legacy:
+    _add_legacy_round_trip(_name, _path, _exp)
+_invalid_dir = os.path.join(fixtures.TORCH_DATA, "invalid")
+_damaged_legacy = [os.path.join(_invalid_dir, n) for n in sorted(os.listdir(_invalid_dir))
+                   if n.startswith("legacy_")]
+for _path in _damaged_legacy:
+    _name = os.path.basename(_path)
+    _add_rejection(_name, _path, "not_torch" if _name == "legacy_bad_magic.pt" else "damaged")
 
 
 class TensorValues(unittest.TestCase):
@@ -225,6 +325,9 @@ def _add_values(name, path):
 
 for _name in ("views_and_tied.pt", "pointer_escapes.pt", "dtypes_113.pt", "tutorial_checkpoint.pt"):
     _add_values("seed-" + _name, os.path.join(_seed_dir, _name))
+for _name, _path, _exp in _legacy:
+    if not _exp["views"] and _name != "legacy_whole_model.pt":
+        _add_values("legacy-" + _name, _path)
 for _name, _path, _kind, _exp in _compat:
     if _kind == "ok":
         _add_values("compat-" + _name, _path)
@@ -264,6 +367,12 @@ class Metadata(unittest.TestCase):
 
     def test_global_step_and_val_loss_are_read(self):
         j = self.upload_meta("meta-global-step", "meta_global_step.pt")
+        self.assertEqual(self.meta(j), (7, 700, 0.375))
+
+    def test_epoch_step_and_0d_loss_tensor_from_a_legacy_checkpoint(self):
+        path = os.path.join(fixtures.TORCH_DATA, "valid", "legacy_training_checkpoint.pt")
+        j = D.upload_ok("meta-legacy", path)
+        self.assertEqual(j["format"], "torch-legacy")
         self.assertEqual(self.meta(j), (7, 700, 0.375))
 
     def test_float_loss_from_a_torch2_checkpoint(self):

@@ -2,7 +2,9 @@
 """The outputs that open a checkpoint (SPEC 3 state_dict, tensors, diff; SPEC 4).
 
 For every zip file of tests/data/compat/torch2/ (torch 2.x) and of the seed
-(torch 1.13, tests/data/make_seed.py): the default state_dict loads with
+(torch 1.13, tests/data/make_seed.py), and every legacy file
+(lib/fixtures.legacy(); their state_dict is a new zip file, its tensors equal
+torch.load's bit for bit): the default state_dict loads with
 torch.load(weights_only=True) and holds exactly the tensors torch.load of the
 original shows below the default root (dtype, shape, values with NaN where
 NaN, strides, storage offsets, the same names sharing one storage); where no
@@ -68,12 +70,17 @@ def load_pth(tc, body, what):
     return sd
 
 
-def check_pth(tc, body, want, what):
-    """body is a pth holding exactly want {name: tensor}, views and sharing kept."""
+def check_pth(tc, body, want, what, bitwise=False):
+    """body is a pth holding exactly want {name: tensor}, views and sharing
+    kept; with bitwise, every tensor's bytes equal too (NaN payloads, -0.0)."""
     sd = load_pth(tc, body, what)
+    tc.assertEqual(body[:4], b"PK\x03\x04", "%s: not a zip file" % what)
     tc.assertEqual(sorted(sd), sorted(want), "%s: names" % what)
     for name, t in want.items():
         outputs.assert_tensor(tc, sd[name], t, "%s: %s" % (what, name))
+        if bitwise:
+            tc.assertEqual(outputs.raw_bytes(sd[name]), outputs.raw_bytes(t),
+                           "%s: %s bytes" % (what, name))
     tc.assertEqual(outputs.storage_groups(sd), outputs.storage_groups(want),
                    "%s: names sharing one storage" % what)
     return sd
@@ -99,17 +106,19 @@ def base_url(model, cid):
     return "/models/%s/checkpoints/%d" % (model, cid)
 
 
-def check_file_outputs(tc, model, path):
+def check_file_outputs(tc, model, path, fmt="torch-zip"):
     """Item 1 and 3 of the issue for one torch file."""
     obj = torch.load(path, map_location="cpu")
     j = D.upload_ok(model, path)
+    tc.assertEqual(j["format"], fmt)
+    bitwise = fmt == "torch-legacy"
     base = base_url(model, j["id"])
     root = outputs.default_root(obj)
     roots = []
     r = D.get(base + "/state_dict")
     if root is not None:
         tc.assertEqual(r.status, 200, "default state_dict (root %r): %r" % (root, r))
-        check_pth(tc, r.body, outputs.tensors_below(obj, root), "default state_dict")
+        check_pth(tc, r.body, outputs.tensors_below(obj, root), "default state_dict", bitwise)
         roots.append(root)
     else:
         e = checks.error_json(tc, r, 422, "default state_dict of a checkpoint without a flat root")
@@ -122,7 +131,8 @@ def check_file_outputs(tc, model, path):
             with tc.subTest(root=c):
                 r = D.get(base + "/state_dict?root=" + q(c))
                 tc.assertEqual(r.status, 200, "state_dict?root=%s: %r" % (c, r))
-                check_pth(tc, r.body, outputs.tensors_below(obj, c), "state_dict?root=" + c)
+                check_pth(tc, r.body, outputs.tensors_below(obj, c), "state_dict?root=" + c,
+                          bitwise)
     for c in roots:
         with tc.subTest(root=c, format="safetensors"):
             want = outputs.tensors_below(obj, c)
@@ -144,11 +154,11 @@ class DefaultStateDict(unittest.TestCase):
         self.assertGreaterEqual(len(ok), 26, "corpus at %s" % fixtures.compat_dir())
 
 
-def _add_file(name, path):
+def _add_file(name, path, fmt="torch-zip"):
     model = "out-" + fixtures.model_name(name)
 
     def test(self):
-        check_file_outputs(self, model, path)
+        check_file_outputs(self, model, path, fmt)
 
     test.__name__ = "test_state_dict_of_" + model.replace("-", "_").replace(".", "_")
     setattr(DefaultStateDict, test.__name__, test)
@@ -162,6 +172,34 @@ _compat = fixtures.compat()
 for _name, _path, _kind, _exp in _compat:
     if _kind == "ok":
         _add_file("compat-" + _name, _path)
+# legacy_whole_model.pt pickles tests/data/torch/make_data.py's Net
+sys.path.insert(0, fixtures.TORCH_DATA)
+for _name, _path, _exp in fixtures.legacy():
+    # views of storages: torch.load puts each tensor on its view, ckptd on the
+    # root storage (LegacyStorageViews)
+    if not _exp["views"]:
+        _add_file("legacy-" + _name, _path, "torch-legacy")
+
+
+class LegacyStorageViews(unittest.TestCase):
+    """A legacy file with views of one storage (as torch before 1.0 saved them):
+    the state_dict holds torch.load's values, all on one storage."""
+
+    def test_views_come_back_on_their_root_storage(self):
+        path = os.path.join(fixtures.TORCH_DATA, "valid", "legacy_storage_views.pt")
+        obj = torch.load(path, map_location="cpu")
+        j = D.upload_ok("legacy-storage-views", path)
+        self.assertEqual(j["format"], "torch-legacy")
+        self.assertEqual(checks.dedup_json(self, j)["bytes"], 48)
+        r = D.get(base_url("legacy-storage-views", j["id"]) + "/state_dict")
+        self.assertEqual(r.status, 200, r)
+        sd = load_pth(self, r.body, "state_dict")
+        self.assertEqual(sorted(sd), ["a", "all", "b"])
+        for name, t in obj.items():
+            outputs.assert_tensor(self, sd[name], t, name, layout=False)
+            self.assertEqual(outputs.raw_bytes(sd[name]), outputs.raw_bytes(t), name)
+        self.assertEqual({k: sd[k].storage_offset() for k in sd}, {"a": 3, "b": 8, "all": 0})
+        self.assertEqual(outputs.storage_groups(sd), [["a", "all", "b"]])
 
 
 class TutorialCheckpoint(unittest.TestCase):

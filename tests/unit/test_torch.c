@@ -4,7 +4,8 @@
  * tests/data/torch/make_data.py with torch 1.13) and tests/data/compat/torch2
  * (torch 2.x, from tracel-ai/burn: see tests/data/compat/README.md), each
  * compared with tests/data/torch/expect/<name>.txt; then damaged files: every
- * truncation, patched offsets and sizes, bad records.
+ * truncation, patched offsets and sizes, bad records. The legacy files
+ * (legacy_*.pt) of both folders are test_torch_legacy.c's.
  */
 #include <check.h>
 #include <dirent.h>
@@ -15,141 +16,8 @@
 #include "../../common/err.h"
 #include "../../formats/checkpoint.h"
 
-#define VALID_DIR  "tests/data/torch/valid"
-#define EXPECT_DIR "tests/data/torch/expect"
-#define COMPAT_DIR "tests/data/compat/torch2"
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *b;
-	long n;
-
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	b = malloc((size_t)n + 1);
-	if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-		free(b);
-		b = NULL;
-	}
-	fclose(f);
-	if (b)
-		b[n] = '\0';
-	*len = (size_t)n;
-	return b;
-}
-
-static int read_mem(struct fmt_ckpt **out, const uint8_t *b, size_t n)
-{
-	struct ck_input in = {.mem = b, .fd = -1, .size = n};
-	struct fmt_limits lim;
-
-	fmt_limits_default(&lim);
-	return fmt_read(out, &in, &lim);
-}
-
-static void append(char **s, size_t *len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-#include <stdarg.h>
 #include "check_main.h"
-static void append(char **s, size_t *len, const char *fmt, ...)
-{
-	char tmp[4096];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	*s = realloc(*s, *len + (size_t)n + 1);
-	memcpy(*s + *len, tmp, (size_t)n + 1);
-	*len += (size_t)n;
-}
-
-static void append_dims(char **s, size_t *len, int n, const int64_t *d)
-{
-	if (n == 0)
-		append(s, len, " -");
-	for (int i = 0; i < n; i++)
-		append(s, len, "%s%lld", i ? "," : " ", (long long)d[i]);
-}
-
-/* The same text make_data.py writes for torch.load's view. */
-static char *dump(const struct fmt_ckpt *c)
-{
-	char *s = calloc(1, 1);
-	size_t len = 0;
-
-	for (size_t i = 0; i < c->ntensors; i++) {
-		const struct fmt_tensor *t = &c->tensors[i];
-		size_t share = i;
-
-		if (c->storages[t->storage].nbytes)
-			for (size_t j = 0; j < i; j++)
-				if (c->tensors[j].storage == t->storage) {
-					share = j;
-					break;
-				}
-		append(&s, &len, "t %s %s", t->path, dtype_name(t->dtype));
-		append_dims(&s, &len, t->ndim, t->shape);
-		append_dims(&s, &len, t->ndim, t->strides);
-		append(&s, &len, " %llu %zu\n", (unsigned long long)t->offset, share);
-	}
-	if (c->has_epoch)
-		append(&s, &len, "epoch %lld\n", (long long)c->epoch);
-	if (c->has_step)
-		append(&s, &len, "step %lld\n", (long long)c->step);
-	if (c->has_loss)
-		append(&s, &len, "loss %.6g\n", c->loss);
-	return s;
-}
-
-static void check_storages(const struct fmt_ckpt *c, size_t size)
-{
-	for (size_t i = 0; i < c->nstorages; i++) {
-		ck_assert_uint_le(c->storages[i].file_off + c->storages[i].nbytes, size);
-		if (i)
-			ck_assert_uint_le(c->storages[i - 1].file_off + c->storages[i - 1].nbytes,
-					  c->storages[i].file_off);
-		ck_assert_int_ne(c->storages[i].dtype, DT_INVALID);
-	}
-}
-
-static void check_against_expect(const char *file, const char *expect_name)
-{
-	char path[512];
-	size_t n, elen;
-	uint8_t *b = slurp(file, &n), *exp;
-	struct fmt_ckpt *c = NULL;
-	char *got;
-	int err;
-
-	ck_assert_msg(b != NULL, "cannot read %s", file);
-	snprintf(path, sizeof(path), "%s/%s.txt", EXPECT_DIR, expect_name);
-	exp = slurp(path, &elen);
-	ck_assert_msg(exp != NULL, "cannot read %s", path);
-	err = read_mem(&c, b, n);
-	ck_assert_msg(err == 0, "%s: %s", file, ck_errmsg());
-	ck_assert_int_eq(c->kind, FMT_TORCH_ZIP);
-	check_storages(c, n);
-	got = dump(c);
-	ck_assert_msg(!strcmp(got, (char *)exp), "%s:\n--- got\n%s--- torch.load\n%s", file, got,
-		      (char *)exp);
-	free(got);
-	free(exp);
-	fmt_ckpt_free(c);
-	free(b);
-}
-
-static int ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && !strcmp(s + a - b, suf);
-}
+#include "test_torch_expect.h"
 
 START_TEST(test_torch_reads_every_valid_file_as_torch_load_does)
 {
@@ -161,11 +29,11 @@ START_TEST(test_torch_reads_every_valid_file_as_torch_load_does)
 	while ((de = readdir(d))) {
 		char file[512], name[256];
 
-		if (!ends_with(de->d_name, ".pt"))
+		if (!ends_with(de->d_name, ".pt") || !strncmp(de->d_name, "legacy_", 7))
 			continue;
 		snprintf(file, sizeof(file), "%s/%s", VALID_DIR, de->d_name);
 		snprintf(name, sizeof(name), "%.*s", (int)strlen(de->d_name) - 3, de->d_name);
-		check_against_expect(file, name);
+		check_against_expect(file, name, FMT_TORCH_ZIP);
 		count++;
 	}
 	closedir(d);
@@ -187,24 +55,21 @@ START_TEST(test_torch_reads_every_torch2_compat_file_as_torch_load_does)
 		struct fmt_ckpt *c = NULL;
 		int err;
 
-		if (!ends_with(de->d_name, ".pt"))
+		if (!ends_with(de->d_name, ".pt") || strstr(de->d_name, "legacy"))
 			continue;
 		snprintf(file, sizeof(file), "%s/%s", COMPAT_DIR, de->d_name);
-		if (!strncmp(de->d_name, "legacy_", 7) || !strcmp(de->d_name, "simple_legacy.pt") ||
-		    !strcmp(de->d_name, "broken.pt")) {
+		if (!strcmp(de->d_name, "broken.pt")) {
 			b = slurp(file, &n);
 			ck_assert_ptr_nonnull(b);
 			err = read_mem(&c, b, n);
 			ck_assert_msg(err == CK_EFORMAT, "%s: %d %s", file, err, ck_errmsg());
 			ck_assert_ptr_null(c);
-			if (strcmp(de->d_name, "broken.pt"))
-				ck_assert_ptr_nonnull(strstr(ck_errmsg(), "re-save"));
 			free(b);
 			continue;
 		}
 		snprintf(name, sizeof(name), "compat_%.*s", (int)strlen(de->d_name) - 3,
 			 de->d_name);
-		check_against_expect(file, name);
+		check_against_expect(file, name, FMT_TORCH_ZIP);
 		count++;
 	}
 	closedir(d);
@@ -296,18 +161,6 @@ START_TEST(test_torch_storage_ranges_hold_the_storage_bytes)
 	free(b);
 }
 END_TEST
-
-static void expect_fail(const uint8_t *b, size_t n, int code, const char *needle)
-{
-	struct fmt_ckpt *c = NULL;
-	int err = read_mem(&c, b, n);
-
-	ck_assert_msg(err == code, "expected %d got %d (%s)", code, err, ck_errmsg());
-	ck_assert_ptr_null(c);
-	if (needle)
-		ck_assert_msg(strstr(ck_errmsg(), needle) != NULL, "message '%s' lacks '%s'",
-			      ck_errmsg(), needle);
-}
 
 START_TEST(test_torch_rejects_every_truncation)
 {
@@ -465,21 +318,19 @@ START_TEST(test_torch_rejects_persistent_id_naming_a_missing_record)
 }
 END_TEST
 
-START_TEST(test_torch_rejects_legacy_and_unknown_formats)
+START_TEST(test_torch_rejects_deflated_storages_and_unknown_formats)
 {
 	uint8_t *b;
 	size_t n;
 
-	b = slurp("tests/data/torch/invalid/legacy_format.pt", &n);
-	ck_assert_ptr_nonnull(b);
-	expect_fail(b, n, CK_EFORMAT, "torch.save(obj, f) on torch >= 1.6");
-	free(b);
 	b = slurp("tests/data/torch/invalid/deflated_storage.pt", &n);
 	ck_assert_ptr_nonnull(b);
 	expect_fail(b, n, CK_EFORMAT, "compressed");
 	free(b);
 	expect_fail((const uint8_t *)"hello world, not a checkpoint", 29, CK_EFORMAT,
 		    "safetensors");
+	expect_fail((const uint8_t *)"hello world, not a checkpoint", 29, CK_EFORMAT,
+		    "PyTorch legacy");
 	expect_fail((const uint8_t *)"", 0, CK_EFORMAT, "PyTorch zip");
 }
 END_TEST
@@ -917,7 +768,7 @@ int main(void)
 	tcase_add_test(tc, test_torch_rejects_huge_declared_sizes);
 	tcase_add_test(tc, test_torch_rejects_storage_size_not_matching_numel);
 	tcase_add_test(tc, test_torch_rejects_persistent_id_naming_a_missing_record);
-	tcase_add_test(tc, test_torch_rejects_legacy_and_unknown_formats);
+	tcase_add_test(tc, test_torch_rejects_deflated_storages_and_unknown_formats);
 	tcase_add_test(tc, test_torch_rejects_big_endian_files);
 	tcase_add_test(tc, test_fmt_detect_sniffs_each_format);
 	tcase_add_test(tc, test_torch_refuses_a_pickle_graph_over_the_memory_budget);

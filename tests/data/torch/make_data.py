@@ -5,6 +5,7 @@ torch.load sees, as tests/data/torch/expect/<name>.txt, which
 tests/unit/test_torch.c compares with ckptd's reader.
 
 Run from the repo root: /usr/bin/python3 tests/data/torch/make_data.py
+The legacy (non-zip) files and their expectations are make_legacy.py's.
 
 Expectation lines, one per tensor in file order, then the metadata:
   t <path> <dtype> <shape> <strides> <offset> <first tensor sharing its storage>
@@ -137,9 +138,6 @@ def main():
                    torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64,
                    torch.float64)))
     save("keys", {"a/b": torch.ones(1), "c~d": {1: torch.ones(1), "x.y": [torch.ones(1)]}})
-
-    torch.save({"w": torch.ones(3)}, os.path.join(HERE, "invalid", "legacy_format.pt"),
-               _use_new_zipfile_serialization=False)
 
     # zip variants torch.save never writes: data.pkl deflated (readable), a
     # deflated storage (refused), and a plain deflated zip for test_zip.c
