@@ -204,6 +204,11 @@ def check_answer(tc, method, url, r):
     SEEN.add((op["operationId"], str(r.status)))
 
 
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def call(tc, d, method, url, status, body=None, headers=None, token=None):
     """One real request (url below /api/v1 unless it starts with '/!'); checks
     the status the scenario expects, then the answer against the document."""
@@ -362,21 +367,21 @@ class Answers(unittest.TestCase):
 
     def test_2_uploads(self):
         call(self, OPEN, "POST", "/models/oa/checkpoints?epoch=1&loss=0.5&metric.acc=0.8&tag=nightly",
-             201, body=open(os.path.join(TORCH, "general_checkpoint.pt"), "rb").read(),
+             201, body=read(os.path.join(TORCH, "general_checkpoint.pt")),
              headers={"Content-Type": "application/octet-stream"})
         call(self, OPEN, "PUT", "/models/oa/checkpoints?epoch=2&run=b", 201,
-             body=open(os.path.join(TORCH, "cnn_state_dict.pt"), "rb").read())
+             body=read(os.path.join(TORCH, "cnn_state_dict.pt")))
         with open(os.path.join(DATA, "safetensors", "valid", "simple.safetensors"), "rb") as f:
             ctype, body = ckptd.multipart([("field", ("epoch", "3")), ("field", ("loss", "0.25")),
                                            ("file", ("file", "simple.safetensors", f.read()))])
         call(self, OPEN, "POST", "/models/oa/checkpoints", 201, body=body,
              headers={"Content-Type": ctype})
         call(self, OPEN, "POST", "/models/oa/checkpoints", 201,
-             body=open(os.path.join(TORCH, "sgd_state.pt"), "rb").read())
+             body=read(os.path.join(TORCH, "sgd_state.pt")))
         for method in ("POST", "PUT"):
             call(self, OPEN, method, "/models/-bad/checkpoints", 400, body=b"x")
             call(self, OPEN, method, "/models/oa/checkpoints", 415, body=b"not a checkpoint at all")
-            head = open(os.path.join(TORCH, "general_checkpoint.pt"), "rb").read()[:700]
+            head = read(os.path.join(TORCH, "general_checkpoint.pt"))[:700]
             call(self, OPEN, method, "/models/oa/checkpoints", 422, body=head)
             call(self, LOCKED, method, "/models/oa/checkpoints", 413, body=b"\0" * (100 << 10),
                  token="wr1te")
