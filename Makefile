@@ -1,5 +1,8 @@
 # ckptd build. `make` builds build/ckptd; `make run` serves; `make test` runs
-# every test. `make deps` installs what is missing from Debian's packages.
+# every test. `make deps-run` installs what building and serving need from
+# Debian's packages, `make deps` that and every test tool (tools/deps.sh).
+# `make install` (PREFIX, DESTDIR) installs the binary, the man page and a
+# systemd unit; `make container-test` builds and runs docker/.
 
 CC ?= cc
 BUILD := build
@@ -23,7 +26,8 @@ WEB_FILES := $(sort $(wildcard web/*))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test unit unit-asan unit-s3 integration client-test e2e deps format format-check fuzz bench sanitize clean
+.PHONY: all run test unit unit-asan unit-s3 integration client-test e2e deps deps-run format \
+	format-check fuzz bench sanitize clean install uninstall install-test container-test
 
 all: $(BUILD)/ckptd
 
@@ -44,7 +48,16 @@ $(BUILD)/obj/gen/web_assets.o: $(BUILD)/gen/web_assets.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/libckptd.a: $(LIB_OBJS) $(BUILD)/obj/gen/web_assets.o
+# The OpenAPI document, served at /api/v1/openapi.json (api/openapi.c).
+$(BUILD)/gen/openapi.c: api/openapi.json tools/embed.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed.sh -s openapi_assets api/openapi.json > $@
+
+$(BUILD)/obj/gen/openapi.o: $(BUILD)/gen/openapi.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libckptd.a: $(LIB_OBJS) $(BUILD)/obj/gen/web_assets.o $(BUILD)/obj/gen/openapi.o
 	rm -f $@
 	ar rcs $@ $^
 
@@ -56,9 +69,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libckptd.a
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libckptd.a $(CHECK_LIBS) $(LDLIBS_ALL)
 
 deps:
-	@sh tools/deps.sh
+	@sh tools/deps.sh test
 
-run: deps all
+deps-run:
+	@sh tools/deps.sh run
+
+run: deps-run all
 	$(BUILD)/ckptd serve --listen 127.0.0.1:8080 --data ./ckptd-data
 
 # The integration suite runs last: its "N passed, M failed" line closes the run.
@@ -82,14 +98,15 @@ unit: $(UNIT_BINS)
 # its exit). The S3 suite needs its RGW: it runs in unit-s3.
 ASAN_CFLAGS = -std=c11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer $(CPPFLAGS)
-ASAN_OBJS := $(LIB_SRCS:%.c=$(BUILD)/asan/obj/%.o) $(BUILD)/asan/obj/gen/web_assets.o
+ASAN_OBJS := $(LIB_SRCS:%.c=$(BUILD)/asan/obj/%.o) $(BUILD)/asan/obj/gen/web_assets.o \
+	$(BUILD)/asan/obj/gen/openapi.o
 ASAN_UNIT_BINS := $(filter-out %/test_blob_s3,$(UNIT_SRCS:tests/unit/%.c=$(BUILD)/asan/tests/%))
 
 $(BUILD)/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	clang $(ASAN_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/asan/obj/gen/web_assets.o: $(BUILD)/gen/web_assets.c
+$(BUILD)/asan/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
 	clang $(ASAN_CFLAGS) -c -o $@ $<
 
@@ -116,10 +133,10 @@ unit-s3: $(BUILD)/tests/test_blob_s3
 	trap 'sh tests/services/rgw.sh stop "$$CKPTD_RGW_DIR"' EXIT; trap 'exit 130' INT TERM; \
 	$(BUILD)/tests/test_blob_s3
 
-# The whole suite once per index backend (SQLite; PostgreSQL started by
-# tests/services/pg.sh for the run).
+# The whole suite once per store: SQLite + a directory; PostgreSQL + a directory;
+# PostgreSQL + S3 (Ceph RGW), each service started by tests/services/ for the run.
 integration: $(BUILD)/ckptd
-	@CKPTD_IT_BACKENDS="$${CKPTD_IT_BACKENDS:-sqlite postgresql}" sh tests/integration/run.sh
+	@CKPTD_IT_BACKENDS="$${CKPTD_IT_BACKENDS:-sqlite postgresql postgresql+s3}" sh tests/integration/run.sh
 
 # The Python client's pytest suite (clients/python/tests) against build/ckptd:
 # the API, retries, the command line, HTTPS through nginx, a pip install into
@@ -158,6 +175,47 @@ sanitize: $(BUILD)/asan/ckptd
 		sh tests/integration/run.sh
 	@if grep -rl "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" $(BUILD)/asan/it; then \
 		echo "sanitize: reports above"; exit 1; else echo "sanitize: no sanitizer reports"; fi
+
+# Installing: the binary, the man page, the systemd unit (dist/ckptd.service,
+# with the binary's path filled in) and its environment file, which is kept
+# when it exists (it is the administrator's). `systemctl daemon-reload &&
+# systemctl enable --now ckptd` then serves on 127.0.0.1:8080 from
+# /var/lib/ckptd. tests/integration/test_install.py checks all of it
+# (`make install-test`).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+INSTALLED = $(DESTDIR)$(BINDIR)/ckptd $(DESTDIR)$(MANDIR)/man1/ckptd.1 \
+	$(DESTDIR)$(UNITDIR)/ckptd.service
+
+install: $(BUILD)/ckptd
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/default
+	install -m 0755 $(BUILD)/ckptd $(DESTDIR)$(BINDIR)/ckptd
+	install -m 0644 docs/ckptd.1 $(DESTDIR)$(MANDIR)/man1/ckptd.1
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/ckptd.service \
+		> $(DESTDIR)$(UNITDIR)/ckptd.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ckptd.service.tmp
+	mv $(DESTDIR)$(UNITDIR)/ckptd.service.tmp $(DESTDIR)$(UNITDIR)/ckptd.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default/ckptd ]; then \
+		echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/default/ckptd"; \
+	else install -m 0644 dist/ckptd.default $(DESTDIR)$(SYSCONFDIR)/default/ckptd; fi
+
+uninstall:
+	rm -f $(INSTALLED)
+
+install-test: $(BUILD)/ckptd
+	@sh tests/integration/run.sh test_install
+
+# The image (docker/Dockerfile) and the compose file, built and run with
+# podman (or docker where its engine answers): health, an upload, a download,
+# the non-root user, the data volume, compose up and down (docker/test.sh).
+container-test:
+	@sh tools/deps.sh container
+	@sh docker/test.sh
 
 clean:
 	rm -rf $(BUILD)

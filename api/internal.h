@@ -123,5 +123,6 @@ int h_state_dict(struct resp *out, struct app *app, struct req *r);
 int h_tensor(struct resp *out, struct app *app, struct req *r);
 int h_diff(struct resp *out, struct app *app, struct req *r);
 int h_dashboard(struct resp *out, struct app *app, struct req *r);
+int h_openapi(struct resp *out, struct app *app, struct req *r);
 
 #endif

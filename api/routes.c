@@ -26,6 +26,7 @@ struct route {
 #define M "/api/v1/models/:"
 static const struct route routes[] = {
     {"GET", "/api/v1/healthz", h_healthz, BODY_NONE, SCOPE_NONE, "healthz"},
+    {"GET", "/api/v1/openapi.json", h_openapi, BODY_NONE, SCOPE_NONE, "openapi"},
     {"GET", "/api/v1/stats", h_stats, BODY_NONE, SCOPE_READ, "stats"},
     {"GET", "/api/v1/metrics", h_metrics, BODY_NONE, SCOPE_READ, "metrics"},
     {"GET", "/metrics", h_metrics, BODY_NONE, SCOPE_READ, "metrics"},
