@@ -184,6 +184,40 @@ static int hashes_push(struct index_freed *f, size_t *cap, const struct hash *h)
 	return 0;
 }
 
+/* Runs st (bound) and appends column 0 of every row, a hash, to *f. */
+static int collect_hashes(struct index_freed *f, size_t *cap, struct sqlx *x, struct sql_stmt *st)
+{
+	struct hash h;
+	int err, rc;
+
+	while ((rc = x->d->step(st)) == 1)
+		if ((err = column_hash(&h, x, st, 0)) < 0 || (err = hashes_push(f, cap, &h)) < 0)
+			return err;
+	return rc < 0 ? rc : 0;
+}
+
+/* Runs st (bound) and collects column 0 of every row, an id, into a new
+ * array *ids (caller frees) of *n. */
+static int collect_ids(int64_t **ids, size_t *n, struct sqlx *x, struct sql_stmt *st)
+{
+	size_t cap = 0;
+	int rc;
+
+	*ids = NULL;
+	*n = 0;
+	while ((rc = x->d->step(st)) == 1) {
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			int64_t *v = realloc(*ids, cap * sizeof(*v));
+			if (!v)
+				return oom();
+			*ids = v;
+		}
+		(*ids)[(*n)++] = x->d->column_int(st, 0);
+	}
+	return rc < 0 ? rc : 0;
+}
+
 static int bump_generation(struct sqlx *x, struct sql_conn *c)
 {
 	struct sql_stmt *st;
@@ -1180,15 +1214,8 @@ static int delete_one(struct index_freed *freed, size_t *cap, struct sqlx *x, st
 	if ((err = prep(&st, x, c, "SELECT blob FROM storages WHERE checkpoint_id = ?1")) < 0)
 		goto out;
 	x->d->bind_int(st, 1, id);
-	while ((rc = x->d->step(st)) == 1)
-		if ((err = column_hash(&h, x, st, 0)) < 0 ||
-		    (err = hashes_push(&refs, &rcap, &h)) < 0)
-			goto out;
-	if (rc < 0) {
-		err = rc;
-		goto out;
-	}
-	if ((err = unref_blobs(freed, cap, x, c, refs.v, refs.n)) < 0)
+	if ((err = collect_hashes(&refs, &rcap, x, st)) < 0 ||
+	    (err = unref_blobs(freed, cap, x, c, refs.v, refs.n)) < 0)
 		goto out;
 	static const char *const dels[] = {
 	    "DELETE FROM tensors WHERE checkpoint_id = ?1",
@@ -1236,7 +1263,7 @@ static int sql_model_delete(struct index_freed *freed, struct index *idx, const 
 	struct sql_conn *c = NULL;
 	struct sql_stmt *st;
 	int64_t mid, *ids = NULL;
-	size_t nids = 0, idcap = 0, cap = freed->n;
+	size_t nids = 0, cap = freed->n;
 	int err, rc;
 
 	if ((err = conn_get(&c, x)) < 0)
@@ -1253,22 +1280,8 @@ static int sql_model_delete(struct index_freed *freed, struct index *idx, const 
 	if ((err = prep(&st, x, c, "SELECT id FROM checkpoints WHERE model_id = ?1")) < 0)
 		goto out;
 	x->d->bind_int(st, 1, mid);
-	while ((rc = x->d->step(st)) == 1) {
-		if (nids == idcap) {
-			idcap = idcap ? idcap * 2 : 64;
-			int64_t *v = realloc(ids, idcap * sizeof(*v));
-			if (!v) {
-				err = oom();
-				goto out;
-			}
-			ids = v;
-		}
-		ids[nids++] = x->d->column_int(st, 0);
-	}
-	if (rc < 0) {
-		err = rc;
+	if ((err = collect_ids(&ids, &nids, x, st)) < 0)
 		goto out;
-	}
 	for (size_t i = 0; i < nids; i++) {
 		err = delete_one(freed, &cap, x, c, mid, ids[i]);
 		if (err < 0 && err != CK_ENOTFOUND)
@@ -1675,9 +1688,9 @@ static int sql_retention_victims(int64_t **ids_out, size_t *n_out, struct index 
 	struct sql_stmt *st;
 	struct index_retention pol;
 	int64_t mid, *ids = NULL;
-	size_t n = 0, cap = 0;
+	size_t n = 0;
 	char marg[200];
-	int err, rc, has = 0, by_loss;
+	int err, has = 0, by_loss;
 
 	*ids_out = NULL;
 	*n_out = 0;
@@ -1709,22 +1722,8 @@ static int sql_retention_victims(int64_t **ids_out, size_t *n_out, struct index 
 	x->d->bind_int(st, 3, pol.keep_last);
 	x->d->bind_int(st, 4, pol.keep_best);
 	x->d->bind_int(st, 5, pol.maximize);
-	while ((rc = x->d->step(st)) == 1) {
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			int64_t *v = realloc(ids, cap * sizeof(*v));
-			if (!v) {
-				err = oom();
-				goto out;
-			}
-			ids = v;
-		}
-		ids[n++] = x->d->column_int(st, 0);
-	}
-	if (rc < 0) {
-		err = rc;
+	if ((err = collect_ids(&ids, &n, x, st)) < 0)
 		goto out;
-	}
 	*ids_out = ids;
 	*n_out = n;
 	ids = NULL;
@@ -1839,7 +1838,7 @@ static int sql_claims_release(struct hash **orphans, size_t *n, struct index *id
 	struct sql_stmt *st;
 	struct index_freed f = {0};
 	size_t cap = 0;
-	int err, rc;
+	int err;
 
 	if (orphans) {
 		*orphans = NULL;
@@ -1858,16 +1857,8 @@ static int sql_claims_release(struct hash **orphans, size_t *n, struct index *id
 			goto out;
 		x->d->bind_text(st, 1, owner);
 		x->d->bind_int(st, 2, group);
-		while ((rc = x->d->step(st)) == 1) {
-			struct hash h;
-			if ((err = column_hash(&h, x, st, 0)) < 0 ||
-			    (err = hashes_push(&f, &cap, &h)) < 0)
-				goto out;
-		}
-		if (rc < 0) {
-			err = rc;
+		if ((err = collect_hashes(&f, &cap, x, st)) < 0)
 			goto out;
-		}
 	}
 	if ((err = prep(&st, x, c,
 			"DELETE FROM claims WHERE owner = ?1 AND (?2 < 0 OR grp = ?2)")) < 0)
@@ -1894,7 +1885,7 @@ static int sql_claims_owned(struct hash **out, size_t *n, struct index *idx, con
 	struct sql_stmt *st;
 	struct index_freed f = {0};
 	size_t cap = 0;
-	int err, rc;
+	int err;
 
 	*out = NULL;
 	*n = 0;
@@ -1902,15 +1893,8 @@ static int sql_claims_owned(struct hash **out, size_t *n, struct index *idx, con
 	    (err = prep(&st, x, c, "SELECT DISTINCT blob FROM claims WHERE owner = ?1")) < 0)
 		goto out;
 	x->d->bind_text(st, 1, owner);
-	while ((rc = x->d->step(st)) == 1) {
-		struct hash h;
-		if ((err = column_hash(&h, x, st, 0)) < 0 || (err = hashes_push(&f, &cap, &h)) < 0)
-			goto out;
-	}
-	if (rc < 0) {
-		err = rc;
+	if ((err = collect_hashes(&f, &cap, x, st)) < 0)
 		goto out;
-	}
 	*out = f.v;
 	*n = f.n;
 	f.v = NULL;
