@@ -547,6 +547,7 @@ int h_file(struct resp *out, struct app *app, struct req *r)
 		snprintf(disp, sizeof(disp), "attachment; filename=\"%s-%" PRId64 ".%s\"", l->model,
 			 l->id, ext);
 	resp_header(out, "ETag", etag);
+	checkpoint_id_header(out, id);
 	resp_header(out, "Content-Disposition", disp);
 	/* An id names the same bytes forever; best and latest move, so a
 	 * cache must ask again (the ETag makes that cheap: 304). */

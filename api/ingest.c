@@ -29,7 +29,7 @@
 struct fields {
 	const char *run;
 	int has_epoch, has_step, has_loss, pinned;
-	int64_t epoch, step;
+	int64_t epoch, step, resumed_from;
 	double loss;
 	struct index_metric metrics[INDEX_MAX_METRICS];
 	size_t nmetrics;
@@ -99,6 +99,13 @@ static int fields_parse(struct fields *f, const struct req *r)
 			if (f->ntags == INDEX_MAX_TAGS)
 				return ck_error(CK_EINVALID, "at most %d tags", INDEX_MAX_TAGS);
 			f->tags[f->ntags++] = v;
+		} else if (!strcmp(k, "resumed_from")) {
+			if ((err = parse_i64(&f->resumed_from, "resumed_from", v)) < 0)
+				return err;
+			if (f->resumed_from < 1)
+				return ck_error(
+				    CK_EINVALID,
+				    "resumed_from must be the id of a checkpoint (from 1)");
 		} else if (!strcmp(k, "pin")) {
 			f->pinned = !strcmp(v, "1") || !strcmp(v, "true");
 		}
@@ -185,6 +192,7 @@ int ingest_upload(json_t **out, int64_t *id_out, struct app *app, struct req *r)
 	u.ck.tags = f->tags;
 	u.ck.ntags = f->ntags;
 	u.ck.pinned = f->pinned;
+	u.ck.resumed_from = f->resumed_from;
 	u.ck.format = fmt_kind_name(ck->kind);
 	u.ck.size = r->body_size;
 	u.ck.sha256 = r->body_sha256;

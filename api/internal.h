@@ -56,6 +56,11 @@ int tag_check(const char *t);
 int parse_i64(int64_t *out, const char *field, const char *s);
 int parse_f64(double *out, const char *field, const char *s);
 
+/* X-Checkpoint-Id: the id a download's {ref} resolved to ("best" and
+ * "latest" name one checkpoint now, another later), so a client can record
+ * what it resumed from. */
+void checkpoint_id_header(struct resp *out, int64_t id);
+
 /* Resolves {model} and {ref} (params 0 and 1) with ?run=, ?metric=, ?mode=. */
 int resolve_ref(int64_t *id, struct app *app, struct req *r);
 

@@ -64,6 +64,7 @@ json_t *render_checkpoint(const struct index_checkpoint *c)
 	json_object_set_new(o, "sha256", hash_json(&c->sha256));
 	json_object_set_new(o, "tensor_count", json_integer((json_int_t)c->tensor_count));
 	json_object_set_new(o, "dedup", dedup_json(&c->dedup));
+	json_object_set_new(o, "resumed_from", opt_int(c->resumed_from > 0, c->resumed_from));
 	return o;
 }
 

@@ -495,6 +495,7 @@ int h_state_dict(struct resp *out, struct app *app, struct req *r)
 	    (err = plan_hold(g, r, id, nst)) < 0)
 		goto out;
 	set_disposition(out, r->params[0], id, ck, "-state_dict", st_fmt ? "safetensors" : "pth");
+	checkpoint_id_header(out, id);
 	plan_serve(out, g);
 	g = NULL;
 out:
@@ -619,6 +620,7 @@ int h_tensor(struct resp *out, struct app *app, struct req *r)
 					 d ? "," : "", t->shape[d]);
 	snprintf(shape + used, sizeof(shape) - used, "]");
 	resp_header(out, "X-Dtype", dtype_name(t->dtype));
+	checkpoint_id_header(out, id);
 	resp_header(out, "X-Shape", shape);
 	plan_serve(out, g);
 	g = NULL;

@@ -3,6 +3,8 @@
  * [A-Za-z0-9][A-Za-z0-9._-]{0,127}; numbers are plain decimals).
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +75,14 @@ int resolve_ref(int64_t *id, struct app *app, struct req *r)
 		return ck_error(CK_EINVALID, "mode must be 'min' or 'max', not '%.32s'", mode);
 	return store_resolve(id, app->store, r->params[0], r->params[1], run, metric,
 			     mode && !strcmp(mode, "max"));
+}
+
+void checkpoint_id_header(struct resp *out, int64_t id)
+{
+	char v[24];
+
+	snprintf(v, sizeof(v), "%" PRId64, id);
+	resp_header(out, "X-Checkpoint-Id", v);
 }
 
 /* Length of the valid UTF-8 sequence at p (1-4), or 0 when it is not one

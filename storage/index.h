@@ -112,6 +112,8 @@ struct index_new_checkpoint {
 	int64_t id;
 	const char *created_at;
 	const struct index_dedup *dedup;
+	/* the checkpoint the run resumed from (0: none); retention keeps it */
+	int64_t resumed_from;
 };
 
 /* Inserts a checkpoint with its tensors in one transaction, creating the
@@ -145,6 +147,7 @@ struct index_checkpoint {
 	struct hash sha256;
 	uint64_t tensor_count;
 	struct index_dedup dedup;
+	int64_t resumed_from; /* 0: none */
 };
 
 int index_checkpoint_get(struct index_checkpoint **out, struct index *idx, int64_t id);
@@ -325,8 +328,9 @@ int index_retention_set(struct index *idx, const char *model, const struct index
 
 /* The checkpoints the policy removes now, oldest first: never a pinned one,
  * never the model's newest, never one of the keep_last newest or the keep_best
- * best by the metric, and, when keep_best is set, never one that lacks the
- * metric (it cannot be ranked, so it is not removed for lacking it). */
+ * best by the metric, never one a checkpoint of the model resumed from, and,
+ * when keep_best is set, never one that lacks the metric (it cannot be
+ * ranked, so it is not removed for lacking it). */
 int index_retention_victims(int64_t **ids, size_t *n, struct index *idx, const char *model);
 
 /* How many checkpoints of model have metric ("loss": a loss). */

@@ -524,8 +524,8 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 	"INSERT INTO checkpoints(" ID "model_id, run_id, epoch, step, loss,"                       \
 	" metrics, tags, pinned, created_at, format, size, sha256,"                                \
 	" tensor_count, storage_count, new_storages, tensor_bytes, new_bytes,"                     \
-	" skeleton, skeleton_size)" OVERRIDE " VALUES(" IDV                                        \
-	"?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19) RETURNING id"
+	" skeleton, skeleton_size, resumed_from)" OVERRIDE " VALUES(" IDV                          \
+	"?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?21) RETURNING id"
 	static const char *const insert_new = CKPT_INSERT("", "", "");
 	static const char *const import_lite = CKPT_INSERT("id, ", "", "?20, ");
 	static const char *const import_pg =
@@ -565,6 +565,10 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 	x->d->bind_int(st, 17, (int64_t)dd.new_bytes);
 	bind_hash(x, st, 18, &k->skeleton);
 	x->d->bind_int(st, 19, (int64_t)k->skeleton_size);
+	if (k->resumed_from > 0)
+		x->d->bind_int(st, 21, k->resumed_from);
+	else
+		x->d->bind_null(st, 21);
 	if ((rc = x->d->step(st)) <= 0) {
 		err = rc < 0 ? rc : ck_error(CK_EIO, "index: checkpoint insert returned no id");
 		goto out;
@@ -747,7 +751,7 @@ out:
 #define CKPT_COLUMNS                                                                               \
 	"c.id, m.name, r.name, c.epoch, c.step, c.loss, c.metrics, c.tags, c.pinned,"              \
 	" c.created_at, c.format, c.size, c.sha256, c.tensor_count, c.storage_count,"              \
-	" c.new_storages, c.tensor_bytes, c.new_bytes"
+	" c.new_storages, c.tensor_bytes, c.new_bytes, c.resumed_from"
 #define CKPT_FROM                                                                                  \
 	" FROM checkpoints c JOIN models m ON m.id = c.model_id JOIN runs r ON r.id = c.run_id"
 
@@ -782,6 +786,7 @@ static int ckpt_row(struct index_checkpoint *o, struct sqlx *x, struct sql_stmt 
 	o->dedup.new_tensors = (uint64_t)d->column_int(st, 15);
 	o->dedup.bytes = (uint64_t)d->column_int(st, 16);
 	o->dedup.new_bytes = (uint64_t)d->column_int(st, 17);
+	o->resumed_from = d->column_null(st, 18) ? 0 : d->column_int(st, 18);
 	return 0;
 }
 
@@ -1709,6 +1714,8 @@ static int sql_retention_victims(int64_t **ids_out, size_t *n_out, struct index 
 	" SELECT id FROM k WHERE pinned = 0"                                                       \
 	" AND id <> (SELECT max(id) FROM k)"                                                       \
 	" AND id NOT IN (SELECT id FROM last) AND id NOT IN (SELECT id FROM best)"                 \
+	" AND id NOT IN (SELECT resumed_from FROM checkpoints WHERE model_id = ?1"                 \
+	"  AND resumed_from IS NOT NULL)"                                                          \
 	" AND (?4 = 0 OR v IS NOT NULL) ORDER BY id"
 	static const char *const by_loss_sql = VICTIMS("loss");
 	static const char *const lite = VICTIMS("json_extract(metrics, ?2)");

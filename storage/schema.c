@@ -14,14 +14,15 @@
  *   {JSON}    a JSON document:        TEXT | JSONB
  *   {NOROWID} a table keyed only by its primary key: WITHOUT ROWID | (nothing)
  *
- * Tables (version 2):
+ * Tables (version 3):
  *   models(id, name UNIQUE, created_at, retention JSON)
  *   runs(id, model_id, name; UNIQUE(model_id, name))
  *   blobs(hash PK, raw_size, stored_size, codec, crc32, refcount)
  *   checkpoints(id never reused, model_id, run_id, epoch, step, loss,
  *               metrics JSON {name: number}, tags JSON [string], pinned,
  *               created_at, format, size, sha256, tensor_count, storage_count,
- *               new_storages, tensor_bytes, new_bytes, skeleton hash + size)
+ *               new_storages, tensor_bytes, new_bytes, skeleton hash + size,
+ *               resumed_from: the checkpoint this one's run resumed from)
  *   storages(checkpoint_id, idx, blob, dtype, file_off, nbytes)
  *   tensors(checkpoint_id, seq, path, dtype, shape, strides, offset,
  *           storage_idx, nbytes)
@@ -85,6 +86,8 @@ static const char *const migrations[] = {
     "CREATE INDEX claims_by_blob ON claims(blob, expires_at);"
     "CREATE TABLE meta(name TEXT PRIMARY KEY, value {INT} NOT NULL){NOROWID};"
     "INSERT INTO meta(name, value) VALUES('generation', 0);",
+    /* 3: the checkpoint a run resumed from, which retention keeps */
+    "ALTER TABLE checkpoints ADD COLUMN resumed_from {INT};",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

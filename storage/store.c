@@ -824,6 +824,7 @@ static int migrate_one(struct store_migrate_report *rep, struct store *src, stru
 	k.id = ck->id;
 	k.created_at = ck->created_at;
 	k.dedup = &ck->dedup;
+	k.resumed_from = ck->resumed_from;
 	err = index_checkpoint_insert(&id, &dd, dst->idx, &k);
 out:
 	if (bt)

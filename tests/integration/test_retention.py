@@ -132,6 +132,20 @@ class Policy(unittest.TestCase):
             # goes at the next upload
             self.assertEqual(ids_of(D, m), [best, j["id"]])
 
+    def test_a_checkpoint_a_run_resumed_from_is_never_removed(self):
+        # Lightning's ModelCheckpoint once deleted the checkpoint a run had
+        # resumed from (its issue #21813): here the later upload names it
+        m = "ret-resume"
+        D.request("PUT", "/models/%s/retention" % m, body={"keep_last": 1})
+        a = D.upload_ok(m, ckpt_bytes(40), {"epoch": 1})["id"]
+        b = D.upload_ok(m, ckpt_bytes(41), {"epoch": 2, "resumed_from": a})
+        self.assertEqual(b["resumed_from"], a)
+        self.assertEqual(ids_of(D, m), [a, b["id"]])
+        c = D.upload_ok(m, ckpt_bytes(42), {"epoch": 3})["id"]
+        self.assertEqual(ids_of(D, m), [a, c], "the resumed-from checkpoint went")
+        r = D.upload(m, ckpt_bytes(43), {"resumed_from": "x"})
+        checks.error_json(self, r, 400, "resumed_from not an id")
+
     def test_bad_policies_are_refused_and_change_nothing(self):
         D.upload_ok("ret-bad", ckpt_bytes(0), {"loss": 1})
         D.upload_ok("ret-bad", ckpt_bytes(1), {"loss": 2})

@@ -374,6 +374,45 @@ START_TEST(test_index_retention_never_removes_for_a_missing_metric_or_the_newest
 }
 END_TEST
 
+START_TEST(test_index_retention_keeps_what_a_run_resumed_from)
+{
+	int a[] = {1};
+	int64_t *victims = NULL, first, second;
+	size_t n = 0;
+	struct index_retention pol = {0, 1, "loss", 0};
+
+	first = insert("m", "d", 0.5, 1, a, 1, 100, NULL);
+	second = insert("m", "d", 0.5, 2, a, 1, 100, NULL);
+	insert("m", "d", 0.5, 3, a, 1, 100, NULL);
+	ck_assert_int_eq(index_retention_set(idx, "m", &pol), 0);
+	ck_assert_int_eq(index_retention_victims(&victims, &n, idx, "m"), 0);
+	ck_assert_int_eq(n, 2);
+	free(victims);
+	/* a fourth checkpoint whose run resumed from the first */
+	struct index_storage st = {H(1), 16, 16, 0x1234, 0, DT_FLOAT32, 100};
+	struct index_new_checkpoint k = {.model = "m",
+					 .run = "d",
+					 .format = "torch-zip",
+					 .size = 266,
+					 .skeleton = H(100),
+					 .skeleton_size = 250,
+					 .storages = &st,
+					 .nstorages = 1,
+					 .resumed_from = first};
+	struct index_dedup dd;
+	struct index_checkpoint *c = NULL;
+	int64_t fourth;
+	ck_assert_int_eq(index_checkpoint_insert(&fourth, &dd, idx, &k), 0);
+	ck_assert_int_eq(index_checkpoint_get(&c, idx, fourth), 0);
+	ck_assert_int_eq(c->resumed_from, first);
+	index_checkpoint_free(c);
+	ck_assert_int_eq(index_retention_victims(&victims, &n, idx, "m"), 0);
+	ck_assert_int_eq(n, 2); /* the second and third; the first stays */
+	ck_assert_int_eq(victims[0], second);
+	free(victims);
+}
+END_TEST
+
 START_TEST(test_index_retention_may_come_before_the_first_checkpoint)
 {
 	struct index_retention pol = {0, 3, "loss", 0}, got;
@@ -636,6 +675,7 @@ static Suite *suite_for(const char *name)
 	tcase_add_test(tc, test_index_patch_merges_metrics_and_caps_them);
 	tcase_add_test(tc, test_index_retention_keeps_best_last_and_pinned);
 	tcase_add_test(tc, test_index_retention_never_removes_for_a_missing_metric_or_the_newest);
+	tcase_add_test(tc, test_index_retention_keeps_what_a_run_resumed_from);
 	tcase_add_test(tc, test_index_retention_may_come_before_the_first_checkpoint);
 	tcase_add_test(tc, test_index_reap_spares_named_and_claimed_blobs);
 	tcase_add_test(tc, test_index_generation_moves_with_every_change);

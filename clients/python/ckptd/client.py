@@ -334,6 +334,10 @@ class Client:
             self.ssl_context = ssl_context
         self._idle: List[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
+        # model -> the id of the checkpoint last loaded from it: a later
+        # save() of that model records it as resumed_from, so retention
+        # keeps the checkpoint a run resumed from
+        self.resumed_from: Dict[str, int] = {}
 
     def __repr__(self) -> str:
         return "Client(%r)" % self.url
@@ -541,6 +545,11 @@ class Client:
                 except (OSError, http.client.HTTPException) as e:
                     raise _retry_for(e)
                 self._check(r.status, payload, "GET", url)
+            got_id = r.getheader("X-Checkpoint-Id")
+            if got_id and got_id.isdigit() and path.startswith("/models/"):
+                model = urllib.parse.unquote(path.split("/")[2])
+                with self._lock:
+                    self.resumed_from[model] = int(got_id)
             length = r.getheader("Content-Length")
             total = int(length) if length is not None and length.isdigit() else None
             n = 0
@@ -582,6 +591,12 @@ class Client:
         finally:
             if not done:
                 os.unlink(tmp)
+
+    def _resumed(self, model: str, given: Optional[int]) -> Optional[int]:
+        if given is not None:
+            return int(given)
+        with self._lock:
+            return self.resumed_from.get(model)
 
     @staticmethod
     def _meta(
@@ -714,6 +729,7 @@ class Client:
         metrics: Optional[Mapping[str, float]] = None,
         tags: Union[str, Iterable[str], None] = None,
         pin: bool = False,
+        resumed_from: Optional[int] = None,
         progress: Optional[ProgressCallback] = None,
     ) -> Checkpoint:
         """torch.save(obj) streamed to the server as a new checkpoint of model
@@ -721,13 +737,16 @@ class Client:
 
         epoch/step (int), loss (float), run (name; the server's "default"
         when None), metrics ({name: float}), tags (str or strings), pin
-        (never removed by retention), progress (called with bytes sent and
-        None). Returns the server's checkpoint JSON (id, sha256, dedup, ...).
-        The file is never held in memory (see the module's docstring); on a
-        retry torch.save runs again."""
+        (never removed by retention), resumed_from (the id of the checkpoint
+        this training resumed from; by default the one this client last
+        loaded of model, if any: retention never removes it), progress
+        (called with bytes sent and None). Returns the server's checkpoint
+        JSON (id, sha256, dedup, ...). The file is never held in memory (see
+        the module's docstring); on a retry torch.save runs again."""
         import torch
 
         params = self._meta(epoch, step, loss, run, metrics, tags, pin)
+        params["resumed_from"] = self._resumed(model, resumed_from)
 
         def send_body(sock: socket.socket) -> Optional[str]:
             w = _ChunkedWriter(sock, progress)
@@ -759,12 +778,14 @@ class Client:
         metrics: Optional[Mapping[str, float]] = None,
         tags: Union[str, Iterable[str], None] = None,
         pin: bool = False,
+        resumed_from: Optional[int] = None,
         progress: Optional[ProgressCallback] = None,
     ) -> Checkpoint:
         """Uploads an existing checkpoint file (torch zip or safetensors),
         streamed from disk with a Content-Length. Same options and answer as
         save(); needs no torch."""
         params = self._meta(epoch, step, loss, run, metrics, tags, pin)
+        params["resumed_from"] = self._resumed(model, resumed_from)
         size = os.path.getsize(path)
 
         def send_body(sock: socket.socket) -> Optional[str]:

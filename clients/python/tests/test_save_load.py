@@ -175,3 +175,23 @@ def test_the_client_keeps_one_connection_and_closes_it_on_exit(url: str) -> None
     assert c.stats()["blobs"] >= 1
     c.close()
     assert _open_sockets() == before
+
+
+def test_a_save_after_a_load_records_what_the_run_resumed_from(client: Client) -> None:
+    # Lightning's issue #21813: retention deleted the checkpoint a run had
+    # resumed from. The client names it in the next save; the server keeps it.
+    m = "cl-resume"
+    client.set_retention(m, keep_last=1)
+    first = client.save({"w": torch.randn(64)}, m, epoch=1)
+    client.load(m)  # a restarted job resumes from the latest: epoch 1
+    assert client.resumed_from[m] == first["id"]
+    second = client.save({"w": torch.randn(64)}, m, epoch=2)
+    assert second["resumed_from"] == first["id"]
+    third = client.save({"w": torch.randn(64)}, m, epoch=3)
+    ids = [c["id"] for c in client.list(m)]
+    assert ids == [first["id"], third["id"]], "the checkpoint the run resumed from went"
+    # an explicit id wins; another model's saves name nothing
+    fourth = client.save({"w": torch.randn(64)}, m, epoch=4, resumed_from=third["id"])
+    assert fourth["resumed_from"] == third["id"]
+    k = client.save({"w": torch.randn(64)}, "cl-resume-other")
+    assert k["resumed_from"] is None
