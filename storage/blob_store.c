@@ -149,6 +149,10 @@ static int stat_blob(int *codec, uint64_t *size, struct store *s, const struct h
 	}
 	if (err != CK_ENOTFOUND)
 		return blob_context(err, h);
+	/* Asked first without a body: on an object store a miss is then one
+	 * small answer (the common case for a new blob). */
+	if ((err = s->o->stat(size, s->o, h, BLOB_FORM_Z)) < 0)
+		return err == CK_ENOTFOUND ? err : blob_context(err, h);
 	/* The container's header names its codec (byte 4). */
 	if ((err = s->o->open(&obj, s->o, h, BLOB_FORM_Z)) < 0)
 		return err == CK_ENOTFOUND ? err : blob_context(err, h);

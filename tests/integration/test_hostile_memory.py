@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# backends: sqlite postgresql
 """Hostile uploads cannot make the daemon's memory grow with the file (SPEC 7).
 
 The parsers in formats/ take their memory from a budget (formats/budget.h):

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# backends: sqlite postgresql
 """Hostile HTTP clients against the real daemon (server/http.c, api/upload.c).
 
 1. Slow clients: 1,100 connections from 127.0.0.1 that never finish their
