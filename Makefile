@@ -171,7 +171,8 @@ $(BUILD)/asan/ckptd: $(BUILD)/asan/obj/server/main.o $(BUILD)/asan/libckptd.a
 
 sanitize: $(BUILD)/asan/ckptd
 	@rm -rf $(BUILD)/asan/it && mkdir -p $(BUILD)/asan/it
-	CKPTD_BIN=$(BUILD)/asan/ckptd CKPTD_SKIP_BIG=1 CKPTD_IT_KEEP=1 TMPDIR=$(CURDIR)/$(BUILD)/asan/it \
+	CKPTD_BIN=$(BUILD)/asan/ckptd CKPTD_SKIP_BIG=1 CKPTD_SOAK_SHORT=1 CKPTD_IT_KEEP=1 \
+		TMPDIR=$(CURDIR)/$(BUILD)/asan/it \
 		sh tests/integration/run.sh
 	@if grep -rl "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" $(BUILD)/asan/it; then \
 		echo "sanitize: reports above"; exit 1; else echo "sanitize: no sanitizer reports"; fi

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# backends: sqlite postgresql
 """One 1 MB tensor out of a ~1 GB checkpoint reads about 1 MB (issue 3 item 4, SPEC 7).
 
 A child /usr/bin/python3 writes a dict of 255 random float32 tensors of 4 MiB

@@ -384,7 +384,15 @@ class Daemon:
             hs = hashlib.sha256()
             n = 0
             while True:
-                b = r.read(1 << 20)
+                try:
+                    b = r.read(1 << 20)
+                except (http.client.IncompleteRead, ConnectionError) as e:
+                    # cut short by the server: what arrived is counted, the
+                    # caller sees fewer bytes than promised
+                    b = getattr(e, "partial", b"")
+                    hs.update(b)
+                    n += len(b)
+                    break
                 if not b:
                     break
                 hs.update(b)
