@@ -7,7 +7,10 @@ table. Standard library only: torch runs in child processes (bench/gen.py).
 
 Peers: nginx from Debian with `dav_methods PUT` as the plain HTTP file store
 (started here from a config in the scratch directory, on a free 127.0.0.1
-port), and zstd -1 on the same raw bytes (inside build/codec_bench).
+port), zstd -1 on the same raw bytes (inside build/codec_bench), the SQLite
+index for the PostgreSQL one, and the S3 endpoint itself (Ceph RGW, direct
+SigV4 requests with curl) for the S3 blob store. PostgreSQL and RGW are
+started with the project's own tests/services/pg.sh and rgw.sh.
 
 Environment:
   BENCH_QUICK=1      256 MB checkpoints instead of 1 GB
@@ -19,6 +22,8 @@ Environment:
   TMPDIR             where the scratch directory goes (same disk for both peers)
 """
 
+import glob
+import hashlib
 import http.client
 import json
 import os
@@ -83,6 +88,15 @@ def run(cmd, **kw):
                           text=True, **kw)
 
 
+def run_service(cmd):
+    """run() for the service scripts: a failure names the script's stderr."""
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), p.returncode,
+                                                   p.stderr.strip()[-2000:]))
+    return p.stdout
+
+
 def sync_time():
     t0 = time.perf_counter()
     os.sync()
@@ -105,8 +119,9 @@ LIVE = []  # every daemon started, stopped at the end whatever happens
 class Ckptd:
     """One daemon on a free port with its own data directory."""
 
-    def __init__(self, scratch, name, compress="auto"):
+    def __init__(self, scratch, name, compress="auto", extra=(), env=None):
         LIVE.append(self)
+        self.name = name
         self.data = os.path.join(scratch, "data-" + name)
         self.logpath = os.path.join(scratch, "ckptd-%s.log" % name)
         self.port = free_port()
@@ -116,7 +131,8 @@ class Ckptd:
         self.proc = None
         self.proc = subprocess.Popen(
             [BIN, "serve", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data,
-             "--compress", compress], stdout=self.logf, stderr=subprocess.STDOUT)
+             "--compress", compress] + list(extra), stdout=self.logf, stderr=subprocess.STDOUT,
+            env=env)
         self.pid = self.proc.pid
         deadline = time.time() + 15
         while True:
@@ -228,6 +244,85 @@ http {
                 self.proc.wait()
 
 
+SERVICES = []  # PostgreSQL and RGW, stopped at the end whatever happens
+PG_SH = os.path.join(REPO, "tests", "services", "pg.sh")
+RGW_SH = os.path.join(REPO, "tests", "services", "rgw.sh")
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+class Postgres:
+    """A PostgreSQL server of its own (tests/services/pg.sh) in a directory
+    under /tmp that the postgres user can traverse (the scratch directory is
+    root's, mode 0700)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="ckptd-bench-pg.", dir="/tmp")
+        SERVICES.append(self)
+        self.url = run_service(["sh", PG_SH, "start", self.dir]).strip().split("\n")[-1]
+
+    def stop(self):
+        if self.dir:
+            subprocess.run(["sh", PG_SH, "stop", self.dir], stdout=subprocess.DEVNULL)
+            if KEEP:
+                log("kept %s" % self.dir)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+class Rgw:
+    """Ceph RGW (tests/services/rgw.sh: one mon, one memstore OSD, one
+    gateway), with direct SigV4 requests to it through curl, which streams
+    the file from disk exactly as `curl -T` does for ckptd."""
+
+    def __init__(self):
+        SERVICES.append(self)
+        self.dir = None
+        out = run_service(["sh", RGW_SH, "start"])
+        env = dict(re.findall(r"^export (\w+)='([^']*)'$", out, re.M))
+        self.dir = env["CKPTD_RGW_DIR"]
+        self.endpoint = env["CKPTD_TEST_S3_ENDPOINT"]
+        self.bucket = env["CKPTD_TEST_S3_BUCKET"]
+        self.region = env["CKPTD_TEST_S3_REGION"]
+        self.key, self.secret = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        self.env = dict(os.environ, AWS_ACCESS_KEY_ID=self.key,
+                        AWS_SECRET_ACCESS_KEY=self.secret)
+        sys.path.insert(0, os.path.join(REPO, "tests", "integration", "lib"))
+        import s3  # the tests' standard-library SigV4 client: listing, deleting
+        self.client = s3.Client(self.endpoint, self.bucket, self.region, self.key, self.secret)
+
+    def url(self, key):
+        return "%s/%s/%s" % (self.endpoint, self.bucket, key)
+
+    def sigv4(self, payload_sha256):
+        return ["--aws-sigv4", "aws:amz:%s:s3" % self.region, "--user",
+                "%s:%s" % (self.key, self.secret), "-H", "x-amz-content-sha256: " + payload_sha256]
+
+    def put(self, path, key, payload_sha256):
+        """curl -T of the file to key; returns curl's time_total."""
+        return curl(self.sigv4(payload_sha256) + ["-T", path, self.url(key)], (200,))[0]
+
+    def get(self, key):
+        return curl(self.sigv4(EMPTY_SHA256) + [self.url(key)], (200,))[0]
+
+    def blob_args(self, prefix):
+        return ["--blobs", "s3://%s/%s" % (self.bucket, prefix), "--s3-endpoint", self.endpoint,
+                "--s3-region", self.region]
+
+    def clear(self, prefix):
+        """Deletes every object under prefix and has RGW's garbage collector
+        free their data now (the memstore OSD holds it in RAM, capped at 4 GiB;
+        RGW frees deleted data only after hours by default)."""
+        self.client.delete_prefix(prefix)
+        run(["radosgw-admin", "gc", "process", "--include-all"],
+            env=dict(os.environ, CEPH_CONF=os.path.join(self.dir, "ceph.conf")))
+
+    def stop(self):
+        if self.dir:
+            subprocess.run(["sh", RGW_SH, "stop", self.dir], stdout=subprocess.DEVNULL)
+            self.dir = None
+
+
 # ---------------------------------------------------------------- the table
 
 ROWS = []
@@ -274,6 +369,15 @@ def machine_facts():
     nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     curl_v = run(["curl", "--version"]).stdout.split("\n")[0].split(" (")[0]
     ckptd_v = run([BIN, "--version"]).stdout.strip()
+    pg_v = rgw_v = "?"
+    pgs = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                 key=lambda b: [int(x) for x in re.findall(r"\d+", b)])
+    if pgs:
+        m = re.search(r"PostgreSQL\) (\S+)", run([pgs[-1], "--version"]).stdout)
+        pg_v = "PostgreSQL " + (m.group(1) if m else "?")
+    if shutil.which("radosgw"):
+        m = re.search(r"ceph version (\S+)", run(["radosgw", "--version"]).stdout)
+        rgw_v = "Ceph RGW " + (m.group(1) if m else "?")
     fs = "?"
     try:
         fs = run(["df", "-T", tempfile.gettempdir()]).stdout.split("\n")[1].split()[1]
@@ -281,8 +385,9 @@ def machine_facts():
         pass
     return [
         "nproc %d, CPU %s, RAM %.1f GiB, kernel %s" % (os.cpu_count(), cpu, mem, os.uname().release),
-        "%s; %s; %s; scratch on %s (%s)" % (ckptd_v, nginx_v.replace("nginx version: ", ""),
-                                              curl_v, tempfile.gettempdir(), fs),
+        "%s; %s; %s; %s; %s; scratch on %s (%s)"
+        % (ckptd_v, nginx_v.replace("nginx version: ", ""), curl_v, pg_v, rgw_v,
+           tempfile.gettempdir(), fs),
     ]
 
 
@@ -556,6 +661,25 @@ def timed_gets(port, path, n=20):
     return median(times), size
 
 
+INDEX_GETS = (("list ?limit=100", "?limit=100", True),
+              ("list ?order=loss&limit=100", "?order=loss&limit=100", False),
+              ("best (JSON with its 200 tensors)", "/best", True))
+
+
+def index_figures(d, model, small):
+    """INDEX_N uploads of the 200-tensor file into model of daemon d, then the
+    timed list and best requests and wrk on best."""
+    t = upload_many(d.port, model, small, INDEX_N)
+    log("index (%s): %d uploads of a 200-tensor checkpoint in %.1fs (%.0f/s)"
+        % (d.name, INDEX_N, t, INDEX_N / t))
+    base = "%s/models/%s/checkpoints" % (API, model)
+    gets = [timed_gets(d.port, base + q) for _label, q, _goal in INDEX_GETS]
+    req = wrk(d.url + base + "/best")
+    log("index (%s): list/list by loss/best %s ms, wrk best %.0f req/s"
+        % (d.name, ["%.1f" % (g[0] * 1e3) for g in gets], req))
+    return {"upload_s": t, "gets": gets, "wrk": req}
+
+
 def bench_metadata_and_index(scratch, ngx, mlpdir, small):
     d = Ckptd(scratch, "meta")
     for e in range(1, MLP_EPOCHS + 1):
@@ -572,24 +696,122 @@ def bench_metadata_and_index(scratch, ngx, mlpdir, small):
         % (MLP_EPOCHS, len(body)), "%.0f req/s" % ours, "%.0f req/s" % peer,
         "%.2fx" % (ours / peer), ">= 10000 req/s", ours >= 10000)
 
-    t = upload_many(d.port, "idx", small, INDEX_N)
-    log("index: %d uploads of a 200-tensor checkpoint in %.1fs (%.0f/s)"
-        % (INDEX_N, t, INDEX_N / t))
-    section("index scale: %d checkpoints x 200 tensors in one model, keep-alive, median of 20"
-            % INDEX_N)
-    base = API + "/models/idx/checkpoints"
-    for label, path in (("list ?limit=100", base + "?limit=100"),
-                        ("list ?order=loss&limit=100", base + "?order=loss&limit=100"),
-                        ("best (JSON with its 200 tensors)", base + "/best")):
-        secs, size = timed_gets(d.port, path)
-        goal = label != "list ?order=loss&limit=100"
-        row("%s (%d B)" % (label, size), "%.1f ms" % (secs * 1e3), "-", "-",
-            "< 50 ms" if goal else "(info)", secs < 0.05 if goal else None)
-    ours = wrk(d.url + base + "/best")
-    row("  wrk on that best", "%.0f req/s" % ours, "-", "-", "(info)", None)
-    row("  %d uploads, 4 keep-alive clients" % INDEX_N, "%.1f s" % t, "-", "-",
-        "(%.0f uploads/s)" % (INDEX_N / t), None)
+    sq = index_figures(d, "idx", small)
     d.stop()
+
+    # the same on a PostgreSQL index (a server of its own, on the same cores;
+    # the blobs stay in the daemon's data directory)
+    pg = Postgres()
+    d = Ckptd(scratch, "pgindex", extra=["--index", pg.url])
+    try:
+        pq = index_figures(d, "idx", small)
+    finally:
+        d.stop()
+        pg.stop()
+
+    section("index scale: %d checkpoints x 200 tensors in one model, keep-alive, median of 20;"
+            " each figure on SQLite, then on PostgreSQL (its peer column: SQLite's figure)"
+            % INDEX_N)
+    for (label, _q, goal), (s_secs, size), (p_secs, _size) in zip(INDEX_GETS, sq["gets"],
+                                                                   pq["gets"]):
+        g = "< 50 ms" if goal else "(info)"
+        row("%s (%d B), SQLite" % (label, size), "%.1f ms" % (s_secs * 1e3), "-", "-", g,
+            s_secs < 0.05 if goal else None)
+        row("  same, PostgreSQL", "%.1f ms" % (p_secs * 1e3), "%.1f ms" % (s_secs * 1e3),
+            "%.2fx" % (p_secs / s_secs), g, p_secs < 0.05 if goal else None)
+    row("wrk on that best, SQLite", "%.0f req/s" % sq["wrk"], "-", "-", "(info)", None)
+    row("  same, PostgreSQL", "%.0f req/s" % pq["wrk"], "%.0f req/s" % sq["wrk"],
+        "%.2fx" % (pq["wrk"] / sq["wrk"]), "(info)", None)
+    s_rate, p_rate = INDEX_N / sq["upload_s"], INDEX_N / pq["upload_s"]
+    row("%d uploads, 4 keep-alive clients, SQLite (%.1f s)" % (INDEX_N, sq["upload_s"]),
+        "%.0f uploads/s" % s_rate, "-", "-", "(info)", None)
+    row("  same, PostgreSQL (%.1f s)" % pq["upload_s"], "%.0f uploads/s" % p_rate,
+        "%.0f uploads/s" % s_rate, "%.2fx" % (p_rate / s_rate), "(info)", None)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def bench_s3(scratch, big):
+    """ckptd with --blobs s3:// (index: SQLite in its data directory, so that
+    only the blob store differs from the nginx rows) against direct SigV4
+    PUTs and GETs of the same file to the same RGW, interleaved."""
+    rgw = Rgw()
+    size = os.path.getsize(big)
+    t0 = time.perf_counter()
+    sha = sha256_file(big)
+    log("RGW at %s; SHA-256 of the file in %.2fs (before the signed PUTs, not timed)"
+        % (rgw.endpoint, time.perf_counter() - t0))
+    # a fresh RGW answers its first large PUT slowly (about 2 s more for
+    # 64 MB here): one untimed PUT and GET first
+    rgw.put(big, "peer/warm-up.pt", "UNSIGNED-PAYLOAD")
+    rgw.get("peer/warm-up.pt")
+    put_signed, put_unsigned, ours_up = [], [], []
+    d = None
+    for rep in range(REPS):
+        rgw.clear("peer/")
+        sync_time()
+        put_unsigned.append(rgw.put(big, "peer/unsigned.pt", "UNSIGNED-PAYLOAD"))
+        rgw.clear("peer/")
+        sync_time()
+        put_signed.append(rgw.put(big, "peer/ckpt.pt", sha))
+        log("direct PUT to RGW: payload hash signed %.2fs, UNSIGNED-PAYLOAD %.2fs"
+            % (put_signed[-1], put_unsigned[-1]))
+
+        if d:
+            d.stop()
+            rgw.clear("ckptd-up%d/" % (rep - 1))
+        d = Ckptd(scratch, "s3up%d" % rep, compress="off", extra=rgw.blob_args("ckptd-up%d" % rep),
+                  env=rgw.env)
+        sync_time()
+        ours_up.append(curl(["-T", big, d.ckpt_url("m1", "?epoch=1&loss=0.5")], (201,))[0])
+        log("ckptd (S3) new upload %.2fs, VmHWM %.1f MB" % (ours_up[-1], d.hwm_mb()))
+
+    ours_get, peer_get = [], []
+    for rep in range(REPS):
+        ours_get.append(curl([d.ckpt_url("m1", "/best/file")], (200,))[0])
+        peer_get.append(rgw.get("peer/ckpt.pt"))
+        log("GET ckptd (S3) %.2fs, direct GET %.2fs" % (ours_get[-1], peer_get[-1]))
+    d.stop()
+    rgw.clear("ckptd-up%d/" % (REPS - 1))
+
+    # the default --compress auto, for information: one upload, one GET
+    d = Ckptd(scratch, "s3z", extra=rgw.blob_args("ckptd-z"), env=rgw.env)
+    sync_time()
+    z_up = curl(["-T", big, d.ckpt_url("m1", "?epoch=1&loss=0.5")], (201,))[0]
+    z_get = curl([d.ckpt_url("m1", "/best/file")], (200,))[0]
+    stats = json.loads(run(["curl", "-s", "-f", d.url + API + "/stats"]).stdout)
+    log("ckptd (S3, compress auto): upload %.2fs, GET %.2fs, stored %d of %d bytes"
+        % (z_up, z_get, stats["stored_bytes"], stats["unique_bytes"]))
+    d.stop()
+    rgw.clear("ckptd-z/")
+    rgw.clear("peer/")
+
+    mb = size / 1e6
+    ou, ps, pu = median(ours_up), median(put_signed), median(put_unsigned)
+    section("S3 blob store (Ceph RGW on this machine, memstore OSD; ckptd --blobs s3://, index "
+            "SQLite): %.0f MB checkpoint, curl, median of %d" % (mb, REPS))
+    row("new checkpoint (--compress off) vs direct PUT (SigV4, payload SHA-256)",
+        "%.2f s" % ou, "%.2f s" % ps, "%.2fx" % (ou / ps), "<= 1.3x", ou / ps <= 1.3)
+    row("  same, vs direct PUT (SigV4, UNSIGNED-PAYLOAD)", "%.2f s" % ou, "%.2f s" % pu,
+        "%.2fx" % (ou / pu), "<= 1.3x", ou / pu <= 1.3)
+    o, p = mb / median(ours_get), mb / median(peer_get)
+    row("full GET throughput vs direct GET", "%.0f MB/s" % o, "%.0f MB/s" % p,
+        "%.2fx" % (o / p), ">= 0.7x", o / p >= 0.7)
+    row("new checkpoint, --compress auto (stored %.2f of raw; one run) vs direct PUT (SHA-256)"
+        % (stats["stored_bytes"] / stats["unique_bytes"]), "%.2f s" % z_up, "%.2f s" % ps,
+        "%.2fx" % (z_up / ps), "(info)", None)
+    oz = mb / z_get
+    row("  full GET throughput from it (one run) vs direct GET", "%.0f MB/s" % oz,
+        "%.0f MB/s" % p, "%.2fx" % (oz / p), "(info)", None)
+    rgw.stop()
 
 
 def main():
@@ -614,6 +836,7 @@ def main():
         bench_memory(scratch, files, off_hwm, ngx_hwm, ngx_get)
         note = bench_codec(mlpdir, info)
         bench_metadata_and_index(scratch, ngx, mlpdir, small)
+        bench_s3(scratch, files[0])
         ok = True
     except Exception:  # print what was measured, then the failure
         traceback.print_exc()
@@ -622,6 +845,8 @@ def main():
             ngx.stop()
         for d in LIVE:
             d.stop(remove=False)
+        for svc in SERVICES:
+            svc.stop()
         if KEEP:
             log("kept %s" % scratch)
         else:

@@ -4,7 +4,8 @@
 # ratios and exits 0 whatever the verdicts (non-zero only when it cannot run).
 #
 # 1. installs what is missing from Debian (nginx, wrk, curl, zstd,
-#    python3-sklearn; needs root, else prints the apt-get command);
+#    python3-sklearn, postgresql, radosgw ceph-mon ceph-osd; needs root, else
+#    prints the apt-get command);
 # 2. builds build/codec_bench from bench/codec_bench.c against build/libckptd.a;
 # 3. runs bench/bench.py under /usr/bin/python3 (Debian's, with torch).
 #
@@ -20,6 +21,11 @@ command -v curl >/dev/null 2>&1 || need="$need curl"
 command -v zstd >/dev/null 2>&1 || need="$need zstd"
 /usr/bin/python3 -c 'import sklearn' 2>/dev/null || need="$need python3-sklearn"
 /usr/bin/python3 -c 'import torch' 2>/dev/null || need="$need python3-torch"
+# PostgreSQL and Ceph RGW, started by tests/services/pg.sh and rgw.sh
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need="$need postgresql"
+for c in radosgw ceph-mon ceph-osd; do
+	command -v $c >/dev/null 2>&1 || need="$need $c"
+done
 if [ -n "$need" ]; then
 	if [ "$(id -u)" = 0 ]; then
 		echo "bench: installing$need"
