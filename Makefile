@@ -6,13 +6,13 @@
 
 CC ?= cc
 BUILD := build
-PKGS := libmicrohttpd jansson sqlite3 libpq libzstd zlib libcrypto libcurl
+PKGS := libmicrohttpd jansson sqlite3 libpq libzstd zlib libdeflate libcrypto libcurl
 CFLAGS ?= -O2 -g
 FUZZ_SECONDS ?= 60
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(CPPFLAGS) -MMD -MP
-LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lmicrohttpd -ljansson -lsqlite3 -lpq -lzstd -lz -lcrypto -lcurl) -lpthread -lm
+LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lmicrohttpd -ljansson -lsqlite3 -lpq -lzstd -lz -ldeflate -lcrypto -lcurl) -lpthread -lm
 CPPFLAGS += $(shell pkg-config --cflags-only-I $(PKGS) 2>/dev/null || echo -I/usr/include/postgresql)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 

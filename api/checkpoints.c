@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <zlib.h>
-
 #include "../common/err.h"
+#include "../common/hash.h"
+#include "../storage/readahead.h"
 #include "internal.h"
 
 int h_upload(struct resp *out, struct app *app, struct req *r)
@@ -345,7 +345,7 @@ int h_delete(struct resp *out, struct app *app, struct req *r)
 struct blob_check {
 	struct hash blob;
 	uint64_t next; /* raw offset the running CRC has reached */
-	uLong crc;
+	uint32_t crc;
 	int verified;
 };
 
@@ -355,6 +355,8 @@ struct file_gen {
 	struct store_hold *hold; /* the layout's blobs, held against deletes */
 	struct blob_reader *rd;
 	struct hash rd_blob;
+	struct readahead *ra; /* a whole file read from its start */
+	int ra_tried;
 	int ranged;
 	struct blob_check *checks;
 	size_t nchecks;
@@ -369,25 +371,12 @@ static void file_gen_free(void *ctx)
 {
 	struct file_gen *g = ctx;
 
+	readahead_stop(g->ra);
 	blob_reader_close(g->rd);
 	store_hold_end(g->hold);
 	index_layout_free(g->l);
 	free(g->checks);
 	free(g);
-}
-
-static size_t part_at(const struct index_layout *l, uint64_t pos)
-{
-	size_t lo = 0, hi = l->nparts;
-
-	while (hi - lo > 1) {
-		size_t mid = (lo + hi) / 2;
-		if (l->parts[mid].file_off <= pos)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	return lo;
 }
 
 static struct blob_check *check_of(struct file_gen *g, const struct hash *h, int create)
@@ -404,45 +393,59 @@ static struct blob_check *check_of(struct file_gen *g, const struct hash *h, int
 	v = &g->checks[g->nchecks++];
 	memset(v, 0, sizeof(*v));
 	v->blob = *h;
-	v->crc = crc32(0L, Z_NULL, 0);
+	v->crc = 0;
 	return v;
 }
 
-/* Reads m bytes of part p at in_part into out, checking its blob. */
-static int part_read(struct file_gen *g, const struct index_layout_part *p, uint64_t in_part,
-		     uint8_t *out, size_t m)
+/* g->rd on blob h, opened unless it is already. */
+static int open_rd(struct file_gen *g, const struct hash *h)
 {
-	uint64_t src = p->src_off + in_part;
+	int err;
+
+	if (g->rd && !memcmp(g->rd_blob.b, h->b, 32))
+		return 0;
+	blob_reader_close(g->rd);
+	g->rd = NULL;
+	if ((err = store_hold_renew(g->hold)) < 0 ||
+	    (err = store_blob_open(&g->rd, g->app->store, h)) < 0)
+		return err;
+	g->rd_blob = *h;
+	return 0;
+}
+
+/* Before part p's bytes from blob offset src go out: their blob's check,
+ * which verifies the whole blob first when it cannot follow the bytes. */
+static int part_check_begin(struct blob_check **out, struct file_gen *g,
+			    const struct index_layout_part *p, uint64_t src)
+{
 	struct blob_check *c = check_of(g, &p->blob, 0);
 	int err;
 
 	if (!c && !g->ranged && src == 0 && !(c = check_of(g, &p->blob, 1)))
 		return ck_error(CK_ENOMEM, "out of memory");
-	if (c && !c->verified && c->next != src) {
-		/* out of order after all: check the whole blob first */
-		if ((err = blob_reader_verify(g->rd, &p->blob)) < 0)
+	if (!c || (!c->verified && c->next != src)) {
+		/* met out of order: check the whole blob first */
+		if ((err = open_rd(g, &p->blob)) < 0 ||
+		    (err = blob_reader_verify(g->rd, &p->blob)) < 0)
 			return err;
-		c->verified = 1;
-	}
-	if (!c) {
-		if ((err = blob_reader_verify(g->rd, &p->blob)) < 0)
-			return err;
-		if (!(c = check_of(g, &p->blob, 1)))
+		if (!c && !(c = check_of(g, &p->blob, 1)))
 			return ck_error(CK_ENOMEM, "out of memory");
 		c->verified = 1;
 	}
-	if ((err = blob_reader_read(g->rd, out, m, src)) < 0)
-		return err;
+	*out = c;
+	return 0;
+}
+
+/* The m bytes that follow in c's blob, as they go out. */
+static int part_check_bytes(struct blob_check *c, const struct index_layout_part *p,
+			    const uint8_t *data, size_t m)
+{
 	if (c->verified)
 		return 0;
-	for (size_t k = 0; k < m;) { /* zlib takes uInt lengths */
-		uInt n = m - k > (1u << 30) ? (1u << 30) : (uInt)(m - k);
-		c->crc = crc32(c->crc, out + k, n);
-		k += n;
-	}
+	c->crc = crc32_update(c->crc, data, m);
 	c->next += m;
 	if (c->next == p->blob_size) {
-		if ((uint32_t)c->crc != p->blob_crc) {
+		if (c->crc != p->blob_crc) {
 			char hex[65];
 			hash_to_hex(hex, &p->blob);
 			return ck_error(CK_ECORRUPT,
@@ -455,29 +458,68 @@ static int part_read(struct file_gen *g, const struct index_layout_part *p, uint
 	return 0;
 }
 
+/* The next bytes from the readahead, checked part by part. */
+static long ra_read(struct file_gen *g, uint64_t pos, uint8_t *buf, size_t n)
+{
+	const struct index_layout *l = g->l;
+	long got;
+	int err;
+
+	if ((err = store_hold_renew(g->hold)) < 0)
+		return err;
+	if ((got = readahead_read(g->ra, buf, n)) < 0)
+		return got;
+	for (size_t done = 0; done < (size_t)got;) {
+		const struct index_layout_part *p = &l->parts[index_layout_part_at(l, pos + done)];
+		uint64_t in_part = pos + done - p->file_off;
+		size_t m = (size_t)got - done;
+		struct blob_check *c;
+		if (m > p->size - in_part)
+			m = (size_t)(p->size - in_part);
+		if ((err = part_check_begin(&c, g, p, p->src_off + in_part)) < 0 ||
+		    (err = part_check_bytes(c, p, buf + done, m)) < 0)
+			return err;
+		done += m;
+	}
+	return got;
+}
+
 static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 {
 	struct file_gen *g = ctx;
 	const struct index_layout *l = g->l;
 	size_t done = 0;
-	int err;
+	long err;
 
+	/* a whole file from its start: read ahead on worker threads */
+	if (!g->ra_tried && !g->ranged && pos == 0) {
+		g->ra_tried = 1;
+		if ((err = readahead_start(&g->ra, g->app->store, l, 0)) < 0)
+			goto fail;
+	}
+	if (g->ra && readahead_pos(g->ra) != pos) { /* it went elsewhere after all */
+		readahead_stop(g->ra);
+		g->ra = NULL;
+	}
+	if (g->ra) {
+		long got = ra_read(g, pos, buf, n);
+		if (got >= 0)
+			return got;
+		err = got;
+		goto fail;
+	}
 	while (done < n && pos + done < l->size) {
 		uint64_t at = pos + done;
-		const struct index_layout_part *p = &l->parts[part_at(l, at)];
+		const struct index_layout_part *p = &l->parts[index_layout_part_at(l, at)];
 		uint64_t in_part = at - p->file_off;
 		size_t m = n - done;
+		struct blob_check *c;
 		if (m > p->size - in_part)
 			m = (size_t)(p->size - in_part);
-		if (!g->rd || memcmp(g->rd_blob.b, p->blob.b, 32)) {
-			blob_reader_close(g->rd);
-			g->rd = NULL;
-			if ((err = store_hold_renew(g->hold)) < 0 ||
-			    (err = store_blob_open(&g->rd, g->app->store, &p->blob)) < 0)
-				goto fail;
-			g->rd_blob = p->blob;
-		}
-		if ((err = part_read(g, p, in_part, buf + done, m)) < 0)
+		if ((err = open_rd(g, &p->blob)) < 0 ||
+		    (err = part_check_begin(&c, g, p, p->src_off + in_part)) < 0 ||
+		    (err = blob_reader_read(g->rd, buf + done, m, p->src_off + in_part)) < 0 ||
+		    (err = part_check_bytes(c, p, buf + done, m)) < 0)
 			goto fail;
 		done += m;
 	}

@@ -14,6 +14,7 @@ started with the project's own tests/services/pg.sh and rgw.sh.
 
 Environment:
   BENCH_QUICK=1      256 MB checkpoints instead of 1 GB
+  BENCH_ONLY=a,b     only these sections: nginx, memory, codec, index, s3 (default all)
   BENCH_INDEX_N=N    checkpoints in the index-scale test (default 10000)
   BENCH_REPS=N       repetitions of each upload/download timing (default 3)
   BENCH_WRK_SECS=N   duration of each wrk run (default 10)
@@ -52,6 +53,12 @@ INDEX_N = int(os.environ.get("BENCH_INDEX_N", "10000"))
 REPS = max(1, int(os.environ.get("BENCH_REPS", "3")))
 WRK_SECS = max(1, int(os.environ.get("BENCH_WRK_SECS", "10")))
 KEEP = os.environ.get("BENCH_KEEP") == "1"
+# sections to run (comma-separated: files, nginx, memory, codec, index, s3); all when unset
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+
+
+def wanted(name):
+    return not ONLY or name in ONLY
 BIN = os.environ.get("CKPTD_BIN") or os.path.join(REPO, "build", "ckptd")
 CODEC_BENCH = os.path.join(REPO, "build", "codec_bench")
 MLP_EPOCHS = 4
@@ -829,14 +836,19 @@ def main():
     try:
         files, small, mlpdir, info = bench_files(scratch)
         ngx = Nginx(scratch)
-        d, off_hwm, ngx_hwm = bench_uploads(scratch, ngx, files[0])
-        ngx_get = bench_downloads(d, ngx, files[0])
-        d.stop()
-        os.unlink(os.path.join(ngx.www, "ckpt.pt"))
-        bench_memory(scratch, files, off_hwm, ngx_hwm, ngx_get)
-        note = bench_codec(mlpdir, info)
-        bench_metadata_and_index(scratch, ngx, mlpdir, small)
-        bench_s3(scratch, files[0])
+        if wanted("nginx") or wanted("memory"):
+            d, off_hwm, ngx_hwm = bench_uploads(scratch, ngx, files[0])
+            ngx_get = bench_downloads(d, ngx, files[0])
+            d.stop()
+            os.unlink(os.path.join(ngx.www, "ckpt.pt"))
+            if wanted("memory"):
+                bench_memory(scratch, files, off_hwm, ngx_hwm, ngx_get)
+        if wanted("codec"):
+            note = bench_codec(mlpdir, info)
+        if wanted("index"):
+            bench_metadata_and_index(scratch, ngx, mlpdir, small)
+        if wanted("s3"):
+            bench_s3(scratch, files[0])
         ok = True
     except Exception:  # print what was measured, then the failure
         traceback.print_exc()

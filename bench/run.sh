@@ -46,7 +46,7 @@ fi
 # The codec bench links the codec from the library make just built.
 cc -std=c11 -O2 -g -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	-o build/codec_bench bench/codec_bench.c build/libckptd.a \
-	$(pkg-config --libs libzstd zlib libcrypto 2>/dev/null || echo -lzstd -lz -lcrypto) -lm ||
+	$(pkg-config --libs libzstd zlib libdeflate libcrypto 2>/dev/null || echo -lzstd -lz -ldeflate -lcrypto) -lm ||
 	{ echo "bench: cannot build build/codec_bench"; exit 2; }
 
 exec /usr/bin/python3 bench/bench.py

@@ -1,5 +1,5 @@
 /*
- * hash.c: SHA-256 through OpenSSL's EVP interface, CRC-32 through zlib.
+ * hash.c: SHA-256 through OpenSSL's EVP interface, CRC-32 through libdeflate.
  */
 #include "hash.h"
 
@@ -8,15 +8,20 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <libdeflate.h>
 #include <openssl/evp.h>
-#include <zlib.h>
 
 #include "err.h"
 
 struct hasher {
 	EVP_MD_CTX *md;
-	uLong crc;
+	uint32_t crc;
 };
+
+uint32_t crc32_update(uint32_t crc, const void *p, size_t n)
+{
+	return libdeflate_crc32(crc, p, n);
+}
 
 struct hasher *hasher_new(void)
 {
@@ -29,7 +34,7 @@ struct hasher *hasher_new(void)
 		hasher_free(h);
 		return NULL;
 	}
-	h->crc = crc32(0L, Z_NULL, 0);
+	h->crc = 0;
 	return h;
 }
 
@@ -38,13 +43,7 @@ void hasher_update(struct hasher *h, const void *p, size_t n)
 	const uint8_t *b = p;
 
 	EVP_DigestUpdate(h->md, p, n);
-	/* zlib's crc32 takes a uInt length */
-	while (n > 0) {
-		uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-		h->crc = crc32(h->crc, b, k);
-		b += k;
-		n -= k;
-	}
+	h->crc = libdeflate_crc32(h->crc, b, n);
 }
 
 void hasher_final(struct hasher *h, struct hash *out, uint32_t *crc)
@@ -53,9 +52,9 @@ void hasher_final(struct hasher *h, struct hash *out, uint32_t *crc)
 
 	EVP_DigestFinal_ex(h->md, out->b, &len);
 	if (crc)
-		*crc = (uint32_t)h->crc;
+		*crc = h->crc;
 	EVP_DigestInit_ex(h->md, EVP_sha256(), NULL);
-	h->crc = crc32(0L, Z_NULL, 0);
+	h->crc = 0;
 }
 
 void hasher_free(struct hasher *h)
@@ -74,7 +73,7 @@ void hash_buf(struct hash *out, uint32_t *crc, const void *p, size_t n)
 		unsigned int len = 0;
 		EVP_Digest(p, n, out->b, &len, EVP_sha256(), NULL);
 		if (crc)
-			*crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
+			*crc = libdeflate_crc32(0, p, n);
 		return;
 	}
 	hasher_update(h, p, n);

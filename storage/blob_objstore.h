@@ -38,6 +38,7 @@ struct blob_objbatch;
 
 struct blob_objstore {
 	const char *name; /* "fs", "s3" */
+	int async_put;	  /* put_fd/put_staged only queue: see put_fd */
 
 	/* 0 and the object's size in *size when object (h, form) is stored;
 	 * CK_ENOTFOUND (without a message) when not. */
@@ -48,7 +49,10 @@ struct blob_objstore {
 
 	/* Stores n bytes of fd from off as object (h, form). It is durable
 	 * and visible once batch_commit returns (an object store may make it
-	 * visible earlier; a same-named object holds the same bytes). */
+	 * visible earlier; a same-named object holds the same bytes). With
+	 * async_put the store only queues the object (an error may then come
+	 * from batch_commit instead) and reads those bytes until batch_commit
+	 * returns: the caller may close fd but must not change them. */
 	int (*put_fd)(struct blob_objbatch *bt, const struct hash *h, int form, int fd,
 		      uint64_t off, uint64_t n);
 
@@ -75,6 +79,13 @@ struct blob_objstore {
 	 * message when absent. */
 	int (*open)(struct blob_reader **out, struct blob_objstore *o, const struct hash *h,
 		    int form);
+
+	/* Reads n bytes at off of object (h, form) into buf in one request,
+	 * without a reader: for a caller that reads ahead itself. CK_ENOTFOUND
+	 * (without a message) when absent, CK_ECORRUPT when the object ends
+	 * before off + n. NULL in a store where a reader costs nothing. */
+	int (*get)(struct blob_objstore *o, const struct hash *h, int form, void *buf, size_t n,
+		   uint64_t off);
 
 	/* Deletes object (h, form); CK_ENOTFOUND (without a message) when
 	 * absent. */

@@ -16,7 +16,8 @@
  * caller's fd; a raw blob's payload hash is the blob's own name, so it is not
  * hashed again. Larger ones go up as a multipart upload (parts of part_size,
  * each hashed then streamed from the fd: memory stays bounded), completed
- * before put returns, aborted on failure. An object is visible only complete
+ * before the PUT is done, aborted on failure. A batch sends its PUTs on up to
+ * PUT_WORKERS threads at once (below). An object is visible only complete
  * (S3 PUT and CompleteMultipartUpload are atomic), and a same-named object
  * always holds the same bytes, so several instances may put one blob at once.
  *
@@ -24,7 +25,9 @@
  * gives its size); reads are served from a window that grows while the reader
  * moves forward (64 KiB up to `window`), and the window after it is fetched by
  * a helper thread while the reader consumes the current one. A read larger
- * than the window goes straight into the caller's buffer. Every range answer
+ * than the window goes straight into the caller's buffer. A caller that
+ * reads ahead itself (storage/readahead.c) reads without a reader: `get`,
+ * one range GET into its buffer. Every range answer
  * is checked against the object's size and the range asked for: a lost or
  * changed object is an error, never wrong bytes.
  *
@@ -904,12 +907,148 @@ static int put_object(struct s3 *s, const struct hash *h, int form, int fd, uint
 	return err;
 }
 
+/*
+ * A batch sends its objects concurrently: put_fd and put_staged queue a PUT
+ * and return; up to PUT_WORKERS threads of the batch send them while the
+ * caller hashes, compresses or asks for the next blob (on S3 most of a PUT is
+ * the store's own work after the last byte, so PUTs in flight overlap it). The
+ * queue is bounded (a put waits while PUT_WORKERS wait), each job owns a
+ * duplicate of the caller's descriptor (the caller may close its own) and
+ * reads it until batch_commit returns, which waits for every PUT and answers
+ * the first failure. After one fails the rest are dropped unsent.
+ */
+#define PUT_WORKERS 4
+
+struct put_job {
+	struct put_job *next;
+	struct hash h;
+	int form;
+	int fd; /* the job's own descriptor */
+	uint64_t off, n;
+};
+
 struct s3_batch {
 	struct s3 *s;
 	int staged_fd; /* or -1 */
 	struct hash staged_h;
 	int staged_form;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct put_job *head, *tail;
+	int queued, active, closing;
+	pthread_t threads[PUT_WORKERS];
+	int nthreads;
+	int err; /* the first failure's code, its message in msg */
+	char msg[512];
 };
+
+static int put_job_run(struct s3 *s, const struct put_job *j)
+{
+	char hex[65];
+
+	/* a raw blob's payload is the blob: its name is its SHA-256 */
+	hash_to_hex(hex, &j->h);
+	return put_object(s, &j->h, j->form, j->fd, j->off, j->n,
+			  j->form == BLOB_FORM_RAW ? hex : NULL);
+}
+
+static void *put_worker(void *arg)
+{
+	struct s3_batch *bt = arg;
+
+	pthread_mutex_lock(&bt->mu);
+	for (;;) {
+		struct put_job *j;
+		int err = 0;
+
+		while (!bt->head && !bt->closing)
+			pthread_cond_wait(&bt->cv, &bt->mu);
+		if (!(j = bt->head))
+			break;
+		if (!(bt->head = j->next))
+			bt->tail = NULL;
+		bt->queued--;
+		bt->active++;
+		int skip = bt->err != 0;
+		pthread_cond_broadcast(&bt->cv); /* room in the queue */
+		pthread_mutex_unlock(&bt->mu);
+		if (!skip)
+			err = put_job_run(bt->s, j);
+		close(j->fd);
+		pthread_mutex_lock(&bt->mu);
+		bt->active--;
+		if (err < 0 && !bt->err) {
+			bt->err = err;
+			snprintf(bt->msg, sizeof(bt->msg), "%s", ck_errmsg());
+		}
+		free(j);
+		pthread_cond_broadcast(&bt->cv);
+	}
+	pthread_mutex_unlock(&bt->mu);
+	return NULL;
+}
+
+/* Queues a PUT of n bytes of fd (taken over: closed here or by a worker). */
+static int put_queue(struct s3_batch *bt, const struct hash *h, int form, int fd, uint64_t off,
+		     uint64_t n)
+{
+	struct put_job *j = calloc(1, sizeof(*j));
+	int err;
+
+	if (!j) {
+		close(fd);
+		return ck_error(CK_ENOMEM, "blob store: out of memory");
+	}
+	*j = (struct put_job){NULL, *h, form, fd, off, n};
+	pthread_mutex_lock(&bt->mu);
+	while (bt->queued >= PUT_WORKERS && !bt->err)
+		pthread_cond_wait(&bt->cv, &bt->mu);
+	if ((err = bt->err) < 0) { /* fail early: the commit would fail anyway */
+		pthread_mutex_unlock(&bt->mu);
+		close(fd);
+		free(j);
+		return ck_error(err, "%s", bt->msg);
+	}
+	if (bt->tail)
+		bt->tail->next = j;
+	else
+		bt->head = j;
+	bt->tail = j;
+	bt->queued++;
+	if (bt->nthreads < PUT_WORKERS && bt->nthreads < bt->queued + bt->active &&
+	    pthread_create(&bt->threads[bt->nthreads], NULL, put_worker, bt) == 0)
+		bt->nthreads++;
+	pthread_cond_broadcast(&bt->cv);
+	if (bt->nthreads == 0) { /* no thread could start: send it here */
+		bt->head = bt->tail = NULL;
+		bt->queued = 0;
+		pthread_mutex_unlock(&bt->mu);
+		err = put_job_run(bt->s, j);
+		close(j->fd);
+		free(j);
+		return err;
+	}
+	pthread_mutex_unlock(&bt->mu);
+	return 0;
+}
+
+/* Waits for every queued PUT; `drop`: those not started are dropped. */
+static void put_drain(struct s3_batch *bt, int drop)
+{
+	pthread_mutex_lock(&bt->mu);
+	if (drop && !bt->err) {
+		bt->err = CK_EIO;
+		snprintf(bt->msg, sizeof(bt->msg), "blob store: batch abandoned");
+	}
+	bt->closing = 1;
+	pthread_cond_broadcast(&bt->cv);
+	pthread_mutex_unlock(&bt->mu);
+	for (int i = 0; i < bt->nthreads; i++)
+		pthread_join(bt->threads[i], NULL);
+	bt->nthreads = 0;
+	bt->closing = 0;
+}
 
 static int s3_batch_begin(struct blob_objbatch **out, struct blob_objstore *o)
 {
@@ -920,6 +1059,8 @@ static int s3_batch_begin(struct blob_objbatch **out, struct blob_objstore *o)
 		return ck_error(CK_ENOMEM, "blob store: out of memory");
 	bt->s = (struct s3 *)o;
 	bt->staged_fd = -1;
+	pthread_mutex_init(&bt->mu, NULL);
+	pthread_cond_init(&bt->cv, NULL);
 	*out = (struct blob_objbatch *)bt;
 	return 0;
 }
@@ -928,11 +1069,12 @@ static int s3_put_fd(struct blob_objbatch *b, const struct hash *h, int form, in
 		     uint64_t n)
 {
 	struct s3_batch *bt = (struct s3_batch *)b;
-	char hex[65];
+	int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 
-	/* a raw blob's payload is the blob: its name is its SHA-256 */
-	hash_to_hex(hex, h);
-	return put_object(bt->s, h, form, fd, off, n, form == BLOB_FORM_RAW ? hex : NULL);
+	if (own < 0)
+		return ck_error(errno == EMFILE || errno == ENFILE ? CK_EUNAVAIL : CK_EIO,
+				"blob store: duplicating a descriptor: %s", strerror(errno));
+	return put_queue(bt, h, form, own, off, n);
 }
 
 static int s3_stage(int *fd, struct blob_objbatch *b, const struct hash *h, int form)
@@ -965,14 +1107,12 @@ static int s3_stage(int *fd, struct blob_objbatch *b, const struct hash *h, int 
 static int s3_put_staged(struct blob_objbatch *b, uint64_t size)
 {
 	struct s3_batch *bt = (struct s3_batch *)b;
-	int fd = bt->staged_fd, err;
+	int fd = bt->staged_fd;
 
 	if (fd < 0)
 		return ck_error(CK_EINVALID, "blob store: nothing staged");
-	err = put_object(bt->s, &bt->staged_h, bt->staged_form, fd, 0, size, NULL);
-	close(fd);
-	bt->staged_fd = -1;
-	return err;
+	bt->staged_fd = -1; /* the job's now */
+	return put_queue(bt, &bt->staged_h, bt->staged_form, fd, 0, size);
 }
 
 static void s3_unstage(struct blob_objbatch *b)
@@ -984,18 +1124,27 @@ static void s3_unstage(struct blob_objbatch *b)
 	bt->staged_fd = -1;
 }
 
-/* Every put was acknowledged by the store before it returned. */
+/* Returns once every PUT of the batch was acknowledged, or the first
+ * failure. */
 static int s3_batch_commit(struct blob_objbatch *b)
 {
-	return 0;
+	struct s3_batch *bt = (struct s3_batch *)b;
+
+	put_drain(bt, 0);
+	return bt->err < 0 ? ck_error(bt->err, "%s", bt->msg) : 0;
 }
 
 static void s3_batch_free(struct blob_objbatch *b)
 {
-	if (!b)
+	struct s3_batch *bt = (struct s3_batch *)b;
+
+	if (!bt)
 		return;
+	put_drain(bt, 1);
 	s3_unstage(b);
-	free(b);
+	pthread_cond_destroy(&bt->cv);
+	pthread_mutex_destroy(&bt->mu);
+	free(bt);
 }
 
 /* ---- readers ---- */
@@ -1025,7 +1174,10 @@ struct s3_reader {
 	char next_msg[512];
 };
 
-/* GETs [off, off + n) of r's object into dst: exactly n bytes. */
+/* GETs [off, off + n) of object key into dst: exactly n bytes. size is the
+ * object's, or UNKNOWN_SIZE: then an object that ends before off + n is
+ * CK_ECORRUPT and a missing one CK_ENOTFOUND without a message. */
+#define UNKNOWN_SIZE UINT64_MAX
 static int get_range(struct s3 *s, const char *key, uint64_t size, uint8_t *dst, uint64_t off,
 		     size_t n)
 {
@@ -1041,6 +1193,10 @@ static int get_range(struct s3 *s, const char *key, uint64_t size, uint8_t *dst,
 	r.dst_cap = n;
 	if ((err = s3_perform(s, &r)) < 0)
 		goto out;
+	if (r.status == 404 && size == UNKNOWN_SIZE) {
+		err = CK_ENOTFOUND;
+		goto out;
+	}
 	if (r.status == 404) {
 		err = ck_error(CK_ENOTFOUND,
 			       "blob store: S3 object %s/%s is gone: the store lost it while it "
@@ -1048,10 +1204,12 @@ static int get_range(struct s3 *s, const char *key, uint64_t size, uint8_t *dst,
 			       s->bucket, key);
 		goto out;
 	}
-	if (r.status == 206 && r.has_range && r.range_start == off && r.range_total == size &&
+	if (r.status == 206 && r.has_range && r.range_start == off &&
+	    (size == UNKNOWN_SIZE ? r.range_total >= off + n : r.range_total == size) &&
 	    r.dst_len == n) {
 		err = 0;
-	} else if (r.status == 200 && off == 0 && n == size && r.dst_len == n) {
+	} else if (r.status == 200 && off == 0 && r.dst_len == n &&
+		   (size == UNKNOWN_SIZE ? r.has_length && r.length == n : n == size)) {
 		err = 0;
 	} else if (r.status == 206 || r.status == 200 || r.status == 416) {
 		err = ck_error(CK_ECORRUPT,
@@ -1235,6 +1393,16 @@ static void s3_reader_close(struct blob_reader *br)
 }
 
 static const struct blob_reader_ops s3_reader_ops = {s3_read, s3_reader_close};
+
+static int s3_get(struct blob_objstore *o, const struct hash *h, int form, void *buf, size_t n,
+		  uint64_t off)
+{
+	struct s3 *s = (struct s3 *)o;
+	char key[KEY_MAX];
+
+	object_key(key, s, h, form);
+	return get_range(s, key, UNKNOWN_SIZE, buf, off, n);
+}
 
 static int s3_open(struct blob_reader **out, struct blob_objstore *o, const struct hash *h,
 		   int form)
@@ -1605,6 +1773,7 @@ int blob_s3_objstore_open(struct blob_objstore **out, const struct blob_s3_optio
 	s->list_page = opt->list_page > 0 ? opt->list_page : 1000;
 
 	s->base.name = "s3";
+	s->base.async_put = 1;
 	s->base.stat = s3_stat;
 	s->base.batch_begin = s3_batch_begin;
 	s->base.put_fd = s3_put_fd;
@@ -1614,6 +1783,7 @@ int blob_s3_objstore_open(struct blob_objstore **out, const struct blob_s3_optio
 	s->base.batch_commit = s3_batch_commit;
 	s->base.batch_free = s3_batch_free;
 	s->base.open = s3_open;
+	s->base.get = s3_get;
 	s->base.remove = s3_remove;
 	s->base.list = s3_list;
 	s->base.clean_tmp = s3_clean_tmp;

@@ -100,17 +100,20 @@ static void z_close(struct blob_reader *br)
 
 static const struct blob_reader_ops z_ops = {z_read, z_close};
 
-static int store_open(struct blob_reader **out, struct blob_backend *b, const struct hash *h)
+/* A reader of blob h: its raw object (unless `raw` says it is known to be
+ * absent), else its container. */
+static int open_blob(struct blob_reader **out, struct store *s, const struct hash *h, int raw)
 {
-	struct store *s = (struct store *)b;
 	struct blob_reader *obj = NULL;
 	struct z_reader *r;
 	int err;
 
 	*out = NULL;
-	err = s->o->open(out, s->o, h, BLOB_FORM_RAW);
-	if (err != CK_ENOTFOUND)
-		return err < 0 ? blob_context(err, h) : 0;
+	if (raw) {
+		err = s->o->open(out, s->o, h, BLOB_FORM_RAW);
+		if (err != CK_ENOTFOUND)
+			return err < 0 ? blob_context(err, h) : 0;
+	}
 	if ((err = s->o->open(&obj, s->o, h, BLOB_FORM_Z)) < 0)
 		return err == CK_ENOTFOUND ? not_found(h) : blob_context(err, h);
 	if (!(r = calloc(1, sizeof(*r)))) {
@@ -130,6 +133,11 @@ static int store_open(struct blob_reader **out, struct blob_backend *b, const st
 	r->base.raw_fd = -1;
 	*out = &r->base;
 	return 0;
+}
+
+static int store_open(struct blob_reader **out, struct blob_backend *b, const struct hash *h)
+{
+	return open_blob(out, (struct store *)b, h, 1);
 }
 
 /* ---- lookups ---- */
@@ -180,6 +188,26 @@ static int store_exists(struct blob_backend *b, const struct hash *h)
 		err = s->o->stat(&size, s->o, h, BLOB_FORM_Z);
 	if (err == CK_ENOTFOUND)
 		return not_found(h);
+	return err < 0 ? blob_context(err, h) : 0;
+}
+
+static int store_read(struct blob_backend *b, const struct hash *h, void *buf, size_t n,
+		      uint64_t off)
+{
+	struct store *s = (struct store *)b;
+	struct blob_reader *r = NULL;
+	int err;
+
+	if (s->o->get) {
+		err = s->o->get(s->o, h, BLOB_FORM_RAW, buf, n, off);
+		if (err != CK_ENOTFOUND)
+			return err < 0 ? blob_context(err, h) : 0;
+	}
+	/* stored compressed, or a store where a reader costs nothing */
+	if ((err = open_blob(&r, s, h, !s->o->get)) < 0)
+		return err;
+	err = blob_reader_read(r, buf, n, off);
+	blob_reader_close(r);
 	return err < 0 ? blob_context(err, h) : 0;
 }
 
@@ -343,12 +371,14 @@ int blob_store_new(struct blob_backend **out, struct blob_objstore *o, int compr
 	s->o = o;
 	s->compress = compress;
 	s->base.name = o->name;
+	s->base.async_put = o->async_put;
 	s->base.batch_begin = store_batch_begin;
 	s->base.batch_put_fd = store_batch_put_fd;
 	s->base.batch_commit = store_batch_commit;
 	s->base.batch_free = store_batch_free;
 	s->base.exists = store_exists;
 	s->base.open = store_open;
+	s->base.read = store_read;
 	s->base.remove = store_remove;
 	s->base.foreach = store_foreach;
 	s->base.clean_tmp = store_clean_tmp;

@@ -19,12 +19,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <zlib.h>
 /* for ZSTD_c_literalCompressionMode; applied only when the library takes it */
 #define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 #include "../common/err.h"
+#include "../common/hash.h"
 #include "blob.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -83,7 +83,7 @@ static uint64_t get64(const uint8_t *p)
 
 static uint32_t crc(const void *p, size_t n)
 {
-	return (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
+	return crc32_update(0, p, n);
 }
 
 static size_t entry_size(int planes)

@@ -214,6 +214,20 @@ void index_layout_free(struct index_layout *l)
 	free(l);
 }
 
+size_t index_layout_part_at(const struct index_layout *l, uint64_t pos)
+{
+	size_t lo = 0, hi = l->nparts;
+
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+		if (l->parts[mid].file_off <= pos)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 void index_tensors_free(struct index_tensors *t)
 {
 	if (!t)

@@ -199,6 +199,8 @@ struct index_layout {
 };
 int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_t id);
 void index_layout_free(struct index_layout *l);
+/* The index of the part holding file offset pos (< l->size). */
+size_t index_layout_part_at(const struct index_layout *l, uint64_t pos);
 
 /* A tensor's storage and geometry, for the tensor list, state_dict, tensor
  * and diff outputs. */

@@ -394,8 +394,9 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 	skel_put = 1;
 	/* Every byte now lives in the batch: drop a disposable spool's dirty
 	 * pages, or a filesystem-wide flush in the commit would write them to
-	 * disk too (a second copy of the upload). Only an optimisation. */
-	if (u->fd_disposable) {
+	 * disk too (a second copy of the upload). Only an optimisation, and
+	 * not for a store still sending them (async_put). */
+	if (u->fd_disposable && !s->blobs->async_put) {
 		int dropped = ftruncate(u->fd, 0);
 		(void)dropped;
 	}
@@ -593,6 +594,11 @@ void store_hold_end(struct store_hold *hd)
 int store_blob_open(struct blob_reader **out, struct store *s, const struct hash *h)
 {
 	return s->blobs->open(out, s->blobs, h);
+}
+
+int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, uint64_t off)
+{
+	return s->blobs->read(s->blobs, h, buf, n, off);
 }
 
 /* ---- maintenance ---- */

@@ -105,6 +105,8 @@ void store_hold_end(struct store_hold *hd);
 
 /* Opens blob h for reading (blob.h's reader; the caller closes it). */
 int store_blob_open(struct blob_reader **out, struct store *s, const struct hash *h);
+/* Reads n raw bytes at off of blob h, without a reader (blob.h's read). */
+int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, uint64_t off);
 
 /* ---- maintenance ---- */
 

@@ -10,7 +10,7 @@
 set -e
 
 RUN_PKGS="build-essential pkg-config libmicrohttpd-dev libsqlite3-dev libpq-dev
-libjansson-dev zlib1g-dev libzstd-dev libssl-dev libcurl4-openssl-dev"
+libjansson-dev zlib1g-dev libdeflate-dev libzstd-dev libssl-dev libcurl4-openssl-dev"
 
 # Only the tests use these: the format check, Check, torch and the Python
 # tools, the sanitizers and libFuzzer (clang), Chromium and Node.js for the

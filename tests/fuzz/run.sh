@@ -32,7 +32,7 @@ clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	formats/torch_legacy.c formats/zip.c formats/pickle.c \
 	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c \
 	common/err.c common/hash.c common/dtype.c \
-	$(pkg-config --cflags --libs jansson zlib libcrypto 2>/dev/null || echo -ljansson -lz -lcrypto)
+	$(pkg-config --cflags --libs jansson zlib libdeflate libcrypto 2>/dev/null || echo -ljansson -lz -ldeflate -lcrypto)
 cd "$out"
 # libFuzzer reports every new input; keep that in fuzz.log and show its end
 # (the whole log when it finds something).

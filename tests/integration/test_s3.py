@@ -99,10 +99,14 @@ class Outage(unittest.TestCase):
         del before
 
     def test_a_blob_the_store_lost_is_an_error_never_wrong_bytes(self):
-        data = ckpt(4)
+        # 24 MiB: a whole-file download reads ahead on worker threads
+        # (storage/readahead.c); the lost blob is in the middle
+        data = ckpt(4, n=6, floats=1 << 20)
         j = D.upload_ok("s3-lost", data)
+        st, _h, got, n = D.stream_download("/models/s3-lost/checkpoints/%d/file" % j["id"])
+        self.assertEqual((st, got, n), (200, sha(data), len(data)))
         tensors = D.get_json("/models/s3-lost/checkpoints/%d" % j["id"])["tensors"]
-        victim = tensors[1]["blob"]
+        victim = tensors[3]["blob"]
         c = s3.Client.from_env()
         prefix = ckptd.s3_prefix(D.data_dir) + "/"
         keys = [k for k in c.list(prefix) if k[len(prefix):].replace("/", "").startswith(victim)]
@@ -113,8 +117,8 @@ class Outage(unittest.TestCase):
         self.assertNotEqual(got, sha(data))
         # an error status, or a 200 cut short: never the tensor's bytes
         st, _h, got, n = D.stream_download("/models/s3-lost/checkpoints/%d/tensors/%s?format=raw"
-                                           % (j["id"], tensors[1]["path"][1:]))
-        self.assertFalse(st == 200 and n == tensors[1]["nbytes"],
+                                           % (j["id"], tensors[3]["path"][1:]))
+        self.assertFalse(st == 200 and n == tensors[3]["nbytes"],
                          "served a tensor whose blob is gone")
         # the neighbours still read
         r = D.get("/models/s3-lost/checkpoints/%d/tensors/%s?format=raw"
