@@ -179,6 +179,7 @@ int ingest_upload(json_t **out, int64_t *id_out, struct app *app, struct req *r)
 	}
 	memset(&u, 0, sizeof(u));
 	u.fd = r->body_fd;
+	u.early = upload_early(r);
 	u.ck.model = model;
 	u.ck.run = f->run;
 	u.ck.has_epoch = f->has_epoch || ck->has_epoch;

@@ -97,6 +97,8 @@ void upload_pool_free(struct upload_pool *p);
  * zip_scan_lookup; NULL when r has no upload. Valid after api_upload_end,
  * until api_upload_free. */
 const struct zip_scan *upload_zip_scan(const struct req *r);
+/* What the upload's store sent while it arrived (store.h), or NULL. */
+struct store_early *upload_early(const struct req *r);
 
 /* The upload pipeline (api/ingest.c): parse the spooled body, then commit
  * it through the store (which applies retention). *out is the checkpoint

@@ -17,6 +17,11 @@
  * QUANTUM bytes of what was published, and queues it again at the tail if
  * more is there, so uploads share the threads in turn.
  *
+ * On a store that gains from it (store_early_begin: S3 without compression),
+ * each torch storage record the scanner finishes hashing is offered to the
+ * store at once (store_early_offer), so its PUT runs while the rest of the
+ * body arrives; store_commit finishes what was sent.
+ *
  * With more uploads than threads, hashing falls behind the writers. Then
  * api_upload_end takes its jobs back from the pool (waiting only for a
  * quantum in progress) and hashes what is left on the caller's thread, from
@@ -82,6 +87,7 @@ struct upload {
 	uint64_t size;	    /* bytes spooled (the writer's count) */
 	uint64_t published; /* under pool->lock: bytes the jobs may read */
 	int fd;
+	struct store_early *early; /* NULL: nothing is sent before the commit */
 	struct hash_job job[2];
 };
 
@@ -93,6 +99,16 @@ static void eat_file_hash(struct upload *u, const uint8_t *p, size_t n)
 static void eat_records(struct upload *u, const uint8_t *p, size_t n)
 {
 	zip_scan_feed(u->scan, p, n);
+}
+
+/* A record hashed in full: a storage goes to the store now. */
+static void on_record(void *arg, const char *name, size_t name_len, uint64_t off, uint64_t len,
+		      const struct hash *h, uint32_t crc)
+{
+	struct upload *u = arg;
+
+	if (torch_zip_storage_name(name, name_len))
+		store_early_offer(u->early, h, crc, off, len);
 }
 
 /* Hashes the job's bytes up to end, reading the spool into buf. Run by the
@@ -274,6 +290,11 @@ int api_upload_begin(struct app *app, struct req *r)
 				"cannot create an upload spool in %s: %s",
 				store_tmp_dir(app->store), strerror(errno));
 	u->fd = r->body_fd;
+	int err = store_early_begin(&u->early, app->store, u->fd);
+	if (err < 0)
+		return err;
+	if (u->early)
+		zip_scan_on_record(u->scan, on_record, u);
 	return 0;
 }
 
@@ -363,6 +384,8 @@ void api_upload_free(struct req *r)
 
 	if (u) /* its jobs read the spool: take them back first */
 		claim(u);
+	if (u) /* it reads the spool too */
+		store_early_free(u->early);
 	if (r->body_fd >= 0)
 		close(r->body_fd);
 	r->body_fd = -1;
@@ -379,4 +402,11 @@ const struct zip_scan *upload_zip_scan(const struct req *r)
 	const struct upload *u = r->upload;
 
 	return u ? u->scan : NULL;
+}
+
+struct store_early *upload_early(const struct req *r)
+{
+	const struct upload *u = r->upload;
+
+	return u ? u->early : NULL;
 }

@@ -113,6 +113,10 @@ int fmt_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_
 /* The torch zip reader alone (formats/torch.c). */
 int torch_zip_read(struct fmt_ckpt **out, const struct ck_input *in, const struct fmt_limits *lim);
 
+/* 1 when a zip record's name is a torch storage's, <top>/data/<key>: what the
+ * upload may send ahead while the rest arrives (store_early_offer). */
+int torch_zip_storage_name(const char *name, size_t len);
+
 /* The legacy torch reader alone (formats/torch_legacy.c): torch.save before
  * 1.6, or with _use_new_zipfile_serialization=False. Its storages are the
  * storages' data without the element count torch writes before each, so they

@@ -244,3 +244,16 @@ out:
 	fmt_meter_end(&meter);
 	return err;
 }
+
+int torch_zip_storage_name(const char *name, size_t len)
+{
+	const char *slash = memchr(name, '/', len);
+	size_t top, rest;
+
+	if (!slash || slash == name)
+		return 0;
+	top = (size_t)(slash - name) + 1;
+	rest = len - top;
+	return rest > 5 && !memcmp(name + top, "data/", 5) &&
+	       !memchr(name + top + 5, '/', rest - 5);
+}

@@ -52,6 +52,8 @@ struct zip_scan {
 	size_t carry_len;
 	struct scanned *done;
 	size_t ndone, cap;
+	zip_scan_record_fn on_record;
+	void *on_record_arg;
 };
 
 int zip_scan_new(struct zip_scan **out, uint64_t min_record)
@@ -65,6 +67,12 @@ int zip_scan_new(struct zip_scan **out, uint64_t min_record)
 	s->min_record = min_record;
 	*out = s;
 	return 0;
+}
+
+void zip_scan_on_record(struct zip_scan *s, zip_scan_record_fn cb, void *arg)
+{
+	s->on_record = cb;
+	s->on_record_arg = arg;
 }
 
 void zip_scan_free(struct zip_scan *s)
@@ -168,6 +176,9 @@ static void data_done(struct zip_scan *s)
 		d->off = s->data_off;
 		d->len = s->size;
 		hasher_final(s->hasher, &d->h, &d->crc);
+		if (s->on_record)
+			s->on_record(s->on_record_arg, (const char *)s->name, le16(s->head + 26),
+				     d->off, d->len, &d->h, d->crc);
 	} else if (s->hashing) {
 		struct hash h;
 		hasher_final(s->hasher, &h, NULL); /* reset for the next record */

@@ -31,6 +31,13 @@ void zip_scan_free(struct zip_scan *s);
  * the scanner stops following the stream. Not thread-safe per scanner. */
 void zip_scan_feed(struct zip_scan *s, const uint8_t *p, size_t n);
 
+/* Has cb called, on the thread feeding the scanner, for each record payload
+ * hashed in full (as zip_scan_lookup will then give it), with the record's
+ * name (not NUL-terminated). */
+typedef void (*zip_scan_record_fn)(void *arg, const char *name, size_t name_len, uint64_t off,
+				   uint64_t len, const struct hash *h, uint32_t crc);
+void zip_scan_on_record(struct zip_scan *s, zip_scan_record_fn cb, void *arg);
+
 /* The hash of the record payload at [off, off+len) if one was scanned: 0, or
  * CK_ENOTFOUND. */
 int zip_scan_lookup(const struct zip_scan *s, uint64_t off, uint64_t len, struct hash *h,

@@ -47,6 +47,7 @@ struct store {
 	struct blob_backend *blobs;
 	struct gc *gc;
 	int alone;
+	int compress;
 	pthread_mutex_t reserve_lock;
 };
 
@@ -172,6 +173,7 @@ int store_open(struct store **out, const struct store_config *cfg)
 	if ((err = index_open(&s->idx, index_url)) < 0)
 		goto fail;
 	s->alone = !strcmp(index_kind(s->idx), "sqlite");
+	s->compress = cfg->compress;
 	if (cfg->owner)
 		snprintf(owner, sizeof(owner), "%s", cfg->owner);
 	else if (cfg->clean) /* we hold the data directory: its name is ours */
@@ -320,6 +322,207 @@ out:
 	return err;
 }
 
+/* ---- early sends (store.h) ---- */
+
+struct early_item {
+	struct early_item *next;
+	struct blob_meta meta; /* hash, raw_size, crc32; the rest once put */
+	uint64_t off;
+	int used; /* named by the checkpoint store_commit committed */
+};
+
+struct store_early {
+	struct store *s;
+	int fd;
+	struct gc_claim *cl;
+	struct blob_batch *bt; /* NULL once store_commit took it over */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct early_item *queue, *tail; /* offered, not sent yet */
+	struct early_item *sent;	 /* put into bt */
+	struct early_item **sorted;	 /* sent, by hash, once stopped */
+	size_t nsorted;
+	pthread_t thread;
+	int running, closing, failed;
+};
+
+static void *early_main(void *arg)
+{
+	struct store_early *e = arg;
+
+	pthread_mutex_lock(&e->mu);
+	for (;;) {
+		struct early_item *it;
+		int err;
+
+		while (!e->queue && !e->closing)
+			pthread_cond_wait(&e->cv, &e->mu);
+		if (e->closing) /* what is left, store_commit puts */
+			break;
+		it = e->queue;
+		if (!(e->queue = it->next))
+			e->tail = NULL;
+		pthread_mutex_unlock(&e->mu);
+		/* claimed before the store is asked, as store_commit does */
+		err = gc_claim_more(e->cl, &it->meta.hash, 1);
+		if (err == 0)
+			err =
+			    e->s->blobs->batch_put_fd(e->bt, &it->meta, e->fd, it->off, DT_INVALID);
+		pthread_mutex_lock(&e->mu);
+		if (err < 0) { /* the store is in trouble: store_commit will tell */
+			e->failed = 1;
+			free(it);
+			continue;
+		}
+		it->next = e->sent;
+		e->sent = it;
+	}
+	pthread_mutex_unlock(&e->mu);
+	return NULL;
+}
+
+int store_early_begin(struct store_early **out, struct store *s, int fd)
+{
+	struct store_early *e;
+	int err;
+
+	*out = NULL;
+	if (!s->blobs->async_put || s->compress)
+		return 0;
+	if (!(e = calloc(1, sizeof(*e))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	e->s = s;
+	e->fd = fd;
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_cond_init(&e->cv, NULL);
+	if ((err = gc_claim(&e->cl, s->gc, NULL, 0)) < 0 ||
+	    (err = s->blobs->batch_begin(&e->bt, s->blobs)) < 0) {
+		store_early_free(e);
+		return err;
+	}
+	*out = e;
+	return 0;
+}
+
+void store_early_offer(struct store_early *e, const struct hash *h, uint32_t crc, uint64_t off,
+		       uint64_t n)
+{
+	struct early_item *it;
+
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->mu);
+	if (e->closing || e->failed || !(it = calloc(1, sizeof(*it)))) {
+		pthread_mutex_unlock(&e->mu);
+		return; /* store_commit puts it */
+	}
+	it->meta.hash = *h;
+	it->meta.crc32 = crc;
+	it->meta.raw_size = n;
+	it->off = off;
+	if (e->tail)
+		e->tail->next = it;
+	else
+		e->queue = it;
+	e->tail = it;
+	if (!e->running) {
+		if (pthread_create(&e->thread, NULL, early_main, e) == 0)
+			e->running = 1;
+		else
+			e->failed = 1;
+	}
+	pthread_cond_signal(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+}
+
+static int item_cmp(const void *a, const void *b)
+{
+	const struct early_item *x = *(struct early_item *const *)a;
+	const struct early_item *y = *(struct early_item *const *)b;
+
+	return memcmp(x->meta.hash.b, y->meta.hash.b, 32);
+}
+
+/* Stops the sender thread; what it had not sent yet is dropped, what it
+ * sent is sorted by hash for early_find. */
+static void early_stop(struct store_early *e)
+{
+	pthread_mutex_lock(&e->mu);
+	e->closing = 1;
+	pthread_cond_signal(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+	if (e->running)
+		pthread_join(e->thread, NULL);
+	e->running = 0;
+	while (e->queue) {
+		struct early_item *it = e->queue;
+		e->queue = it->next;
+		free(it);
+	}
+	e->tail = NULL;
+	if (e->sorted)
+		return;
+	for (struct early_item *it = e->sent; it; it = it->next)
+		e->nsorted++;
+	if (!e->nsorted || !(e->sorted = calloc(e->nsorted, sizeof(*e->sorted)))) {
+		e->nsorted = 0; /* without it, store_commit puts them again */
+		return;
+	}
+	size_t k = 0;
+	for (struct early_item *it = e->sent; it; it = it->next)
+		e->sorted[k++] = it;
+	qsort(e->sorted, e->nsorted, sizeof(*e->sorted), item_cmp);
+}
+
+/* The item sent for blob h, once stopped; NULL when none. */
+static struct early_item *early_find(struct store_early *e, const struct hash *h)
+{
+	struct early_item key, *kp = &key, **hit;
+
+	if (!e || !e->nsorted)
+		return NULL;
+	key.meta.hash = *h;
+	hit = bsearch(&kp, e->sorted, e->nsorted, sizeof(*e->sorted), item_cmp);
+	return hit ? *hit : NULL;
+}
+
+void store_early_free(struct store_early *e)
+{
+	struct hash *mine = NULL;
+	size_t k = 0, n = 0;
+	struct ck_error_state saved;
+
+	if (!e)
+		return;
+	early_stop(e);
+	if (e->bt) /* never committed: the puts in flight end, the rest go */
+		e->s->blobs->batch_free(e->bt);
+	gc_release(e->cl);
+	for (struct early_item *it = e->sent; it; it = it->next)
+		n++;
+	mine = calloc(n + 1, sizeof(*mine));
+	for (struct early_item *it = e->sent; it; it = it->next)
+		if (mine && !it->used && !it->meta.existed)
+			mine[k++] = it->meta.hash;
+	/* what it stored and no checkpoint names: gone again (gc_reap keeps
+	 * any a row or another upload's claim names by now) */
+	ck_error_save(&saved, 0);
+	if (k && gc_reap(NULL, e->s->gc, mine, k) < 0)
+		fprintf(stderr, "ckptd: blobs sent early for an upload stay for the sweep: %s\n",
+			ck_errmsg());
+	ck_error_restore(&saved);
+	free(mine);
+	while (e->sent) {
+		struct early_item *it = e->sent;
+		e->sent = it->next;
+		free(it);
+	}
+	free(e->sorted);
+	pthread_cond_destroy(&e->cv);
+	pthread_mutex_destroy(&e->mu);
+	free(e);
+}
+
 /* The blobs this upload wrote (nothing had them) go again, unless an index
  * row or another claim names them by now. When the index is what failed
  * (busy, unreachable), asking it again would only wait again: the reap is
@@ -378,13 +581,27 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 	/* 1. claims, before anything asks whether a blob is stored */
 	if ((err = gc_claim(&cl, s->gc, hashes, in->nstorages)) < 0)
 		goto out;
-	/* 2. the storages */
-	if ((err = s->blobs->batch_begin(&bt, s->blobs)) < 0)
+	/* 2. the storages: those sent while the upload arrived are in its
+	 * batch already */
+	if (u->early) {
+		early_stop(u->early);
+		bt = u->early->bt;
+		u->early->bt = NULL;
+	}
+	if (!bt && (err = s->blobs->batch_begin(&bt, s->blobs)) < 0)
 		goto out;
-	for (size_t i = 0; i < in->nstorages; i++)
+	for (size_t i = 0; i < in->nstorages; i++) {
+		struct early_item *it = early_find(u->early, &metas[i].hash);
+		if (it && it->meta.raw_size == metas[i].raw_size) {
+			metas[i].stored_size = it->meta.stored_size;
+			metas[i].codec = it->meta.codec;
+			metas[i].existed = it->meta.existed;
+			continue;
+		}
 		if ((err = s->blobs->batch_put_fd(bt, &metas[i], u->fd, stor[i].file_off,
 						  stor[i].dtype)) < 0)
 			goto out;
+	}
 	/* 3. the skeleton */
 	if ((err = skeleton_write(&skel_fd, &skel, s, u->fd, in->size, stor, in->nstorages)) < 0 ||
 	    (err = gc_claim_more(cl, &skel.hash, 1)) < 0)
@@ -416,6 +633,11 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 	if ((err = index_checkpoint_insert(&cid, dedup, s->idx, &k)) < 0)
 		goto out;
 	committed = 1;
+	for (size_t i = 0; i < in->nstorages; i++) {
+		struct early_item *it = early_find(u->early, &metas[i].hash);
+		if (it)
+			it->used = 1;
+	}
 	*id = cid;
 out:
 	if (bt)

@@ -49,13 +49,45 @@ int store_alone(const struct store *s);
 
 /* ---- writing ---- */
 
+/*
+ * An upload's storages sent while its body still arrives. A remote blob
+ * store (S3) takes about as long to store an upload as the upload takes to
+ * arrive; sent one after the other, the two add up. As each storage record
+ * has arrived and been hashed (api/upload.c follows the zip as it streams),
+ * it is offered here, claimed, and put into a batch that store_commit then
+ * finishes: most of the sending is done when the body ends.
+ *
+ * Only where that pays and changes nothing stored: a blob store that sends
+ * asynchronously (async_put) and does not compress (a codec needs the
+ * tensor's dtype, known only once the upload is parsed). A blob offered but
+ * not part of the committed checkpoint (a record that was no storage, an
+ * upload refused or cut off) is removed by store_early_free, or by the
+ * sweep if that cannot.
+ */
+struct store_early;
+
+/* *out NULL (and 0) when the store has nothing to gain. fd is the upload's
+ * spool: read from until store_early_free, never changed. */
+int store_early_begin(struct store_early **out, struct store *s, int fd);
+
+/* Offers the n bytes of the spool at off, whose SHA-256 and CRC-32 are h and
+ * crc: sent on the early sender's thread. Never waits for the network; any
+ * thread. */
+void store_early_offer(struct store_early *e, const struct hash *h, uint32_t crc, uint64_t off,
+		       uint64_t n);
+
+/* Stops sending, waits for the puts in flight, removes the blobs it stored
+ * that no checkpoint names, frees e. Accepts NULL. */
+void store_early_free(struct store_early *e);
+
 /* A parsed upload to commit. The storages carry blob, raw_size, crc32,
  * dtype and file_off (stored_size and codec are the store's to fill); the
  * skeleton fields are computed by store_commit from fd. */
 struct store_upload {
 	struct index_new_checkpoint ck;
-	int fd;		   /* the upload's bytes, size ck.size */
-	int fd_disposable; /* 1: the store may truncate fd once it has copied it */
+	int fd;			   /* the upload's bytes, size ck.size */
+	int fd_disposable;	   /* 1: the store may truncate fd once it has copied it */
+	struct store_early *early; /* NULL, or what was sent while it arrived */
 };
 
 /* Stores the blobs (each once), commits the checkpoint, then applies the

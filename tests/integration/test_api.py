@@ -371,17 +371,9 @@ class FileRanges(unittest.TestCase):
         self.assertEqual(r.body, self.data)
 
 
-class UploadLimit(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.d = ckptd.Daemon(name="limit", args=["--max-upload-size", "10K"]).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop_checked()
-        finally:
-            cls.d.cleanup()
+class UploadLimit(ckptd.DaemonCase):
+    NAME = "limit"
+    ARGS = ("--max-upload-size", "10K")
 
     def test_upload_over_the_limit_is_413_and_stores_nothing(self):
         data = fixtures.seed_bytes("tutorial_state_dict.pt")  # ~250 KB

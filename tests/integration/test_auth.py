@@ -7,7 +7,6 @@ Writes need a token with write (or admin) scope: none -> 401, a read token ->
 
 import os
 import sys
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lib import checks, ckptd, fixtures, harness  # noqa: E402
@@ -29,17 +28,12 @@ def setUpModule():
     DATA = fixtures.seed_bytes("views_and_tied.pt")
 
 
-class Tokens(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.d = ckptd.Daemon(name="auth", args=["--token-file", token_file()]).start()
+class Tokens(ckptd.DaemonCase):
+    NAME = "auth"
 
     @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop_checked()
-        finally:
-            cls.d.cleanup()
+    def daemon_args(cls):
+        return ["--token-file", token_file()]
 
     def test_upload_without_a_token_is_401(self):
         r = self.d.upload("auth-m", DATA)
@@ -109,18 +103,12 @@ class Tokens(unittest.TestCase):
             self.assertNotIn(t, log, "token %s logged" % t)
 
 
-class AuthRead(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.d = ckptd.Daemon(name="auth-read",
-                             args=["--token-file", token_file(), "--auth-read"]).start()
+class AuthRead(ckptd.DaemonCase):
+    NAME = "auth-read"
 
     @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop_checked()
-        finally:
-            cls.d.cleanup()
+    def daemon_args(cls):
+        return ["--token-file", token_file(), "--auth-read"]
 
     def test_reads_need_a_token_with_auth_read(self):
         j = self.d.upload_ok("ar", DATA, token="tok-w")

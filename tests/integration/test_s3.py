@@ -5,11 +5,15 @@ run.sh for the PostgreSQL + S3 run, is stopped mid-upload and started again
 (tests/services/rgw.sh stop-rgw / start-rgw): requests meanwhile answer 503
 with a clear message, nothing is half-visible, and service is full again
 after; an object RGW lost makes downloads of it fail, never serve wrong
-bytes, and `ckptd verify` reports it.
+bytes, and `ckptd verify` reports it. Without compression, an upload's
+storages go to the bucket while its body still arrives (store_early_offer):
+they are there before the body ends, the checkpoint is whole and dedups,
+and an upload refused or cut off leaves none of them behind.
 """
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -133,6 +137,71 @@ class Outage(unittest.TestCase):
         D.upload_ok("s3-lost", data)
         p = store.cli("verify", "--data", D.data_dir)
         self.assertEqual(p.returncode, 0, p.stdout)
+
+
+
+class EarlySends(ckptd.DaemonCase):
+    """A daemon with --compress off: the store sends storages early."""
+
+    NAME = "s3-early"
+    ARGS = ("--compress", "off")
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.c = s3.Client.from_env()
+        cls.prefix = ckptd.s3_prefix(cls.d.data_dir) + "/"
+
+    def objects(self):
+        return len(self.c.list(self.prefix))
+
+    def wait_objects(self, want, timeout=20):
+        end = time.time() + timeout
+        n = self.objects()
+        while n != want and time.time() < end:
+            time.sleep(0.2)
+            n = self.objects()
+        return n
+
+    def test_1_a_checkpoint_sent_as_it_arrives_is_whole_and_dedups(self):
+        data = ckpt(5, n=6, floats=1 << 20)  # 24 MiB
+        j = self.d.upload_ok("early", data)
+        self.assertEqual(self.objects(), 7, "six storages and the skeleton")
+        st, _h, got, n = self.d.stream_download("/models/early/checkpoints/%d/file" % j["id"])
+        self.assertEqual((st, got, n), (200, sha(data), len(data)))
+        j2 = self.d.upload_ok("early-again", data)
+        self.assertEqual(j2["dedup"]["new_bytes"], 0, j2["dedup"])
+        self.assertEqual(self.objects(), 7)
+        p = store.cli("verify", "--data", self.d.data_dir)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+    def test_2_a_refused_upload_leaves_no_blob_behind(self):
+        before = self.objects()
+        data = ckpt(6, n=6, floats=1 << 20)
+        r = self.d.upload("early-bad", data[:-40])  # no end of central directory
+        checks.error_json(self, r, tuple(range(400, 500)), "a zip without its directory")
+        self.assertEqual(self.wait_objects(before), before,
+                         "storages sent early stayed after the upload was refused")
+
+    def test_3_an_upload_cut_off_leaves_no_blob_behind(self):
+        before = self.objects()
+        data = ckpt(7, n=8, floats=1 << 20)  # 32 MiB
+        s = socket.create_connection(("127.0.0.1", self.d.port), timeout=30)
+        try:
+            s.sendall(("POST %s/models/early-cut/checkpoints HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                       % (ckptd.API, len(data))).encode())
+            s.sendall(data[:len(data) * 3 // 4])
+            # the storages that arrived go up while the rest is awaited
+            end = time.time() + 20
+            while self.objects() <= before and time.time() < end:
+                time.sleep(0.1)
+            self.assertGreater(self.objects(), before, "nothing was sent before the body ended")
+        finally:
+            s.close()
+        self.assertEqual(self.wait_objects(before), before,
+                         "storages sent early stayed after the upload was cut off")
+        self.assertEqual(self.d.get("/models/early-cut/checkpoints").status, 404)
 
 
 if __name__ == "__main__":

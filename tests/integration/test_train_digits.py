@@ -31,7 +31,7 @@ def have_sklearn():
 
 
 @unittest.skipUnless(have_sklearn(), "python3-sklearn is not installed (tools/deps.sh)")
-class TrainDigits(unittest.TestCase):
+class TrainDigits(ckptd.DaemonCase):
     @classmethod
     def setUpClass(cls):
         cls.d = ckptd.Daemon(name="digits").start()
@@ -46,13 +46,6 @@ class TrainDigits(unittest.TestCase):
         for line in cls.p.stdout.splitlines():
             if line.startswith("RESULT "):
                 cls.r = json.loads(line[len("RESULT "):])
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop_checked()
-        finally:
-            cls.d.cleanup()
 
     def test_1_runs_within_two_minutes(self):
         self.assertEqual(self.p.returncode, 0, self.p.stdout[-2000:] + self.p.stderr[-3000:])

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 import urllib.parse
 import weakref
 
@@ -403,6 +404,29 @@ class Daemon:
 
     def stats(self):
         return self.get_json("/stats")
+
+
+class DaemonCase(unittest.TestCase):
+    """Tests sharing one daemon for the class: NAME and daemon_args() make
+    it; it is stopped (and checked for a clean exit) after the last test."""
+
+    NAME = "case"
+    ARGS = ()
+
+    @classmethod
+    def daemon_args(cls):
+        return list(cls.ARGS)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon(name=cls.NAME, args=cls.daemon_args()).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.d.stop_checked()
+        finally:
+            cls.d.cleanup()
 
 
 def multipart(parts):
