@@ -29,6 +29,19 @@ static uint8_t *slurp(const char *path, size_t *n)
 	return b;
 }
 
+/* Feeds b[0..n) to s in chunks of `chunk` bytes (0: uneven ones, up to
+ * most). */
+static void feed(struct zip_scan *s, const uint8_t *b, size_t n, size_t chunk, size_t most)
+{
+	for (size_t off = 0, k = 1; off < n; k++) {
+		size_t take = chunk ? chunk : (k * 7919) % most + 1;
+		if (take > n - off)
+			take = n - off;
+		zip_scan_feed(s, b + off, take);
+		off += take;
+	}
+}
+
 /* Scans path in chunks of `chunk` bytes (0: varying) and checks every
  * storage; returns how many storages the scanner had. */
 static size_t check_file(const char *path, size_t chunk)
@@ -41,13 +54,7 @@ static size_t check_file(const char *path, size_t chunk)
 
 	ck_assert_int_eq(fmt_read(&ck, &in, NULL), 0);
 	ck_assert_int_eq(zip_scan_new(&s, 0), 0);
-	for (size_t off = 0, k = 1; off < n; k++) {
-		size_t take = chunk ? chunk : (k * 7919) % 4099 + 1;
-		if (take > n - off)
-			take = n - off;
-		zip_scan_feed(s, b + off, take);
-		off += take;
-	}
+	feed(s, b, n, chunk, 4099);
 	for (size_t i = 0; i < ck->nstorages; i++) {
 		struct hash want, got;
 		uint32_t wcrc, gcrc;
@@ -121,6 +128,64 @@ START_TEST(test_zip_scan_stops_quietly_on_garbage)
 }
 END_TEST
 
+/* A record of unknown size (flag 8) whose payload holds descriptor
+ * signatures followed by wrong sizes, at every alignment: the scanner ends
+ * the record at the real descriptor only, however the bytes are cut. */
+START_TEST(test_zip_scan_ends_a_record_at_its_descriptor_only)
+{
+	enum { PAY = 700 };
+	static const char name[] = "archive/data/0";
+	const size_t nl = sizeof(name) - 1;
+	uint8_t z[30 + sizeof(name) + PAY + 16 + 30];
+	uint8_t *pay = z + 30 + nl;
+	size_t n = 0;
+
+	memset(z, 0, sizeof(z));
+	memcpy(z, "PK\3\4", 4);
+	z[4] = 20;
+	z[6] = 8; /* sizes in a descriptor after the data */
+	z[26] = (uint8_t)nl;
+	memcpy(z + 30, name, nl);
+	for (size_t i = 0; i < PAY; i++)
+		pay[i] = (uint8_t)(i * 37 + 11);
+	for (size_t at = 0; at + 16 <= PAY; at += 37) /* false descriptors */
+		memcpy(pay + at, "PK\7\10\0\0\0\0\1\0\0\0\1\0\0\0", 16);
+	memcpy(pay + PAY - 3, "PK\7", 3); /* and a truncated one at the end */
+	n = 30 + nl + PAY;
+	memcpy(z + n, "PK\7\10", 4);
+	z[n + 8] = z[n + 12] = PAY & 0xff;
+	z[n + 9] = z[n + 13] = PAY >> 8;
+	n += 16;
+	memcpy(z + n, "PK\1\2", 4); /* the central directory begins */
+	n += 30;
+
+	struct hash want;
+	uint32_t wcrc;
+	hash_buf(&want, &wcrc, pay, PAY);
+	for (size_t chunk = 0; chunk < 24; chunk++) {
+		struct zip_scan *s = NULL;
+		struct hash got;
+		uint32_t gcrc;
+		ck_assert_int_eq(zip_scan_new(&s, 0), 0);
+		feed(s, z, n, chunk, 61);
+		ck_assert_msg(zip_scan_lookup(s, 30 + nl, PAY, &got, &gcrc) == 0, "chunk %zu",
+			      chunk);
+		ck_assert_mem_eq(got.b, want.b, 32);
+		ck_assert_uint_eq(gcrc, wcrc);
+		zip_scan_free(s);
+	}
+	/* one feed of it all */
+	struct zip_scan *s = NULL;
+	struct hash got;
+	uint32_t gcrc;
+	ck_assert_int_eq(zip_scan_new(&s, 0), 0);
+	zip_scan_feed(s, z, n);
+	ck_assert_int_eq(zip_scan_lookup(s, 30 + nl, PAY, &got, &gcrc), 0);
+	ck_assert_mem_eq(got.b, want.b, 32);
+	zip_scan_free(s);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("zip_scan");
@@ -128,6 +193,7 @@ int main(void)
 
 	tcase_add_test(tc, test_zip_scan_hashes_every_record_of_torch_files);
 	tcase_add_test(tc, test_zip_scan_stops_quietly_on_garbage);
+	tcase_add_test(tc, test_zip_scan_ends_a_record_at_its_descriptor_only);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
