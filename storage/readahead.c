@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "../common/err.h"
 #include "blob.h"
@@ -212,11 +213,18 @@ int readahead_start(struct readahead **out, struct store *s, const struct index_
 	pthread_mutex_init(&ra->mu, NULL);
 	pthread_cond_init(&ra->filled, NULL);
 	pthread_cond_init(&ra->freed, NULL);
-	for (int i = 0; i < nslots; i++)
-		if (!(ra->slots[i].p = malloc(RA_CHUNK + RA_SLACK))) {
+	for (int i = 0; i < nslots; i++) {
+		/* mapped, not malloc'ed: freeing a large malloc'ed block raises
+		 * glibc's mmap threshold, and the next download's slots would
+		 * then come from the heap and stay resident after it */
+		void *p = mmap(NULL, RA_CHUNK + RA_SLACK, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
 			readahead_stop(ra);
 			return ck_error(CK_ENOMEM, "out of memory");
 		}
+		ra->slots[i].p = p;
+	}
 	for (int i = 0; i < RA_WORKERS && i < nslots; i++)
 		if (pthread_create(&ra->threads[ra->nthreads], NULL, worker_main, ra) == 0)
 			ra->nthreads++;
@@ -276,7 +284,8 @@ void readahead_stop(struct readahead *ra)
 	for (int i = 0; i < ra->nthreads; i++)
 		pthread_join(ra->threads[i], NULL);
 	for (int i = 0; i < ra->nslots; i++)
-		free(ra->slots[i].p);
+		if (ra->slots[i].p)
+			munmap(ra->slots[i].p, RA_CHUNK + RA_SLACK);
 	pthread_cond_destroy(&ra->freed);
 	pthread_cond_destroy(&ra->filled);
 	pthread_mutex_destroy(&ra->mu);

@@ -12,7 +12,11 @@
  *
  * Memory: RA_SLOTS x RA_CHUNK per download (less for a smaller file), and at
  * most RA_BUDGET for all downloads of the process at once: a download that
- * finds the budget spent gets no readahead and reads as before.
+ * finds the budget spent gets no readahead and reads as before. The slots
+ * are mapped, not malloc'ed, so they leave the process with the download.
+ * 2 MiB chunks: a 1 GB download from S3 went as fast with them as with 4 MiB
+ * ones (0.71-0.76x a direct GET here, both), with 16 MiB of slots instead
+ * of 32 (test_big.py holds a 1 GB round trip under 64 MB of RSS).
  *
  * The bytes are the blobs' as stored; checking them (CRC-32, SHA-256) is the
  * caller's business, as it is for a reader's bytes.
@@ -26,7 +30,7 @@
 #include "index.h"
 #include "store.h"
 
-#define RA_CHUNK   (4u << 20)
+#define RA_CHUNK   (2u << 20)
 #define RA_SLOTS   8
 #define RA_WORKERS 4
 #define RA_BUDGET  (128u << 20)

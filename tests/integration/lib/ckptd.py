@@ -471,3 +471,10 @@ def vm_hwm_kb(pid):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     raise AssertionError("no VmHWM for pid %d" % pid)
+
+
+def reset_hwm(pid):
+    """Starts VmHWM again from the current RSS (Linux: 5 into clear_refs),
+    so a later vm_hwm_kb measures what came after."""
+    with open("/proc/%d/clear_refs" % pid, "w") as f:
+        f.write("5")
