@@ -68,9 +68,12 @@ enum body_kind {
 	BODY_NONE = 0, /* the body, if any, is ignored */
 	BODY_UPLOAD,   /* a checkpoint: raw body or multipart form */
 	BODY_JSON,     /* a small JSON document, held in memory */
+	BODY_JSON_BIG, /* a JSON document of up to API_MAX_JSON_BIG bytes (a
+			  list of 100,000 blob hashes), held in memory */
 };
 
 #define API_MAX_JSON_BODY (1 << 20)
+#define API_MAX_JSON_BIG  (16 << 20)
 
 struct route;
 

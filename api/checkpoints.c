@@ -26,6 +26,8 @@ int h_upload(struct resp *out, struct app *app, struct req *r)
 	int64_t id;
 	int err;
 
+	if ((err = upload_thin_missing(out, r)) != 0)
+		return err < 0 ? err : 0;
 	if ((err = ingest_upload(&ck, &id, app, r)) < 0)
 		return err;
 	snprintf(loc, sizeof(loc), "/api/v1/models/%s/checkpoints/%" PRId64, r->params[0], id);

@@ -137,7 +137,8 @@ int ingest_upload(json_t **out, int64_t *id_out, struct app *app, struct req *r)
 		goto out;
 	}
 	struct ck_input in = {NULL, r->body_fd, r->body_size};
-	if ((err = fmt_read(&ck, &in, &app->limits)) < 0)
+	if ((err = upload_thin_check_hash(r)) < 0 || (err = fmt_read(&ck, &in, &app->limits)) < 0 ||
+	    (err = upload_thin_check_refs(r, ck)) < 0)
 		goto out;
 
 	stor = calloc(ck->nstorages + 1, sizeof(*stor));

@@ -97,6 +97,14 @@ void upload_pool_free(struct upload_pool *p);
  * zip_scan_lookup; NULL when r has no upload. Valid after api_upload_end,
  * until api_upload_free. */
 const struct zip_scan *upload_zip_scan(const struct req *r);
+/* A thin upload's verdicts (SPEC 3.1; 0 for any other upload).
+ * upload_thin_missing fills out with 409 missing_blobs and returns 1 when
+ * its R frames named blobs the store lacks; check_hash: CK_ECORRUPT when
+ * the rebuilt file's SHA-256 is not the E frame's; check_refs: CK_ECORRUPT
+ * when an R frame is not exactly one storage of the parsed file. */
+int upload_thin_missing(struct resp *out, const struct req *r);
+int upload_thin_check_hash(const struct req *r);
+int upload_thin_check_refs(const struct req *r, const struct fmt_ckpt *ck);
 /* What the upload's store sent while it arrived (store.h), or NULL. */
 struct store_early *upload_early(const struct req *r);
 
@@ -121,6 +129,7 @@ int h_model_delete(struct resp *out, struct app *app, struct req *r);
 int h_retention_get(struct resp *out, struct app *app, struct req *r);
 int h_retention_put(struct resp *out, struct app *app, struct req *r);
 int h_upload(struct resp *out, struct app *app, struct req *r);
+int h_blobs_missing(struct resp *out, struct app *app, struct req *r);
 int h_list(struct resp *out, struct app *app, struct req *r);
 int h_get(struct resp *out, struct app *app, struct req *r);
 int h_patch(struct resp *out, struct app *app, struct req *r);

@@ -45,6 +45,7 @@ static const struct route routes[] = {
      "checkpoint.state_dict"},
     {"GET", M "/checkpoints/:/tensors/*", h_tensor, BODY_NONE, SCOPE_READ, "checkpoint.tensor"},
     {"GET", M "/checkpoints/:/diff/:", h_diff, BODY_NONE, SCOPE_READ, "checkpoint.diff"},
+    {"POST", "/api/v1/blobs/missing", h_blobs_missing, BODY_JSON_BIG, SCOPE_WRITE, "blobs.missing"},
     {"GET", "/", h_dashboard, BODY_NONE, SCOPE_NONE, "dashboard"},
     {"GET", "/ui/*", h_dashboard, BODY_NONE, SCOPE_NONE, "dashboard"},
 };

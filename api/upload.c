@@ -17,6 +17,16 @@
  * QUANTUM bytes of what was published, and queues it again at the tail if
  * more is there, so uploads share the threads in turn.
  *
+ * A thin upload (SPEC 3.1, Content-Type application/x-ckptd-thin) is
+ * decoded as it arrives (thin.c): literal bytes go to the spool, and each
+ * reference to a stored blob is checked in the index and its bytes read
+ * from the blob store into the spool, so the spool ends up holding the very
+ * file the frames stand for, hashed and parsed like any upload. Its sha256
+ * is therefore computed by the server over bytes it holds; the E frame's
+ * hash only has to agree (upload_thin_check). Blobs the store lacks are
+ * collected (the spool is left incomplete from the first one) and answered
+ * with 409 missing_blobs.
+ *
  * On a store that gains from it (store_early_begin: S3 without compression),
  * each torch storage record the scanner finishes hashing is offered to the
  * store at once (store_early_offer), so its PUT runs while the rest of the
@@ -37,11 +47,14 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "../common/err.h"
+#include "../common/vec.h"
 #include "../formats/zip_scan.h"
 #include "internal.h"
+#include "thin.h"
 
 /* Records below this size are hashed after the upload from the spool (in
  * the page cache): following them as they stream costs more than it saves. */
@@ -89,6 +102,13 @@ struct upload {
 	int fd;
 	struct store_early *early; /* NULL: nothing is sent before the commit */
 	struct hash_job job[2];
+	/* a thin upload */
+	struct app *app;
+	int thin;
+	struct thin t;
+	struct hash *missing; /* R frames' blobs the store lacks */
+	size_t nmissing, mcap;
+	uint8_t *rbuf; /* for copying a referenced blob */
 };
 
 static void eat_file_hash(struct upload *u, const uint8_t *p, size_t n)
@@ -282,6 +302,10 @@ int api_upload_begin(struct app *app, struct req *r)
 		u->job[i].u = u;
 	u->job[0].eat = eat_file_hash;
 	u->job[1].eat = eat_records;
+	u->app = app;
+	thin_init(&u->t);
+	const char *ct = r->header ? r->header(r, "Content-Type") : NULL;
+	u->thin = ct && !strncasecmp(ct, THIN_CONTENT_TYPE, strlen(THIN_CONTENT_TYPE));
 	if (!(u->h = hasher_new()) || zip_scan_new(&u->scan, SCAN_MIN_RECORD) < 0)
 		return ck_error(CK_ENOMEM, "out of memory");
 	r->body_fd = open(store_tmp_dir(app->store), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -298,11 +322,10 @@ int api_upload_begin(struct app *app, struct req *r)
 	return 0;
 }
 
-int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
+/* Appends n bytes of the file to the spool, within --max-upload-size. */
+static int spool_append(struct upload *u, const uint8_t *b, size_t n)
 {
-	struct upload *u = r->upload;
-	uint64_t max = app->cfg.max_upload;
-	const uint8_t *b = p;
+	uint64_t max = u->app->cfg.max_upload;
 
 	if (max && u->size + n > max)
 		return ck_error(CK_ETOOBIG,
@@ -310,7 +333,7 @@ int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
 				"(--max-upload-size)",
 				(unsigned long long)max);
 	while (n > 0) {
-		ssize_t w = write(r->body_fd, b, n);
+		ssize_t w = write(u->fd, b, n);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0)
@@ -320,8 +343,70 @@ int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
 		n -= (size_t)w;
 		u->size += (uint64_t)w;
 	}
-	publish(u);
 	return 0;
+}
+
+static int thin_lit(void *arg, const uint8_t *p, size_t n)
+{
+	struct upload *u = arg;
+
+	return u->nmissing ? 0 : spool_append(u, p, n);
+}
+
+static int add_missing(struct upload *u, const struct hash *h)
+{
+	struct hash *m = vec_grow(u->missing, &u->mcap, u->nmissing, sizeof(*m), 16);
+	if (!m)
+		return ck_error(CK_ENOMEM, "out of memory");
+	u->missing = m;
+	u->missing[u->nmissing++] = *h;
+	return 0;
+}
+
+/* An R frame: the blob's bytes into the spool, or the blob noted missing. */
+static int thin_ref(void *arg, const struct thin_ref *ref)
+{
+	enum { CHUNK = 1 << 20 };
+	struct upload *u = arg;
+	struct store *s = u->app->store;
+	struct blob_reader *br = NULL;
+	uint8_t have = 0;
+	int err;
+
+	if ((err = store_blobs_have(&have, s, &ref->h, &ref->len, 1)) < 0)
+		return err;
+	if (have && !u->nmissing && ref->len > 0) {
+		if (!u->rbuf && !(u->rbuf = malloc(CHUNK)))
+			return ck_error(CK_ENOMEM, "out of memory");
+		err = store_blob_open(&br, s, &ref->h);
+		for (uint64_t off = 0; err == 0 && off < ref->len;) {
+			size_t k = ref->len - off < CHUNK ? (size_t)(ref->len - off) : CHUNK;
+			if ((err = blob_reader_read(br, u->rbuf, k, off)) == 0 &&
+			    (err = spool_append(u, u->rbuf, k)) == 0)
+				off += k;
+		}
+		blob_reader_close(br);
+		if (err == CK_ENOTFOUND) /* deleted since the index said so */
+			have = 0;
+		else if (err < 0)
+			return err;
+	}
+	return have ? 0 : add_missing(u, &ref->h);
+}
+
+int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
+{
+	struct upload *u = r->upload;
+	int err;
+
+	if (u->thin) {
+		const struct thin_sink sink = {thin_lit, thin_ref, u};
+		err = thin_feed(&u->t, p, n, &sink);
+	} else {
+		err = spool_append(u, p, n);
+	}
+	publish(u);
+	return err;
 }
 
 /* Hashes what u's claimed jobs have not read yet, reading each byte of the
@@ -361,6 +446,8 @@ int api_upload_end(struct req *r)
 	uint8_t *buf = NULL;
 	int err = 0;
 
+	if (u->thin && (err = thin_finish(&u->t)) < 0)
+		return err;
 	claim(u);
 	if ((u->job[0].done < u->size || u->job[1].done < u->size) && !(buf = malloc(READ_CHUNK)))
 		u->job[0].err = CK_ENOMEM;
@@ -393,6 +480,9 @@ void api_upload_free(struct req *r)
 		return;
 	hasher_free(u->h);
 	zip_scan_free(u->scan);
+	thin_free(&u->t);
+	free(u->missing);
+	free(u->rbuf);
 	free(u);
 	r->upload = NULL;
 }
@@ -409,4 +499,93 @@ struct store_early *upload_early(const struct req *r)
 	const struct upload *u = r->upload;
 
 	return u ? u->early : NULL;
+}
+
+static int hash_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct hash));
+}
+
+int upload_thin_missing(struct resp *out, const struct req *r)
+{
+	struct upload *u = r->upload;
+	json_t *list, *body;
+	size_t n = 0;
+
+	if (!u || !u->thin || !u->nmissing)
+		return 0;
+	qsort(u->missing, u->nmissing, sizeof(*u->missing), hash_cmp);
+	if (!(list = json_array()))
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (size_t i = 0; i < u->nmissing; i++) {
+		char hex[65];
+		if (i && !hash_cmp(&u->missing[i], &u->missing[i - 1]))
+			continue;
+		hash_to_hex(hex, &u->missing[i]);
+		json_array_append_new(list, json_string(hex));
+		n++;
+	}
+	body =
+	    json_pack("{s:s, s:s+, s:o}", "error", "missing_blobs", "message",
+		      "the thin upload refers to blobs this store lacks: send them as literal "
+		      "bytes (L frames), or send the plain file; ",
+		      n == 1 ? "1 blob is missing" : "several blobs are missing", "missing", list);
+	if (!body)
+		return ck_error(CK_ENOMEM, "out of memory");
+	json_reply(out, 409, body);
+	return 1;
+}
+
+int upload_thin_check_hash(const struct req *r)
+{
+	const struct upload *u = r->upload;
+	char want[65], got[65];
+
+	if (!u || !u->thin || !memcmp(u->t.end.b, r->body_sha256.b, 32))
+		return 0;
+	hash_to_hex(want, &u->t.end);
+	hash_to_hex(got, &r->body_sha256);
+	return ck_error(CK_ECORRUPT,
+			"thin upload: the frames stand for a file whose SHA-256 is %s, not the "
+			"%s its E frame names; nothing was stored",
+			got, want);
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+
+	return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+int upload_thin_check_refs(const struct req *r, const struct fmt_ckpt *ck)
+{
+	const struct upload *u = r->upload;
+	uint64_t(*st)[2];
+	int err = 0;
+
+	if (!u || !u->thin || !u->t.nrefs)
+		return 0;
+	if (!(st = calloc(ck->nstorages + 1, sizeof(*st))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (size_t i = 0; i < ck->nstorages; i++) {
+		st[i][0] = ck->storages[i].file_off;
+		st[i][1] = ck->storages[i].nbytes;
+	}
+	qsort(st, ck->nstorages, sizeof(*st), range_cmp);
+	for (size_t i = 0; i < u->t.nrefs && !err; i++) {
+		const struct thin_ref *ref = &u->t.refs[i];
+		uint64_t key[2] = {ref->off, ref->len};
+		const uint64_t *hit = bsearch(key, st, ck->nstorages, sizeof(*st), range_cmp);
+		if (!hit || hit[1] != ref->len)
+			err =
+			    ck_error(CK_ECORRUPT,
+				     "thin upload: the R frame for bytes %llu to %llu of the file "
+				     "is not one storage of it (a zip record's data or a "
+				     "safetensors tensor); nothing was stored",
+				     (unsigned long long)ref->off,
+				     (unsigned long long)(ref->off + ref->len));
+	}
+	free(st);
+	return err;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../common/err.h"
+#include "../common/vec.h"
 #include "../common/hash.h"
 
 uint64_t zip_write_zip64_threshold = 0xFFFFFFFFu;
@@ -74,14 +75,10 @@ static int add_header(struct zip_writer *zw, const char *name, uint64_t size, ui
 
 	if (nlen > 0xFFFF)
 		return ck_error(CK_EINVALID, "zip: entry name too long (%zu bytes)", nlen);
-	if (zw->n == zw->cap) {
-		size_t ncap = zw->cap ? zw->cap * 2 : 16;
-		struct zentry *ne = realloc(zw->e, ncap * sizeof(*ne));
-		if (!ne)
-			return ck_error(CK_ENOMEM, "zip: out of memory");
-		zw->e = ne;
-		zw->cap = ncap;
-	}
+	struct zentry *ne = vec_grow(zw->e, &zw->cap, zw->n, sizeof(*ne), 16);
+	if (!ne)
+		return ck_error(CK_ENOMEM, "zip: out of memory");
+	zw->e = ne;
 	e = &zw->e[zw->n];
 	e->name = strdup(name);
 	if (!e->name)

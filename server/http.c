@@ -342,9 +342,10 @@ static int body_chunk(struct conn_state *cs, const char *data, size_t n)
 				   : ck_error(CK_EINVALID, "the multipart form is malformed");
 		return spool_write(cs, data, n);
 	case BODY_JSON:
-		if (cs->req.body_len + n > API_MAX_JSON_BODY)
-			return ck_error(CK_ETOOBIG, "the JSON body is over %d bytes",
-					API_MAX_JSON_BODY);
+	case BODY_JSON_BIG: {
+		size_t max = cs->body == BODY_JSON_BIG ? API_MAX_JSON_BIG : API_MAX_JSON_BODY;
+		if (cs->req.body_len + n > max)
+			return ck_error(CK_ETOOBIG, "the JSON body is over %zu bytes", max);
 		char *b = realloc(cs->req.body, cs->req.body_len + n + 1);
 		if (!b)
 			return ck_error(CK_ENOMEM, "out of memory");
@@ -353,6 +354,7 @@ static int body_chunk(struct conn_state *cs, const char *data, size_t n)
 		cs->req.body_len += n;
 		b[cs->req.body_len] = '\0';
 		return 0;
+	}
 	case BODY_NONE: return 0;
 	}
 	return 0;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "../common/err.h"
+#include "../common/vec.h"
 #include "blob.h"
 #include "blob_objstore.h"
 #include "blob_reader.h"
@@ -307,14 +308,10 @@ static int store_batch_put_fd(struct blob_batch *b, struct blob_meta *meta, int 
 		return err;
 	meta->existed = 0;
 
-	if (bt->n == bt->cap) {
-		size_t cap = bt->cap ? bt->cap * 2 : 16;
-		struct put_item *it = realloc(bt->items, cap * sizeof(*it));
-		if (!it)
-			return ck_error(CK_ENOMEM, "blob: out of memory");
-		bt->items = it;
-		bt->cap = cap;
-	}
+	struct put_item *it = vec_grow(bt->items, &bt->cap, bt->n, sizeof(*it), 16);
+	if (!it)
+		return ck_error(CK_ENOMEM, "blob: out of memory");
+	bt->items = it;
 	if (s->compress && meta->raw_size > 0 &&
 	    (err = put_compressed(&codec, &stored, bt, meta, fd, off, hint)) < 0)
 		return err;

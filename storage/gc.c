@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "../common/err.h"
+#include "../common/vec.h"
 
 #define HOLD_BUCKETS 4096
 
@@ -385,14 +386,10 @@ static int sweep_one(void *arg, const struct hash *h, int64_t mtime)
 		return 0;
 	if (err != CK_ENOTFOUND)
 		return err;
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 64;
-		struct hash *v = realloc(s->cand, cap * sizeof(*v));
-		if (!v)
-			return ck_error(CK_ENOMEM, "out of memory");
-		s->cand = v;
-		s->cap = cap;
-	}
+	struct hash *v = vec_grow(s->cand, &s->cap, s->n, sizeof(*v), 64);
+	if (!v)
+		return ck_error(CK_ENOMEM, "out of memory");
+	s->cand = v;
 	s->cand[s->n++] = *h;
 	return 0;
 }

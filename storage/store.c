@@ -823,6 +823,19 @@ int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, 
 	return s->blobs->read(s->blobs, h, buf, n, off);
 }
 
+int store_blobs_have(uint8_t *have, struct store *s, const struct hash *h, const uint64_t *size,
+		     size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct index_blob row;
+		int err = index_blob_get(&row, s->idx, &h[i]);
+		if (err < 0 && err != CK_ENOTFOUND)
+			return err;
+		have[i] = err == 0 && row.raw_size == size[i];
+	}
+	return 0;
+}
+
 /* ---- maintenance ---- */
 
 int store_verify(struct verify_report *rep, struct store *s,

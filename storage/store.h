@@ -140,6 +140,12 @@ int store_blob_open(struct blob_reader **out, struct store *s, const struct hash
 /* Reads n raw bytes at off of blob h, without a reader (blob.h's read). */
 int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, uint64_t off);
 
+/* have[i] = 1 when the index names blob h[i] with raw size size[i] (a
+ * committed checkpoint's blob: SPEC 3.1's /blobs/missing and thin uploads).
+ * One index lookup per blob. */
+int store_blobs_have(uint8_t *have, struct store *s, const struct hash *h, const uint64_t *size,
+		     size_t n);
+
 /* ---- maintenance ---- */
 
 /* Re-hashes every blob the index names; see storage/verify.h. */

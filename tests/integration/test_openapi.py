@@ -385,6 +385,19 @@ class Answers(unittest.TestCase):
             call(self, OPEN, method, "/models/oa/checkpoints", 422, body=head)
             call(self, LOCKED, method, "/models/oa/checkpoints", 413, body=b"\0" * (100 << 10),
                  token="wr1te")
+            # a thin upload naming a blob the store lacks
+            thin = (b"R" + (64).to_bytes(8, "little") + bytes(32) +
+                    b"E" + (32).to_bytes(8, "little") + bytes(32))
+            call(self, OPEN, method, "/models/oa/checkpoints", 409, body=thin,
+                 headers={"Content-Type": "application/x-ckptd-thin"})
+
+    def test_2b_blobs_missing(self):
+        ask = {"blobs": [{"sha256": "0" * 64, "size": 3}]}
+        r = call(self, OPEN, "POST", "/blobs/missing", 200, body=ask)
+        self.assertEqual(r.json(), {"missing": ["0" * 64]})
+        call(self, OPEN, "POST", "/blobs/missing", 400, body={"blobs": [{"sha256": "x"}]})
+        call(self, OPEN, "POST", "/blobs/missing", 413, body=b" " * (17 << 20),
+             headers={"Content-Type": "application/json"})
 
     def test_3_models_stats_and_metrics_with_data(self):
         call(self, OPEN, "GET", "/models", 200)

@@ -1,0 +1,236 @@
+#!/usr/bin/python3
+"""Thin uploads and POST /blobs/missing (SPEC 3.1), frames built by hand.
+
+For every file of the format tests (the seed files written by torch 1.13 at
+test time, legacy included; tests/data/torch/valid; the torch 2.x compat
+corpus; the safetensors files), a thin upload whose storages all go as R
+frames is the same checkpoint as the plain upload of the file: /file gives
+the same bytes, sha256, tensors and dedup are the same. Frames cut small and
+empty L frames decode the same. A referenced blob the store lacks answers
+409 missing_blobs naming exactly those blobs; an R frame that is not one
+storage, an E hash that is not the file's, a stream without E, an unknown
+frame kind, bytes after E answer 422/400; none of them stores anything.
+"""
+
+import glob
+import hashlib
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lib import checks, ckptd, fixtures, harness, thin  # noqa: E402
+
+THIN = {"Content-Type": "application/x-ckptd-thin"}
+
+
+def format_files():
+    """-> [(name, path)] of every parseable file of the format tests."""
+    out = []
+    d, meta = fixtures.seed()
+    out += [("seed-" + n, os.path.join(d, n)) for n in sorted(meta)]
+    out += [("valid-" + os.path.basename(p), p)
+            for p in sorted(glob.glob(os.path.join(fixtures.TORCH_DATA, "valid", "*.pt")))]
+    out += [("compat-" + n, p) for n, p, kind, _e in fixtures.compat() if kind != "broken"]
+    st = os.path.join(ckptd.REPO, "tests", "data", "safetensors", "valid")
+    out += [("st-" + os.path.basename(p), p)
+            for p in sorted(glob.glob(os.path.join(st, "*.safetensors")))]
+    return out
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def model_of(name):
+    return fixtures.model_name(name)[:60]
+
+
+class EveryFormatFile(ckptd.DaemonCase):
+    NAME = "thin"
+
+    def same_checkpoint(self, name, path, split=None):
+        data = read(path)
+        ranges = thin.storage_ranges(path)
+        m = model_of(name) + ("-s" if split else "")
+        a = self.d.upload_ok(m + "-a", data)
+        r = self.d.upload(m + "-b", thin.frames(data, ranges, split=split), headers=THIN)
+        self.assertEqual(r.status, 201, "%s: %r" % (name, r.body[:400]))
+        b = r.json()
+        c = self.d.upload_ok(m + "-c", data)
+        self.assertEqual(b["sha256"], hashlib.sha256(data).hexdigest(), name)
+        self.assertEqual((b["size"], b["format"]), (len(data), a["format"]), name)
+        self.assertEqual(b["dedup"], c["dedup"], "%s: dedup as a plain upload's" % name)
+        f = self.d.get("/models/%s/checkpoints/%d/file" % (m + "-b", b["id"]))
+        self.assertEqual((f.status, hashlib.sha256(f.body).hexdigest()),
+                         (200, a["sha256"]), name)
+        ta = self.d.get_json("/models/%s/checkpoints/%d" % (m + "-a", a["id"]))["tensors"]
+        tb = self.d.get_json("/models/%s/checkpoints/%d" % (m + "-b", b["id"]))["tensors"]
+        self.assertEqual(ta, tb, name)
+        return len(ranges)
+
+    def test_a_thin_upload_is_the_same_checkpoint_as_the_plain_one(self):
+        files = format_files()
+        self.assertGreater(len(files), 30, "the format tests' files are all here")
+        refs = 0
+        for name, path in files:
+            with self.subTest(name):
+                refs += self.same_checkpoint(name, path)
+        self.assertGreater(refs, 100, "R frames were sent")
+
+    def test_frames_cut_small_decode_the_same(self):
+        for name, path in format_files()[:6]:
+            with self.subTest(name):
+                self.same_checkpoint(name, path, split=7)
+
+
+def sd_file(tmp, name, tensors):
+    """A torch zip of tensors {name: tensor} -> path."""
+    import torch
+
+    p = os.path.join(tmp, name)
+    torch.save(tensors, p)
+    return p
+
+
+class Refusals(ckptd.DaemonCase):
+    NAME = "thin-bad"
+
+    @classmethod
+    def setUpClass(cls):
+        import torch
+
+        super().setUpClass()
+        torch.manual_seed(7)
+        cls.tmp = ckptd.work_dir()
+        cls.w = {"a": torch.randn(64, 64), "b": torch.randn(32, 64), "c": torch.randn(100)}
+        cls.path = sd_file(cls.tmp, "thin-base.pt", cls.w)
+        cls.data = read(cls.path)
+        cls.ranges = thin.storage_ranges(cls.path)
+        cls.d.upload_ok("base", cls.data)
+
+    def unchanged(self, before, what):
+        self.assertEqual(self.d.stats(), before, "%s changed the store" % what)
+        checks.error_json(self, self.d.get("/models/bad/checkpoints"), 404, what)
+
+    def refused(self, body, status, what):
+        before = self.d.stats()
+        r = self.d.upload("bad", body, headers=THIN)
+        j = checks.error_json(self, r, status, what)
+        self.unchanged(before, what)
+        return j
+
+    def test_blobs_the_store_lacks_answer_409_naming_them(self):
+        import torch
+
+        w = dict(self.w, b=torch.randn(32, 64), d=torch.randn(50, 50))
+        p = sd_file(self.tmp, "thin-new.pt", w)
+        data, ranges = read(p), thin.storage_ranges(p)
+        want = sorted(hashlib.sha256(data[o:o + n]).hexdigest() for o, n in ranges
+                      if hashlib.sha256(data[o:o + n]).hexdigest()
+                      not in {hashlib.sha256(self.data[a:a + m]).hexdigest()
+                              for a, m in self.ranges})
+        self.assertEqual(len(want), 2)
+        j = self.refused(thin.frames(data, ranges), 409, "references to new blobs")
+        self.assertEqual(j["error"], "missing_blobs")
+        self.assertEqual(sorted(j["missing"]), want)
+        # sending those as literal bytes works
+        have = lambda i: hashlib.sha256(data[ranges[i][0]:sum(ranges[i])]).hexdigest() not in want
+        r = self.d.upload("bad2", thin.frames(data, ranges, refer=have), headers=THIN)
+        self.assertEqual(r.status, 201, r.body[:300])
+        self.assertEqual(r.json()["sha256"], hashlib.sha256(data).hexdigest())
+        self.d.request("DELETE", "/models/bad2")
+
+    def test_an_r_frame_of_the_wrong_size_is_a_missing_blob(self):
+        off, n = self.ranges[0]
+        body = (thin.frame(b"L", off, self.data[:off]) +
+                thin.frame(b"R", n - 4, hashlib.sha256(self.data[off:off + n]).digest()) +
+                thin.frame(b"L", len(self.data) - off - n + 4, self.data[off + n - 4:]) +
+                thin.frame(b"E", 32, hashlib.sha256(self.data).digest()))
+        j = self.refused(body, 409, "an R frame with the wrong size")
+        self.assertEqual(j["missing"], [hashlib.sha256(self.data[off:off + n]).hexdigest()])
+
+    def test_an_r_frame_that_is_not_one_storage_is_422(self):
+        # blob X = the bytes of two neighbouring records' data plus what
+        # lies between them; stored by a file whose one tensor holds them
+        import torch
+
+        (o1, n1), (o2, n2) = self.ranges[0], self.ranges[1]
+        span = self.data[o1:o2 + n2]
+        self.assertEqual(len(span) % 4, 0)
+        t = torch.frombuffer(bytearray(span), dtype=torch.float32)
+        self.d.upload_ok("span", read(sd_file(self.tmp, "thin-span.pt", {"x": t})))
+        body = (thin.frame(b"L", o1, self.data[:o1]) +
+                thin.frame(b"R", len(span), hashlib.sha256(span).digest()) +
+                thin.frame(b"L", len(self.data) - o2 - n2, self.data[o2 + n2:]) +
+                thin.frame(b"E", 32, hashlib.sha256(self.data).digest()))
+        j = self.refused(body, 422, "an R frame over two storages")
+        self.assertIn("not one storage", j["message"])
+
+    def test_an_e_hash_that_is_not_the_files_is_422(self):
+        j = self.refused(thin.frames(self.data, self.ranges, end=bytes(32)), 422, "a wrong E hash")
+        self.assertIn("SHA-256", j["message"])
+
+    def test_malformed_streams_are_400_saying_where(self):
+        full = thin.frames(self.data, self.ranges)
+        cases = [
+            ("no E frame", full[:-41], "without its E frame"),
+            ("cut inside a frame", full[:-20], "inside a frame"),
+            ("an unknown kind", b"Z" + full[1:], "none of"),
+            ("bytes after E", full + b"L", "after the E frame"),
+            ("an E frame of length 31", full[:-41] + thin.frame(b"E", 31, bytes(31)), "32"),
+            ("an empty body", b"", None),
+        ]
+        for what, body, needle in cases:
+            with self.subTest(what):
+                j = self.refused(body, 400, what)
+                if needle:
+                    self.assertIn(needle, j["message"])
+
+
+class BlobsMissing(ckptd.DaemonCase):
+    NAME = "blobs-missing"
+
+    def ask(self, body, status=200):
+        r = self.d.request("POST", "/blobs/missing", body=body,
+                           headers={"Content-Type": "application/json"})
+        if status != 200:
+            return checks.error_json(self, r, status, "POST /blobs/missing")
+        self.assertEqual(r.status, 200, r.body[:300])
+        return r.json()
+
+    def test_it_names_exactly_the_blobs_the_store_lacks(self):
+        import json
+
+        import torch
+
+        torch.manual_seed(3)
+        p = sd_file(ckptd.work_dir(), "bm.pt", {"w": torch.randn(40, 40), "v": torch.randn(7)})
+        data = read(p)
+        self.d.upload_ok("bm", data)
+        have = [(hashlib.sha256(data[o:o + n]).hexdigest(), n) for o, n in thin.storage_ranges(p)]
+        absent = hashlib.sha256(b"never stored").hexdigest()
+        blobs = [{"sha256": h, "size": n} for h, n in have]
+        blobs += [{"sha256": absent, "size": 12},
+                  {"sha256": have[0][0], "size": have[0][1] + 1}]  # wrong size: missing
+        j = self.ask(json.dumps({"blobs": blobs}).encode())
+        self.assertEqual(j, {"missing": [absent, have[0][0]]})
+        self.assertEqual(self.ask(b'{"blobs": []}'), {"missing": []})
+
+    def test_bad_requests_are_400(self):
+        import json
+
+        for what, body in [("not JSON", b"{"), ("no list", b'{"blobs": 3}'),
+                           ("short hash", b'{"blobs": [{"sha256": "ab", "size": 1}]}'),
+                           ("negative size",
+                            json.dumps({"blobs": [{"sha256": "a" * 64, "size": -1}]}).encode()),
+                           ("too many", json.dumps(
+                               {"blobs": [{"sha256": "%064x" % i, "size": 1}
+                                          for i in range(100001)]}).encode())]:
+            with self.subTest(what):
+                self.ask(body, 400)
+
+
+if __name__ == "__main__":
+    harness.main()
