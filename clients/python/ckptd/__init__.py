@@ -13,7 +13,7 @@ streaming, retries, connections and TLS; ckptd.errors for the exceptions.
 """
 
 from ._version import __version__
-from .client import DEFAULT_REF, DEFAULT_URL, Checkpoint, Client, ProgressCallback
+from .client import DEFAULT_REF, DEFAULT_URL, Checkpoint, Client, ProgressCallback, SaveHandle
 from .errors import (
     AuthError,
     CkptdConnectionError,
@@ -29,6 +29,7 @@ __all__ = [
     "Client",
     "Checkpoint",
     "ProgressCallback",
+    "SaveHandle",
     "DEFAULT_REF",
     "DEFAULT_URL",
     "CkptdError",

@@ -70,6 +70,7 @@ import json
 import logging
 import os
 import socket
+import copy
 import ssl
 import struct
 import tempfile
@@ -80,6 +81,7 @@ from types import TracebackType
 from typing import (
     TYPE_CHECKING,
     Any,
+    Literal,
     BinaryIO,
     Callable,
     Dict,
@@ -92,6 +94,7 @@ from typing import (
     TypeVar,
     Union,
     cast,
+    overload,
 )
 
 from ._version import __version__
@@ -100,7 +103,8 @@ from .errors import CkptdConnectionError, CkptdError, error_from_body
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Client", "DEFAULT_URL", "DEFAULT_REF", "Checkpoint", "ProgressCallback"]
+__all__ = ["Client", "DEFAULT_URL", "DEFAULT_REF", "Checkpoint", "ProgressCallback",
+           "SaveHandle"]
 
 log = logging.getLogger("ckptd")
 
@@ -380,6 +384,119 @@ class _Replay:
         return io.BufferedReader(_ReplayRaw(self.head, self.sock))
 
 
+_Pool = Dict[Tuple[int, bool], List[Any]]
+
+
+def _snapshot(obj: Any, pool: _Pool, used: List[Any]) -> Any:
+    """A copy of obj whose tensors own copies of their storages in host
+    memory (pinned when they come from a GPU), for a save that runs while
+    training goes on. Tensors sharing a storage (tied weights, views) share
+    its copy, with their offsets, sizes and strides, so torch.save writes the
+    same file of the copy as of obj at this instant, and an object met twice
+    (a tensor under two keys) is one object in the copy. Dicts keep their
+    type and attributes (a state_dict's _metadata); anything else that is
+    not a plain value is deep-copied.
+
+    The copies go into buffers taken from pool ((nbytes, pinned) -> free
+    uint8 tensors) when one fits, else new ones; every buffer used is
+    appended to used, for the pool once the save is over."""
+    import torch
+
+    copies: Dict[Tuple[str, int, int], Any] = {}
+    memo: Dict[int, Any] = {}
+
+    def storage_copy(t: "torch.Tensor") -> Any:
+        u = t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage().untyped()
+        key = (str(u.device), u.data_ptr(), u.nbytes())
+        c = copies.get(key)
+        if c is None:
+            src = torch.empty(0, dtype=torch.uint8, device=u.device).set_(u)
+            pin = u.device.type == "cuda"
+            free = pool.get((u.nbytes(), pin))
+            dst = free.pop() if free else torch.empty(u.nbytes(), dtype=torch.uint8,
+                                                      pin_memory=pin)
+            used.append(dst)
+            dst.copy_(src)
+            c = dst.untyped_storage() if hasattr(dst, "untyped_storage") else dst.storage().untyped()
+            copies[key] = c
+        return c
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, (str, bytes, int, float, bool, type(None))):
+            return x
+        if id(x) in memo:  # an object met before is one object in the copy too
+            return memo[id(x)]
+        memo[id(x)] = y = copy_of(x)
+        return y
+
+    def copy_of(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            if x.layout != torch.strided or x.is_quantized or type(x) not in (
+                    torch.Tensor, torch.nn.Parameter):
+                return copy.deepcopy(x, memo)
+            t = torch.empty(0, dtype=x.dtype).set_(
+                storage_copy(x), x.storage_offset(), x.size(), x.stride())
+            if isinstance(x, torch.nn.Parameter):
+                return torch.nn.Parameter(t, requires_grad=x.requires_grad)
+            return t.requires_grad_(x.requires_grad) if x.is_leaf else t
+        if isinstance(x, dict):  # known before its items, for cycles
+            d = memo[id(x)] = copy.copy(x)
+            for k, v in x.items():
+                d[k] = walk(v)
+            return d
+        if type(x) is list:
+            out: List[Any] = []
+            memo[id(x)] = out
+            out.extend(walk(v) for v in x)
+            return out
+        if type(x) is tuple:
+            return tuple(walk(v) for v in x)
+        return copy.deepcopy(x, memo)
+
+    return walk(obj)
+
+
+class SaveHandle:
+    """A save(..., background=True) in progress on its own thread.
+
+    done() tells whether it ended; wait() waits and returns the server's
+    checkpoint JSON, or raises the save's error. An error nobody took with
+    wait() is raised by the client's next save() (or by close()), so a
+    failed checkpoint never goes unnoticed."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._done = threading.Event()
+        self._result: Optional[Checkpoint] = None
+        self._error: Optional[BaseException] = None
+        self._reported = False
+        self.thread: Optional[threading.Thread] = None
+
+    def __repr__(self) -> str:
+        state = "running" if not self.done() else "failed" if self._error else "done"
+        return "<ckptd.SaveHandle %s %s>" % (self.model, state)
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> Checkpoint:
+        """The checkpoint JSON once the save ended; raises its error, or
+        TimeoutError when timeout seconds passed first."""
+        if not self._done.wait(timeout):
+            raise TimeoutError("the background save of %s is still running" % self.model)
+        self._reported = True
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def _unreported_error(self) -> Optional[BaseException]:
+        if self.done() and self._error is not None and not self._reported:
+            self._reported = True
+            return self._error
+        return None
+
+
 class Client:
     """A ckptd client.
 
@@ -391,6 +508,8 @@ class Client:
     with waits of backoff, 2*backoff, ... seconds. cafile: a PEM file of CAs
     that https:// trusts instead of the system's (default $CKPTD_CAFILE);
     ssl_context: an ssl.SSLContext to use instead (not both).
+    max_background: how many save(..., background=True) may run at once; a
+    further one first waits for the oldest.
 
     Use it as a context manager, or call close(), to close its kept-alive
     connections."""
@@ -405,6 +524,7 @@ class Client:
         backoff: float = 0.5,
         cafile: Optional[str] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
+        max_background: int = 1,
     ) -> None:
         url = url or os.environ.get("CKPTD_URL") or DEFAULT_URL
         if "://" not in url:
@@ -441,6 +561,12 @@ class Client:
         # bytes the last save() put on the wire (frames or file), for
         # callers that count what a thin save spared
         self.last_save_wire: Optional[int] = None
+        if max_background < 1:
+            raise ValueError("max_background must be at least 1")
+        self.max_background = max_background
+        self._background: List[SaveHandle] = []
+        # host buffers of the last background save's snapshot, reused
+        self._snap_pool: _Pool = {}
 
     def __repr__(self) -> str:
         return "Client(%r)" % self.url
@@ -456,15 +582,37 @@ class Client:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        try:  # an exception is on its way: do not hide it behind a save's
+            self.close()
+        except Exception as e:
+            log.warning("a background save failed: %s", e)
 
     def close(self) -> None:
-        """Closes the idle kept-alive connections. The Client stays usable:
-        a later call opens a new connection."""
+        """Waits for the background saves still running, closes the idle
+        kept-alive connections, then raises the error of a background save
+        nobody took with wait(). The Client stays usable: a later call opens
+        a new connection."""
+        for h in list(self._background):
+            h._done.wait()
         with self._lock:
             idle, self._idle = self._idle, []
         for c in idle:
             c.close()
+        self._raise_background_error()
+
+    def _raise_background_error(self) -> None:
+        """Raises the first error of an ended background save that nobody
+        took with wait(), and forgets the ended ones."""
+        with self._lock:
+            ended = [h for h in self._background if h.done()]
+            self._background = [h for h in self._background if not h.done()]
+        for h in ended:
+            e = h._unreported_error()
+            if e is not None:
+                raise e
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.ssl_context is not None:
@@ -820,6 +968,7 @@ class Client:
 
     # -- checkpoints ------------------------------------------------------
 
+    @overload
     def save(
         self,
         obj: Any,
@@ -835,7 +984,45 @@ class Client:
         resumed_from: Optional[int] = None,
         progress: Optional[ProgressCallback] = None,
         thin: bool = True,
-    ) -> Checkpoint:
+        background: Literal[False] = False,
+    ) -> Checkpoint: ...
+
+    @overload
+    def save(
+        self,
+        obj: Any,
+        model: str,
+        *,
+        epoch: Optional[int] = None,
+        step: Optional[int] = None,
+        loss: Optional[float] = None,
+        run: Optional[str] = None,
+        metrics: Optional[Mapping[str, float]] = None,
+        tags: Union[str, Iterable[str], None] = None,
+        pin: bool = False,
+        resumed_from: Optional[int] = None,
+        progress: Optional[ProgressCallback] = None,
+        thin: bool = True,
+        background: Literal[True],
+    ) -> SaveHandle: ...
+
+    def save(
+        self,
+        obj: Any,
+        model: str,
+        *,
+        epoch: Optional[int] = None,
+        step: Optional[int] = None,
+        loss: Optional[float] = None,
+        run: Optional[str] = None,
+        metrics: Optional[Mapping[str, float]] = None,
+        tags: Union[str, Iterable[str], None] = None,
+        pin: bool = False,
+        resumed_from: Optional[int] = None,
+        progress: Optional[ProgressCallback] = None,
+        thin: bool = True,
+        background: bool = False,
+    ) -> Union[Checkpoint, SaveHandle]:
         """torch.save(obj) streamed to the server as a new checkpoint of model
         (needs torch).
 
@@ -855,7 +1042,77 @@ class Client:
         file and checks its SHA-256, so a reference can never store other
         bytes than torch.save wrote. A storage deleted from the server in
         between makes the save go again whole. Storages on a GPU are sent
-        whole."""
+        whole.
+
+        background=True: returns at once with a SaveHandle (wait(), done())
+        after taking a snapshot of obj (its tensors' storages copied to host
+        memory; from a GPU into pinned memory), so training may change the
+        model while the copy is sent; the save runs on its own thread. At most
+        max_background (the Client's, default 1) run at once: another one
+        first waits for the oldest. An error comes from wait(), or else from
+        the next save() or close(). The snapshot costs a memory copy of the
+        tensors; the client keeps the last snapshot's buffers for the next
+        one (copying into memory already mapped is several times faster than
+        into fresh pages), so background saves hold about one copy of the
+        tensors between saves."""
+        self._raise_background_error()
+        kw: Dict[str, Any] = dict(epoch=epoch, step=step, loss=loss, run=run, metrics=metrics,
+                                  tags=tags, pin=pin, resumed_from=resumed_from,
+                                  progress=progress, thin=thin)
+        if not background:
+            return self._save_now(obj, model, **kw)
+        while True:
+            with self._lock:
+                running = [h for h in self._background if not h.done()]
+            if len(running) < self.max_background:
+                break
+            running[0]._done.wait()
+            self._raise_background_error()
+        with self._lock:
+            pool, self._snap_pool = self._snap_pool, {}
+        used: List[Any] = []
+        snap = _snapshot(obj, pool, used)
+        h = SaveHandle(model)
+
+        def body() -> None:
+            nonlocal snap
+            try:
+                h._result = self._save_now(snap, model, **kw)
+            except BaseException as e:  # handed to wait() or the next save
+                h._error = e
+            finally:
+                # the next snapshot copies into these, already mapped
+                snap = None
+                fresh: _Pool = {}
+                for b in used:
+                    fresh.setdefault((b.numel(), b.is_pinned()), []).append(b)
+                with self._lock:
+                    self._snap_pool = fresh
+                h._done.set()
+
+        h.thread = threading.Thread(target=body, name="ckptd-save-" + model)
+        with self._lock:
+            self._background.append(h)
+        h.thread.start()
+        return h
+
+    def _save_now(
+        self,
+        obj: Any,
+        model: str,
+        *,
+        epoch: Optional[int] = None,
+        step: Optional[int] = None,
+        loss: Optional[float] = None,
+        run: Optional[str] = None,
+        metrics: Optional[Mapping[str, float]] = None,
+        tags: Union[str, Iterable[str], None] = None,
+        pin: bool = False,
+        resumed_from: Optional[int] = None,
+        progress: Optional[ProgressCallback] = None,
+        thin: bool = True,
+    ) -> Checkpoint:
+        """save() on this thread."""
         import torch
 
         params = self._meta(epoch, step, loss, run, metrics, tags, pin)
