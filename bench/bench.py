@@ -14,7 +14,8 @@ started with the project's own tests/services/pg.sh and rgw.sh.
 
 Environment:
   BENCH_QUICK=1      256 MB checkpoints instead of 1 GB
-  BENCH_ONLY=a,b     only these sections: nginx, memory, codec, index, s3 (default all)
+  BENCH_ONLY=a,b     only these sections: nginx, memory, codec, index, s3, client
+                     (default all)
   BENCH_INDEX_N=N    checkpoints in the index-scale test (default 10000)
   BENCH_REPS=N       repetitions of each upload/download timing (default 3)
   BENCH_WRK_SECS=N   duration of each wrk run (default 10)
@@ -821,6 +822,38 @@ def bench_s3(scratch, big):
     rgw.stop()
 
 
+def bench_client(scratch):
+    """The Python client (bench/client_bench.py, a child with torch): thin
+    saves against a plain one, and the stall of a background save against a
+    synchronous one, on a SQLite + local-disk ckptd."""
+    mib = 64 if QUICK else 256
+    d = Ckptd(scratch, "client")
+    p = subprocess.run([PY, os.path.join(HERE, "client_bench.py"), d.url, str(mib), str(REPS)],
+                       capture_output=True, text=True, timeout=1800)
+    d.stop()
+    if p.returncode != 0:
+        raise RuntimeError("client_bench.py failed:\n" + p.stderr[-3000:])
+    j = json.loads(p.stdout.strip().splitlines()[-1])
+    log("client: %s" % json.dumps(j))
+    mb = j["file_size"] / 1e6
+    section("Python client (ckptd.Client.save; SQLite, local disk): a %.0f MB state_dict of "
+            "%d float32 tensors, median of %d" % (mb, j["tensors"], REPS))
+    w = j["thin_wire"] / j["file_size"]
+    row("thin save of unchanged weights: bytes on the wire vs the file", "%d B" % j["thin_wire"],
+        "%d B" % j["file_size"], "%.4f" % w, "<= 0.01", w <= 0.01)
+    row("  its time vs a plain save (thin=False) of new weights", "%.2f s" % j["thin_s"],
+        "%.2f s" % j["plain_s"], "%.2fx" % (j["thin_s"] / j["plain_s"]), "(info)", None)
+    w = j["tenth_wire"] / max(1, j["tenth_changed"])
+    row("thin save, a tenth of the tensors changed: wire bytes vs the changed bytes",
+        "%d B" % j["tenth_wire"], "%d B" % j["tenth_changed"], "%.3f" % w, "(info)", None)
+    r = j["stall_s"] / j["sync_s"]
+    row("background save: the loop's stall vs a synchronous save", "%.3f s" % j["stall_s"],
+        "%.2f s" % j["sync_s"], "%.3f" % r, "<= 0.15", r <= 0.15)
+    r = j["first_stall_s"] / j["sync_s"]
+    row("  the first one (its snapshot's pages fresh; one run)", "%.3f s" % j["first_stall_s"],
+        "%.2f s" % j["sync_s"], "%.3f" % r, "(info)", None)
+
+
 def main():
     if not os.access(BIN, os.X_OK):
         print("bench: %s is missing; run make first" % BIN, file=sys.stderr)
@@ -849,6 +882,8 @@ def main():
             bench_metadata_and_index(scratch, ngx, mlpdir, small)
         if wanted("s3"):
             bench_s3(scratch, files[0])
+        if wanted("client"):
+            bench_client(scratch)
         ok = True
     except Exception:  # print what was measured, then the failure
         traceback.print_exc()
