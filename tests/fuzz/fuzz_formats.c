@@ -14,12 +14,19 @@
  * refusal of every allocation point is reached. After each parse, and after
  * the checkpoint is freed, the budget must hold exactly what it should: a
  * parse that leaks a charge, or gives back more than it took, traps.
+ *
+ * Every input is also fed to the thin-upload frame decoder (api/thin.c),
+ * whole and cut in two at a point the input chooses: both must agree, and
+ * the literal bytes and references it hands over must tile the file it
+ * stands for, in order.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../api/thin.h"
+#include "../../common/err.h"
 #include "../../common/hash.h"
 #include "../../formats/checkpoint.h"
 #include "../../formats/zip_scan.h"
@@ -160,8 +167,71 @@ static void run_as_data_pkl(const uint8_t *pkl, size_t n)
 	free(b);
 }
 
+struct tiles {
+	uint64_t pos; /* bytes handed over so far */
+	uint64_t nlit, nrefs;
+};
+
+static int tile_lit(void *arg, const uint8_t *p, size_t n)
+{
+	struct tiles *t = arg;
+
+	if (n == 0)
+		__builtin_trap(); /* never an empty hand-over */
+	t->pos += n;
+	t->nlit += n;
+	return 0;
+}
+
+static int tile_ref(void *arg, const struct thin_ref *r)
+{
+	struct tiles *t = arg;
+
+	if (r->off != t->pos)
+		__builtin_trap();
+	t->pos += r->len;
+	t->nrefs++;
+	return 0;
+}
+
+/* Decodes data as thin frames, in two pieces cut at `cut`. */
+static int thin_run(const uint8_t *data, size_t size, size_t cut, struct tiles *tl, struct thin *t)
+{
+	const struct thin_sink sink = {tile_lit, tile_ref, tl};
+	int err;
+
+	thin_init(t);
+	err = thin_feed(t, data, cut, &sink);
+	if (err == 0)
+		err = thin_feed(t, data + cut, size - cut, &sink);
+	if (err == 0)
+		err = thin_finish(t);
+	if (err != 0 && err != CK_EINVALID && err != CK_ENOMEM)
+		__builtin_trap();
+	if (tl->pos != t->pos || tl->nrefs != t->nrefs)
+		__builtin_trap();
+	return err;
+}
+
+static void run_thin(const uint8_t *data, size_t size)
+{
+	struct tiles a = {0}, b = {0};
+	struct thin ta, tb;
+	size_t cut = size ? data[size - 1] % (size + 1) : 0;
+	int ea = thin_run(data, size, size, &a, &ta);
+	int eb = thin_run(data, size, cut, &b, &tb);
+
+	if (ea != eb || a.pos != b.pos || a.nlit != b.nlit || a.nrefs != b.nrefs)
+		__builtin_trap();
+	if (ea == 0 && memcmp(ta.end.b, tb.end.b, 32))
+		__builtin_trap();
+	thin_free(&ta);
+	thin_free(&tb);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	run_thin(data, size);
 	run(data, size);
 	if (size >= 2 && data[0] == 0x80)
 		run_as_data_pkl(data, size);

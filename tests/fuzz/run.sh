@@ -3,7 +3,8 @@
 # FUZZ_SECONDS (default 60), seeded from tests/data/*/valid (the legacy torch
 # files tests/data/torch/valid/legacy_*.pt among them), the damaged legacy files
 # of tests/data/torch/invalid, and the torch 2.x compat corpus
-# (tests/data/compat/torch2, which must be there; its legacy files too). Run
+# (tests/data/compat/torch2, which must be there; its legacy files too), and
+# a thin-upload frame stream for the frame decoder the harness also runs. Run
 # from the repo root (make fuzz). Crashes land in build/fuzz/crash-*.
 set -eu
 out=build/fuzz
@@ -24,6 +25,14 @@ for f in os.listdir(d):
         open(os.path.join(d, f + ".pkl"), "wb").write(z.read(n))
     except Exception:
         pass
+# thin-upload frames (L, R, L, E) for the frame decoder
+import hashlib, struct
+def fr(kind, n, payload=b""):
+    return kind + struct.pack("<Q", n) + payload
+body = b"PK\x03\x04 a file's first bytes"
+open(os.path.join(d, "thin.frames"), "wb").write(
+    fr(b"L", len(body), body) + fr(b"R", 4096, hashlib.sha256(b"x").digest()) +
+    fr(b"L", 0) + fr(b"L", 3, b"end") + fr(b"E", 32, hashlib.sha256(body).digest()))
 PY
 clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
@@ -31,7 +40,7 @@ clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	formats/budget.c formats/checkpoint.c formats/torch.c formats/torch_walk.c \
 	formats/torch_legacy.c formats/zip.c formats/pickle.c \
 	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c \
-	common/err.c common/hash.c common/dtype.c \
+	common/err.c common/hash.c common/dtype.c common/vec.c api/thin.c \
 	$(pkg-config --cflags --libs jansson zlib libdeflate libcrypto 2>/dev/null || echo -ljansson -lz -ldeflate -lcrypto)
 cd "$out"
 # libFuzzer reports every new input; keep that in fuzz.log and show its end
