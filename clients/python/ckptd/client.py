@@ -306,35 +306,33 @@ class _ThinWriter(_ChunkedWriter):
 
 
 def _storages(obj: Any) -> List[Tuple[int, int, Any]]:
-    """(address, nbytes, uint8 tensor on it) of every CPU storage torch.save
-    would write for obj, found as torch.save finds them: by pickling obj
-    (into nothing) with a persistent_id that catches storages. Storages on
-    other devices are left out (torch.save copies them to host memory
-    first, at an address not known here): they go as literal bytes."""
-    import pickle
-
+    """(address, nbytes, uint8 tensor on it) of the CPU storages of the
+    tensors in obj's dicts, lists and tuples (a state_dict, a checkpoint dict
+    with model and optimizer state), each once. Other objects are not looked
+    into (an nn.Module saved whole, say): their storages go as literal bytes,
+    and no __reduce__ of theirs runs an extra time. Storages on other
+    devices are left out (torch.save copies them to host memory first, at an
+    address not known here)."""
     import torch
 
     found: Dict[Tuple[int, int], Any] = {}
-
-    class _Null(io.RawIOBase):
-        def writable(self) -> bool:
-            return True
-
-        def write(self, b: Any) -> int:
-            return memoryview(b).nbytes
-
-    class _Finder(pickle.Pickler):
-        def persistent_id(self, o: Any) -> Optional[Tuple[str, int]]:
-            if isinstance(o, torch.storage.TypedStorage) or torch.is_storage(o):
-                u = o.untyped() if isinstance(o, torch.storage.TypedStorage) else o
-                if u.device.type == "cpu" and u.nbytes() >= _THIN_MIN:
-                    t = torch.empty(0, dtype=torch.uint8).set_(u)
-                    found[(u.data_ptr(), u.nbytes())] = t
-                return ("storage", id(o))
-            return None
-
-    _Finder(_Null(), protocol=2).dump(obj)
+    seen = set()
+    todo = [obj]
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, torch.Tensor):
+            if x.layout != torch.strided or x.is_quantized:
+                continue
+            u = x.untyped_storage() if hasattr(x, "untyped_storage") else x.storage().untyped()
+            if u.device.type == "cpu" and u.nbytes() >= _THIN_MIN:
+                found[(u.data_ptr(), u.nbytes())] = torch.empty(0, dtype=torch.uint8).set_(u)
+        elif isinstance(x, dict):
+            todo.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            todo.extend(x)
     return [(a, n, t) for (a, n), t in found.items()]
 
 

@@ -51,7 +51,9 @@ class FakeServer:
             with conn:
                 try:
                     self.one(conn)
-                except OSError:
+                except (OSError, AssertionError, ValueError):
+                    # a request this server does not expect: the client
+                    # sees the connection close, not a hang
                     pass
 
     def one(self, conn: socket.socket) -> None:
@@ -140,7 +142,8 @@ def test_a_retried_save_runs_torch_save_again_and_frames_chunks_right(fake: Any)
     Probe.calls = []
     # a big storage (sent as its own chunk) and small ones (coalesced)
     obj = {"big": torch.randn(300_000), "small": torch.arange(10), "probe": Probe()}
-    j = Client(fs.url, backoff=0.01).save(obj, "m")
+    # thin=False: this server takes uploads only, not POST /blobs/missing
+    j = Client(fs.url, backoff=0.01).save(obj, "m", thin=False)
     assert len(Probe.calls) == 2, "torch.save should have run twice"
     assert [m for m, _ in fs.seen] == ["POST", "POST"]
     # the fake server decoded the chunked body itself: same bytes as torch.save
@@ -157,8 +160,8 @@ def test_an_idle_connection_the_server_closed_is_replaced_uncounted(
         assert c.stats() == {}
         assert c.stats() == {}
         Probe.calls = []
-        c.save({"w": torch.ones(3), "probe": Probe()}, "m")
-        c.save({"w": torch.ones(3), "probe": Probe()}, "m")
+        c.save({"w": torch.ones(3), "probe": Probe()}, "m", thin=False)
+        c.save({"w": torch.ones(3), "probe": Probe()}, "m", thin=False)
     # each upload ran torch.save once: the closed connection was noticed
     # before its body was sent
     assert len(Probe.calls) == 2

@@ -120,8 +120,8 @@ class TlsFake:
             try:
                 with self.ctx.wrap_socket(raw, server_side=True) as conn:
                     self.one(conn)
-            except OSError:
-                pass
+            except (OSError, ValueError):
+                pass  # a request it does not expect: closed, not a hang
 
     def one(self, conn: ssl.SSLSocket) -> None:
         f = conn.makefile("rb")
@@ -178,7 +178,8 @@ def test_a_server_that_sends_no_100_continue_gets_the_body_after_a_second(
     try:
         obj = {"w": torch.randn(100_000)}
         t0 = time.monotonic()
-        j = Client(fake.url, cafile=str(tls.cafile)).save(obj, "m")
+        # thin=False: this server takes uploads only, not POST /blobs/missing
+        j = Client(fake.url, cafile=str(tls.cafile)).save(obj, "m", thin=False)
         assert time.monotonic() - t0 >= 0.9
         assert j["sha256"] == hashlib.sha256(torch_bytes(obj)).hexdigest()
     finally:
