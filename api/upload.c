@@ -23,7 +23,7 @@
  * from the blob store into the spool, so the spool ends up holding the very
  * file the frames stand for, hashed and parsed like any upload. Its sha256
  * is therefore computed by the server over bytes it holds; the E frame's
- * hash only has to agree (upload_thin_check). Blobs the store lacks are
+ * hash only has to agree (upload_thin_check_hash). Blobs the store lacks are
  * collected (the spool is left incomplete from the first one) and answered
  * with 409 missing_blobs.
  *
@@ -501,11 +501,6 @@ struct store_early *upload_early(const struct req *r)
 	return u ? u->early : NULL;
 }
 
-static int hash_cmp(const void *a, const void *b)
-{
-	return memcmp(a, b, sizeof(struct hash));
-}
-
 int upload_thin_missing(struct resp *out, const struct req *r)
 {
 	struct upload *u = r->upload;
@@ -551,41 +546,32 @@ int upload_thin_check_hash(const struct req *r)
 			got, want);
 }
 
-static int range_cmp(const void *a, const void *b)
-{
-	const uint64_t *x = a, *y = b;
-
-	return x[0] < y[0] ? -1 : x[0] > y[0];
-}
-
 int upload_thin_check_refs(const struct req *r, const struct fmt_ckpt *ck)
 {
 	const struct upload *u = r->upload;
-	uint64_t(*st)[2];
-	int err = 0;
+	size_t k = 0;
 
-	if (!u || !u->thin || !u->t.nrefs)
+	if (!u || !u->thin)
 		return 0;
-	if (!(st = calloc(ck->nstorages + 1, sizeof(*st))))
-		return ck_error(CK_ENOMEM, "out of memory");
-	for (size_t i = 0; i < ck->nstorages; i++) {
-		st[i][0] = ck->storages[i].file_off;
-		st[i][1] = ck->storages[i].nbytes;
-	}
-	qsort(st, ck->nstorages, sizeof(*st), range_cmp);
-	for (size_t i = 0; i < u->t.nrefs && !err; i++) {
+	/* both in file order (checkpoint.h: storages sorted by file_off) */
+	for (size_t i = 0; i < u->t.nrefs; i++) {
 		const struct thin_ref *ref = &u->t.refs[i];
-		uint64_t key[2] = {ref->off, ref->len};
-		const uint64_t *hit = bsearch(key, st, ck->nstorages, sizeof(*st), range_cmp);
-		if (!hit || hit[1] != ref->len)
-			err =
-			    ck_error(CK_ECORRUPT,
-				     "thin upload: the R frame for bytes %llu to %llu of the file "
-				     "is not one storage of it (a zip record's data or a "
-				     "safetensors tensor); nothing was stored",
-				     (unsigned long long)ref->off,
-				     (unsigned long long)(ref->off + ref->len));
+		size_t m;
+		while (k < ck->nstorages && ck->storages[k].file_off < ref->off)
+			k++;
+		/* an empty storage may share its offset with the next one */
+		for (m = k; m < ck->nstorages && ck->storages[m].file_off == ref->off &&
+			    ck->storages[m].nbytes != ref->len;
+		     m++)
+			;
+		if (m == ck->nstorages || ck->storages[m].file_off != ref->off)
+			return ck_error(
+			    CK_ECORRUPT,
+			    "thin upload: the R frame for bytes %llu to %llu of the file "
+			    "is not one storage of it (a zip record's data or a "
+			    "safetensors tensor); nothing was stored",
+			    (unsigned long long)ref->off,
+			    (unsigned long long)(ref->off + ref->len));
 	}
-	free(st);
-	return err;
+	return 0;
 }

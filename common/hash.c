@@ -155,3 +155,9 @@ int hash_from_hex(struct hash *out, const char *hex)
 		return ck_error(CK_EINVALID, "not a SHA-256 hex digest");
 	return 0;
 }
+
+int hash_cmp(const void *a, const void *b)
+{
+	return memcmp(((const struct hash *)a)->b, ((const struct hash *)b)->b,
+		      sizeof(((const struct hash *)a)->b));
+}

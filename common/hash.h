@@ -33,6 +33,9 @@ void hash_buf(struct hash *out, uint32_t *crc, const void *p, size_t n);
  * Returns 0, CK_EIO (message says where), CK_ECORRUPT if the file is short. */
 int hash_fd_range(struct hash *out, uint32_t *crc, int fd, uint64_t off, uint64_t len);
 
+/* Orders two struct hash by their bytes; a qsort/bsearch comparator. */
+int hash_cmp(const void *a, const void *b);
+
 /* 64 lowercase hex digits and a NUL into out. */
 void hash_to_hex(char out[65], const struct hash *h);
 

@@ -165,11 +165,6 @@ static int oom(void)
 	return ck_error(CK_ENOMEM, "index: out of memory");
 }
 
-static int cmp_hash(const void *a, const void *b)
-{
-	return memcmp(((const struct hash *)a)->b, ((const struct hash *)b)->b, 32);
-}
-
 static int hashes_push(struct index_freed *f, size_t *cap, const struct hash *h)
 {
 	if (f->n == *cap) {
@@ -1173,7 +1168,7 @@ static int unref_blobs(struct index_freed *freed, size_t *cap, struct sqlx *x, s
 	struct sql_stmt *st;
 	int err, rc;
 
-	qsort(refs, n, sizeof(*refs), cmp_hash);
+	qsort(refs, n, sizeof(*refs), hash_cmp);
 	for (size_t i = 0; i < n; i++) {
 		if ((err = prep(&st, x, c,
 				"UPDATE blobs SET refcount = refcount - 1 WHERE hash = ?1"

@@ -322,13 +322,33 @@ out:
 	return err;
 }
 
+/* Removes blobs mine[0..k) that an upload wrote and that, by its failure,
+ * nothing names (gc_reap keeps any a row or another claim names by now).
+ * When the index is what failed (busy, unreachable), asking it again would
+ * only wait again: the reap is deferred to the next one. The thread's error
+ * message is kept. */
+static void reap_written(struct store *s, const struct hash *mine, size_t k, int index_down,
+			 const char *what)
+{
+	struct ck_error_state saved;
+
+	if (k == 0)
+		return;
+	ck_error_save(&saved, 0);
+	if (index_down)
+		gc_defer(s->gc, mine, k);
+	else if (gc_reap(NULL, s->gc, mine, k) < 0)
+		fprintf(stderr, "ckptd: %s stay for the sweep: %s\n", what, ck_errmsg());
+	ck_error_restore(&saved);
+}
+
 /* ---- early sends (store.h) ---- */
 
 struct early_item {
 	struct early_item *next;
 	struct blob_meta meta; /* hash, raw_size, crc32; the rest once put */
 	uint64_t off;
-	int used; /* named by the checkpoint store_commit committed */
+	int used; /* taken over by store_commit, which commits or undoes it */
 };
 
 struct store_early {
@@ -340,7 +360,8 @@ struct store_early {
 	pthread_cond_t cv;
 	struct early_item *queue, *tail; /* offered, not sent yet */
 	struct early_item *sent;	 /* put into bt */
-	struct early_item **sorted;	 /* sent, by hash, once stopped */
+	size_t nsent;
+	struct early_item **sorted; /* sent, by hash, once stopped */
 	size_t nsorted;
 	pthread_t thread;
 	int running, closing, failed;
@@ -376,6 +397,7 @@ static void *early_main(void *arg)
 		}
 		it->next = e->sent;
 		e->sent = it;
+		e->nsent++;
 	}
 	pthread_mutex_unlock(&e->mu);
 	return NULL;
@@ -440,7 +462,7 @@ static int item_cmp(const void *a, const void *b)
 	const struct early_item *x = *(struct early_item *const *)a;
 	const struct early_item *y = *(struct early_item *const *)b;
 
-	return memcmp(x->meta.hash.b, y->meta.hash.b, 32);
+	return hash_cmp(&x->meta.hash, &y->meta.hash);
 }
 
 /* Stops the sender thread; what it had not sent yet is dropped, what it
@@ -460,14 +482,10 @@ static void early_stop(struct store_early *e)
 		free(it);
 	}
 	e->tail = NULL;
-	if (e->sorted)
+	/* without the sorted table, store_commit puts them again */
+	if (e->sorted || !e->nsent || !(e->sorted = calloc(e->nsent, sizeof(*e->sorted))))
 		return;
-	for (struct early_item *it = e->sent; it; it = it->next)
-		e->nsorted++;
-	if (!e->nsorted || !(e->sorted = calloc(e->nsorted, sizeof(*e->sorted)))) {
-		e->nsorted = 0; /* without it, store_commit puts them again */
-		return;
-	}
+	e->nsorted = e->nsent;
 	size_t k = 0;
 	for (struct early_item *it = e->sent; it; it = it->next)
 		e->sorted[k++] = it;
@@ -489,8 +507,7 @@ static struct early_item *early_find(struct store_early *e, const struct hash *h
 void store_early_free(struct store_early *e)
 {
 	struct hash *mine = NULL;
-	size_t k = 0, n = 0;
-	struct ck_error_state saved;
+	size_t k = 0;
 
 	if (!e)
 		return;
@@ -498,19 +515,12 @@ void store_early_free(struct store_early *e)
 	if (e->bt) /* never committed: the puts in flight end, the rest go */
 		e->s->blobs->batch_free(e->bt);
 	gc_release(e->cl);
-	for (struct early_item *it = e->sent; it; it = it->next)
-		n++;
-	mine = calloc(n + 1, sizeof(*mine));
-	for (struct early_item *it = e->sent; it; it = it->next)
-		if (mine && !it->used && !it->meta.existed)
+	/* what it stored and store_commit did not take over: gone again */
+	mine = calloc(e->nsent + 1, sizeof(*mine));
+	for (struct early_item *it = e->sent; mine && it; it = it->next)
+		if (!it->used && !it->meta.existed)
 			mine[k++] = it->meta.hash;
-	/* what it stored and no checkpoint names: gone again (gc_reap keeps
-	 * any a row or another upload's claim names by now) */
-	ck_error_save(&saved, 0);
-	if (k && gc_reap(NULL, e->s->gc, mine, k) < 0)
-		fprintf(stderr, "ckptd: blobs sent early for an upload stay for the sweep: %s\n",
-			ck_errmsg());
-	ck_error_restore(&saved);
+	reap_written(e->s, mine, k, 0, "blobs sent early for an upload");
 	free(mine);
 	while (e->sent) {
 		struct early_item *it = e->sent;
@@ -523,16 +533,12 @@ void store_early_free(struct store_early *e)
 	free(e);
 }
 
-/* The blobs this upload wrote (nothing had them) go again, unless an index
- * row or another claim names them by now. When the index is what failed
- * (busy, unreachable), asking it again would only wait again: the reap is
- * deferred to the next one. */
+/* The blobs this upload wrote (nothing had them) go again (reap_written). */
 static void undo_writes(struct store *s, const struct blob_meta *metas, size_t n,
 			const struct blob_meta *skel, int index_down)
 {
 	struct hash *mine = calloc(n + 1, sizeof(*mine));
 	size_t k = 0;
-	struct ck_error_state saved;
 
 	if (!mine)
 		return; /* they stay until the next sweep */
@@ -541,13 +547,7 @@ static void undo_writes(struct store *s, const struct blob_meta *metas, size_t n
 			mine[k++] = metas[i].hash;
 	if (skel && !skel->existed)
 		mine[k++] = skel->hash;
-	ck_error_save(&saved, 0);
-	if (index_down)
-		gc_defer(s->gc, mine, k);
-	else if (gc_reap(NULL, s->gc, mine, k) < 0)
-		fprintf(stderr, "ckptd: blobs of a failed upload stay for the sweep: %s\n",
-			ck_errmsg());
-	ck_error_restore(&saved);
+	reap_written(s, mine, k, index_down, "blobs of a failed upload");
 	free(mine);
 }
 
@@ -596,6 +596,7 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 			metas[i].stored_size = it->meta.stored_size;
 			metas[i].codec = it->meta.codec;
 			metas[i].existed = it->meta.existed;
+			it->used = 1; /* committed below, or undone with metas */
 			continue;
 		}
 		if ((err = s->blobs->batch_put_fd(bt, &metas[i], u->fd, stor[i].file_off,
@@ -633,11 +634,6 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 	if ((err = index_checkpoint_insert(&cid, dedup, s->idx, &k)) < 0)
 		goto out;
 	committed = 1;
-	for (size_t i = 0; i < in->nstorages; i++) {
-		struct early_item *it = early_find(u->early, &metas[i].hash);
-		if (it)
-			it->used = 1;
-	}
 	*id = cid;
 out:
 	if (bt)

@@ -262,7 +262,6 @@ class _ThinWriter(_ChunkedWriter):
         self.sizes = {n for _a, n in refs}
         self.lit = bytearray()
         self.wire = 0
-        self.referenced = 0
 
     def _emit(self, data: Union[bytes, bytearray, memoryview]) -> None:
         """Sends frame bytes as the plain writer sends file bytes."""
@@ -289,7 +288,6 @@ class _ThinWriter(_ChunkedWriter):
         if h is not None:
             self._flush_lit()
             self._emit(b"R" + struct.pack("<Q", n) + h)
-            self.referenced += n
         elif n >= _DIRECT:
             self._flush_lit()
             self._emit(b"L" + struct.pack("<Q", n))
