@@ -41,10 +41,13 @@
 #define LOCK_MIGRATE "4859272902"
 
 /* Type OIDs of the parameters we send (pg_type.h). */
-#define OID_BYTEA  17
-#define OID_INT8   20
-#define OID_TEXT   25
-#define OID_FLOAT8 701
+#define OID_BYTEA	17
+#define OID_INT8	20
+#define OID_TEXT	25
+#define OID_FLOAT8	701
+#define OID_BYTEA_ARRAY 1001
+#define OID_TEXT_ARRAY	1009
+#define OID_INT8_ARRAY	1016
 
 struct sql_stmt {
 	struct sql_conn *c;
@@ -432,6 +435,109 @@ static void pg_bind_blob(struct sql_stmt *s, int i, const void *p, size_t n)
 	set_value(s, i, v, (int)n, 1, OID_BYTEA);
 }
 
+/*
+ * Arrays go in PostgreSQL's binary form (array_recv): the number of
+ * dimensions (1), a has-nulls flag (0), the element type, the length and
+ * lower bound (1), then each element as a length and its bytes, all
+ * big-endian. Nothing is quoted, so any string or byte goes through as is.
+ * An allocation failure (or an array over 2 GB) leaves the parameter NULL,
+ * which the statements reject.
+ */
+struct array {
+	char *p;
+	size_t n, cap;
+};
+
+static void put(struct array *a, const void *p, size_t n)
+{
+	if (!a->p)
+		return;
+	if (a->n + n > a->cap) {
+		size_t cap = a->cap * 2 > a->n + n ? a->cap * 2 : a->n + n;
+		char *q = cap < INT32_MAX ? realloc(a->p, cap) : NULL;
+		if (!q) {
+			free(a->p);
+			a->p = NULL;
+			return;
+		}
+		a->p = q;
+		a->cap = cap;
+	}
+	memcpy(a->p + a->n, p, n);
+	a->n += n;
+}
+
+static void put32(struct array *a, uint32_t v)
+{
+	uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+
+	put(a, b, 4);
+}
+
+static void array_start(struct array *a, unsigned elem, size_t n, size_t bytes)
+{
+	a->n = 0;
+	a->cap = 20 + n * 4 + bytes;
+	a->p = a->cap < INT32_MAX ? malloc(a->cap) : NULL;
+	put32(a, n ? 1 : 0);
+	put32(a, 0);
+	put32(a, elem);
+	if (n) {
+		put32(a, (uint32_t)n);
+		put32(a, 1);
+	}
+}
+
+static void array_bind(struct sql_stmt *s, int i, struct array *a, unsigned type)
+{
+	if (!a->p) {
+		pg_bind_null(s, i);
+		return;
+	}
+	set_value(s, i, a->p, (int)a->n, 1, type);
+}
+
+static void pg_bind_int_array(struct sql_stmt *s, int i, const int64_t *v, size_t n)
+{
+	struct array a;
+
+	array_start(&a, OID_INT8, n, n * 8);
+	for (size_t k = 0; k < n; k++) {
+		put32(&a, 8);
+		put32(&a, (uint32_t)((uint64_t)v[k] >> 32));
+		put32(&a, (uint32_t)v[k]);
+	}
+	array_bind(s, i, &a, OID_INT8_ARRAY);
+}
+
+static void pg_bind_blob_array(struct sql_stmt *s, int i, const void *p, size_t width, size_t n)
+{
+	struct array a;
+
+	array_start(&a, OID_BYTEA, n, n * width);
+	for (size_t k = 0; k < n; k++) {
+		put32(&a, (uint32_t)width);
+		put(&a, (const char *)p + k * width, width);
+	}
+	array_bind(s, i, &a, OID_BYTEA_ARRAY);
+}
+
+static void pg_bind_text_array(struct sql_stmt *s, int i, const char *const *v, size_t n)
+{
+	struct array a;
+	size_t bytes = 0;
+
+	for (size_t k = 0; k < n; k++)
+		bytes += strlen(v[k]);
+	array_start(&a, OID_TEXT, n, bytes);
+	for (size_t k = 0; k < n; k++) {
+		size_t len = strlen(v[k]);
+		put32(&a, (uint32_t)len);
+		put(&a, v[k], len);
+	}
+	array_bind(s, i, &a, OID_TEXT_ARRAY);
+}
+
 /* The prepared name for the bound types, preparing it on first use. */
 static int prepared_name(const char **name, struct sql_stmt *s)
 {
@@ -617,6 +723,9 @@ const struct sql_driver sql_pg_driver = {
     .bind_text = pg_bind_text,
     .bind_blob = pg_bind_blob,
     .bind_null = pg_bind_null,
+    .bind_int_array = pg_bind_int_array,
+    .bind_blob_array = pg_bind_blob_array,
+    .bind_text_array = pg_bind_text_array,
     .step = pg_step,
     .column_null = pg_column_null,
     .column_int = pg_column_int,

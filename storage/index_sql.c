@@ -450,6 +450,315 @@ static int cmp_ref(const void *a, const void *b)
 	return memcmp(((const struct ref *)a)->h.b, ((const struct ref *)b)->h.b, 32);
 }
 
+/* A checkpoint's references to one blob (refs[first .. first + n) of the
+ * sorted references), `storages` of them from storages, the rest the
+ * skeleton. */
+struct ref_group {
+	size_t first;
+	int64_t n, storages, after; /* after: the row's refcount once added */
+};
+
+/* Adds the references refs[0..n) (sorted) to the blobs' rows, inserting the
+ * rows new to the store, in hash order: the lock order of blob rows, so two
+ * writers sharing blobs never deadlock. A driver with arrays does it in one
+ * statement. Unless dd is NULL, counts the storages and the bytes in it,
+ * and those whose blob this checkpoint brings to the store. */
+static int blobs_ref(struct index_dedup *dd, struct sqlx *x, struct sql_conn *c,
+		     const struct ref *refs, size_t n)
+{
+	struct ref_group *g = calloc(n ? n : 1, sizeof(*g));
+	struct sql_stmt *st;
+	size_t ng = 0;
+	int err = 0, rc;
+
+	if (!g)
+		return oom();
+	for (size_t i = 0; i < n; i++) {
+		if (!ng || memcmp(refs[i].h.b, refs[g[ng - 1].first].h.b, 32))
+			g[ng++] = (struct ref_group){.first = i, .after = -1};
+		g[ng - 1].n++;
+		g[ng - 1].storages += refs[i].is_storage;
+	}
+	if (x->d->bind_int_array) {
+		uint8_t *h = malloc(ng * 32 + 1);
+		int64_t *v = malloc(5 * ng * sizeof(*v) + 1);
+		if (!h || !v) {
+			free(h);
+			free(v);
+			err = oom();
+			goto out;
+		}
+		for (size_t i = 0; i < ng; i++) {
+			const struct ref *r = &refs[g[i].first];
+			memcpy(h + i * 32, r->h.b, 32);
+			v[i] = (int64_t)r->raw;
+			v[ng + i] = (int64_t)r->stored;
+			v[2 * ng + i] = r->codec;
+			v[3 * ng + i] = r->crc;
+			v[4 * ng + i] = g[i].n;
+		}
+		if ((err = prep(
+			 &st, x, c,
+			 "INSERT INTO blobs(hash, raw_size, stored_size, codec, crc32, refcount)"
+			 " SELECT * FROM unnest(?1::bytea[], ?2::int8[], ?3::int8[],"
+			 " ?4::int8[], ?5::int8[], ?6::int8[])"
+			 " ON CONFLICT(hash) DO UPDATE SET refcount = blobs.refcount"
+			 " + excluded.refcount RETURNING hash, refcount")) == 0) {
+			x->d->bind_blob_array(st, 1, h, 32, ng);
+			for (int k = 0; k < 5; k++)
+				x->d->bind_int_array(st, 2 + k, v + (size_t)k * ng, ng);
+		}
+		free(h);
+		free(v);
+		if (err < 0)
+			goto out;
+		while ((rc = x->d->step(st)) == 1) {
+			struct ref key;
+			size_t lo = 0, hi = ng;
+			if ((err = column_hash(&key.h, x, st, 0)) < 0)
+				goto out;
+			while (lo < hi) { /* the group of that hash */
+				size_t mid = lo + (hi - lo) / 2;
+				int d = memcmp(key.h.b, refs[g[mid].first].h.b, 32);
+				if (d == 0) {
+					lo = mid;
+					break;
+				}
+				if (d < 0)
+					hi = mid;
+				else
+					lo = mid + 1;
+			}
+			if (lo < ng && !memcmp(key.h.b, refs[g[lo].first].h.b, 32))
+				g[lo].after = x->d->column_int(st, 1);
+		}
+		if (rc < 0) {
+			err = rc;
+			goto out;
+		}
+	} else {
+		for (size_t i = 0; i < ng; i++) {
+			const struct ref *r = &refs[g[i].first];
+			if ((err =
+				 prep(&st, x, c,
+				      "INSERT INTO blobs(hash, raw_size, stored_size, codec, crc32,"
+				      " refcount) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+				      " ON CONFLICT(hash) DO UPDATE SET refcount = blobs.refcount"
+				      " + excluded.refcount RETURNING refcount")) < 0)
+				goto out;
+			bind_hash(x, st, 1, &r->h);
+			x->d->bind_int(st, 2, (int64_t)r->raw);
+			x->d->bind_int(st, 3, (int64_t)r->stored);
+			x->d->bind_int(st, 4, r->codec);
+			x->d->bind_int(st, 5, r->crc);
+			x->d->bind_int(st, 6, g[i].n);
+			if ((rc = x->d->step(st)) < 0) {
+				err = rc;
+				goto out;
+			}
+			if (rc == 1)
+				g[i].after = x->d->column_int(st, 0);
+		}
+	}
+	for (size_t i = 0; i < ng; i++) {
+		const struct ref *r = &refs[g[i].first];
+		if (g[i].after < 0) {
+			err = ck_error(CK_EIO, "index: the upsert of blob %zu returned nothing", i);
+			goto out;
+		}
+		if (!dd)
+			continue;
+		dd->tensors += (uint64_t)g[i].storages;
+		dd->bytes += (uint64_t)g[i].storages * r->raw;
+		if (g[i].storages && g[i].after == g[i].n) { /* the row is new */
+			dd->new_tensors++;
+			dd->new_bytes += r->raw;
+		}
+	}
+out:
+	free(g);
+	return err;
+}
+
+/* The storages' rows of checkpoint cid. */
+static int storages_insert(struct sqlx *x, struct sql_conn *c, int64_t cid,
+			   const struct index_new_checkpoint *k)
+{
+	struct sql_stmt *st;
+	size_t n = k->nstorages;
+	int err;
+
+	if (x->d->bind_int_array) {
+		if (!n)
+			return 0;
+		uint8_t *h = malloc(n * 32);
+		int64_t *v = malloc(2 * n * sizeof(*v));
+		const char **dt = malloc(n * sizeof(*dt));
+		if (!h || !v || !dt) {
+			err = oom();
+			goto arrays_out;
+		}
+		for (size_t i = 0; i < n; i++) {
+			const struct index_storage *s = &k->storages[i];
+			memcpy(h + i * 32, s->blob.b, 32);
+			dt[i] = dtype_name(s->dtype);
+			v[i] = (int64_t)s->file_off;
+			v[n + i] = (int64_t)s->raw_size;
+		}
+		if ((err = prep(
+			 &st, x, c,
+			 "INSERT INTO storages(checkpoint_id, idx, blob, dtype, file_off, nbytes)"
+			 " SELECT ?1, t.i - 1, t.b, t.d, t.o, t.n FROM unnest(?2::bytea[],"
+			 " ?3::text[], ?4::int8[], ?5::int8[]) WITH ORDINALITY AS t(b, d, o, n, "
+			 "i)")) < 0)
+			goto arrays_out;
+		x->d->bind_int(st, 1, cid);
+		x->d->bind_blob_array(st, 2, h, 32, n);
+		x->d->bind_text_array(st, 3, dt, n);
+		x->d->bind_int_array(st, 4, v, n);
+		x->d->bind_int_array(st, 5, v + n, n);
+		err = run_done(x, st);
+	arrays_out:
+		free(h);
+		free(v);
+		free(dt);
+		return err;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct index_storage *s = &k->storages[i];
+		if ((err = prep(&st, x, c,
+				"INSERT INTO storages(checkpoint_id, idx, blob, dtype, file_off,"
+				" nbytes) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")) < 0)
+			return err;
+		x->d->bind_int(st, 1, cid);
+		x->d->bind_int(st, 2, (int64_t)i);
+		bind_hash(x, st, 3, &s->blob);
+		x->d->bind_text(st, 4, dtype_name(s->dtype));
+		x->d->bind_int(st, 5, (int64_t)s->file_off);
+		x->d->bind_int(st, 6, (int64_t)s->raw_size);
+		if ((err = run_done(x, st)) < 0)
+			return err;
+	}
+	return 0;
+}
+
+static int tensor_check(const struct index_new_checkpoint *k, const struct index_tensor *t)
+{
+	if (t->storage >= k->nstorages)
+		return ck_error(CK_EINVALID, "index: tensor %s names storage %zu of %zu", t->path,
+				t->storage, k->nstorages);
+	return 0;
+}
+
+/* The tensors' rows of checkpoint cid, with arrays: the shapes and strides
+ * as text are laid end to end in one buffer. */
+static int tensors_insert_arrays(struct sqlx *x, struct sql_conn *c, int64_t cid,
+				 const struct index_new_checkpoint *k)
+{
+	size_t n = k->ntensors, used = 0, cap = n * 16 + 64;
+	char *text = malloc(cap), dims[TENSOR_MAX_NDIM * 21 + 3];
+	size_t *off = malloc(2 * n * sizeof(*off));
+	const char **col = malloc(4 * n * sizeof(*col));
+	int64_t *v = malloc(3 * n * sizeof(*v));
+	struct sql_stmt *st;
+	int err = 0;
+
+	if (!text || !off || !col || !v) {
+		err = oom();
+		goto out;
+	}
+	for (size_t i = 0; i < n && !err; i++) {
+		const struct index_tensor *t = &k->tensors[i];
+		for (int w = 0; w < 2 && !err; w++) {
+			if ((err = tensor_check(k, t)) < 0 ||
+			    (err = dims_text(dims, sizeof(dims), t->ndim,
+					     w ? t->strides : t->shape)) < 0)
+				break;
+			size_t len = strlen(dims) + 1;
+			if (used + len > cap) {
+				char *p = realloc(text, cap * 2 + len);
+				if (!p) {
+					err = oom();
+					break;
+				}
+				text = p;
+				cap = cap * 2 + len;
+			}
+			memcpy(text + used, dims, len);
+			off[2 * i + (size_t)w] = used;
+			used += len;
+		}
+		col[i] = t->path;
+		col[n + i] = dtype_name(t->dtype);
+		v[i] = (int64_t)t->offset;
+		v[n + i] = (int64_t)t->storage;
+		v[2 * n + i] = (int64_t)t->nbytes;
+	}
+	if (err < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		col[2 * n + i] = text + off[2 * i];
+		col[3 * n + i] = text + off[2 * i + 1];
+	}
+	if ((err = prep(
+		 &st, x, c,
+		 "INSERT INTO tensors(checkpoint_id, seq, path, dtype, shape, strides,"
+		 " \"offset\", storage_idx, nbytes)"
+		 " SELECT ?1, t.i - 1, t.p, t.d, t.sh, t.st, t.o, t.s, t.n"
+		 " FROM unnest(?2::text[], ?3::text[], ?4::text[], ?5::text[], ?6::int8[],"
+		 " ?7::int8[], ?8::int8[]) WITH ORDINALITY AS t(p, d, sh, st, o, s, n, i)")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, cid);
+	for (int w = 0; w < 4; w++)
+		x->d->bind_text_array(st, 2 + w, col + (size_t)w * n, n);
+	for (int w = 0; w < 3; w++)
+		x->d->bind_int_array(st, 6 + w, v + (size_t)w * n, n);
+	err = run_done(x, st);
+out:
+	free(text);
+	free(off);
+	free(col);
+	free(v);
+	return err;
+}
+
+/* The tensors' rows of checkpoint cid. */
+static int tensors_insert(struct sqlx *x, struct sql_conn *c, int64_t cid,
+			  const struct index_new_checkpoint *k)
+{
+	char shape[TENSOR_MAX_NDIM * 21 + 3], strides[TENSOR_MAX_NDIM * 21 + 3];
+	struct sql_stmt *st;
+	int err;
+
+	if (!k->ntensors)
+		return 0;
+	if (x->d->bind_int_array)
+		return tensors_insert_arrays(x, c, cid, k);
+	for (size_t i = 0; i < k->ntensors; i++) {
+		const struct index_tensor *t = &k->tensors[i];
+		if ((err = tensor_check(k, t)) < 0 ||
+		    (err = dims_text(shape, sizeof(shape), t->ndim, t->shape)) < 0 ||
+		    (err = dims_text(strides, sizeof(strides), t->ndim, t->strides)) < 0 ||
+		    (err = prep(&st, x, c,
+				"INSERT INTO tensors(checkpoint_id, seq, path, dtype, shape,"
+				" strides, \"offset\", storage_idx, nbytes)"
+				" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")) < 0)
+			return err;
+		x->d->bind_int(st, 1, cid);
+		x->d->bind_int(st, 2, (int64_t)i);
+		x->d->bind_text(st, 3, t->path);
+		x->d->bind_text(st, 4, dtype_name(t->dtype));
+		x->d->bind_text(st, 5, shape);
+		x->d->bind_text(st, 6, strides);
+		x->d->bind_int(st, 7, (int64_t)t->offset);
+		x->d->bind_int(st, 8, (int64_t)t->storage);
+		x->d->bind_int(st, 9, (int64_t)t->nbytes);
+		if ((err = run_done(x, st)) < 0)
+			return err;
+	}
+	return 0;
+}
+
 static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct index *idx,
 				 const struct index_new_checkpoint *k)
 {
@@ -458,8 +767,7 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 	struct sql_stmt *st;
 	struct ref *refs = NULL;
 	struct index_dedup dd = {0};
-	char now[40], *metrics = NULL, *tags = NULL, shape[TENSOR_MAX_NDIM * 21 + 3],
-		      strides[TENSOR_MAX_NDIM * 21 + 3];
+	char now[40], *metrics = NULL, *tags = NULL;
 	int64_t mid = 0, rid = 0, cid = 0;
 	int err, rc;
 
@@ -489,32 +797,8 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 	if ((err = x->d->begin(c, SQL_TXN_WRITE)) < 0 ||
 	    (err = ensure_model_run(&mid, &rid, x, c, k->model, k->run)) < 0)
 		goto out;
-	for (size_t i = 0; i <= k->nstorages; i++) {
-		const struct ref *r = &refs[i];
-		if ((err = prep(&st, x, c,
-				"INSERT INTO blobs(hash, raw_size, stored_size, codec, crc32,"
-				" refcount) VALUES(?1, ?2, ?3, ?4, ?5, 1)"
-				" ON CONFLICT(hash) DO UPDATE SET refcount = blobs.refcount + 1"
-				" RETURNING refcount")) < 0)
-			goto out;
-		bind_hash(x, st, 1, &r->h);
-		x->d->bind_int(st, 2, (int64_t)r->raw);
-		x->d->bind_int(st, 3, (int64_t)r->stored);
-		x->d->bind_int(st, 4, r->codec);
-		x->d->bind_int(st, 5, r->crc);
-		if ((rc = x->d->step(st)) <= 0) {
-			err = rc < 0 ? rc : ck_error(CK_EIO, "index: blob upsert returned nothing");
-			goto out;
-		}
-		if (!r->is_storage || k->dedup)
-			continue;
-		dd.tensors++;
-		dd.bytes += r->raw;
-		if (x->d->column_int(st, 0) == 1) {
-			dd.new_tensors++;
-			dd.new_bytes += r->raw;
-		}
-	}
+	if ((err = blobs_ref(k->dedup ? NULL : &dd, x, c, refs, k->nstorages + 1)) < 0)
+		goto out;
 #define CKPT_INSERT(ID, OVERRIDE, IDV)                                                             \
 	"INSERT INTO checkpoints(" ID "model_id, run_id, epoch, step, loss,"                       \
 	" metrics, tags, pinned, created_at, format, size, sha256,"                                \
@@ -578,47 +862,8 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 		    (err = run_done(x, st)) < 0)
 			goto out;
 	}
-	for (size_t i = 0; i < k->nstorages; i++) {
-		const struct index_storage *s = &k->storages[i];
-		if ((err = prep(&st, x, c,
-				"INSERT INTO storages(checkpoint_id, idx, blob, dtype, file_off,"
-				" nbytes) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")) < 0)
-			goto out;
-		x->d->bind_int(st, 1, cid);
-		x->d->bind_int(st, 2, (int64_t)i);
-		bind_hash(x, st, 3, &s->blob);
-		x->d->bind_text(st, 4, dtype_name(s->dtype));
-		x->d->bind_int(st, 5, (int64_t)s->file_off);
-		x->d->bind_int(st, 6, (int64_t)s->raw_size);
-		if ((err = run_done(x, st)) < 0)
-			goto out;
-	}
-	for (size_t i = 0; i < k->ntensors; i++) {
-		const struct index_tensor *t = &k->tensors[i];
-		if (t->storage >= k->nstorages) {
-			err = ck_error(CK_EINVALID, "index: tensor %s names storage %zu of %zu",
-				       t->path, t->storage, k->nstorages);
-			goto out;
-		}
-		if ((err = dims_text(shape, sizeof(shape), t->ndim, t->shape)) < 0 ||
-		    (err = dims_text(strides, sizeof(strides), t->ndim, t->strides)) < 0 ||
-		    (err = prep(&st, x, c,
-				"INSERT INTO tensors(checkpoint_id, seq, path, dtype, shape,"
-				" strides, \"offset\", storage_idx, nbytes)"
-				" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")) < 0)
-			goto out;
-		x->d->bind_int(st, 1, cid);
-		x->d->bind_int(st, 2, (int64_t)i);
-		x->d->bind_text(st, 3, t->path);
-		x->d->bind_text(st, 4, dtype_name(t->dtype));
-		x->d->bind_text(st, 5, shape);
-		x->d->bind_text(st, 6, strides);
-		x->d->bind_int(st, 7, (int64_t)t->offset);
-		x->d->bind_int(st, 8, (int64_t)t->storage);
-		x->d->bind_int(st, 9, (int64_t)t->nbytes);
-		if ((err = run_done(x, st)) < 0)
-			goto out;
-	}
+	if ((err = storages_insert(x, c, cid, k)) < 0 || (err = tensors_insert(x, c, cid, k)) < 0)
+		goto out;
 	if ((err = bump_generation(x, c)) < 0 || (err = x->d->commit(c)) < 0)
 		goto out;
 	*id = cid;
@@ -1161,22 +1406,65 @@ out:
 
 /* ---- delete ---- */
 
-/* Drops one reference of each refs[0..n) (sorted), freeing rows at zero. */
+/* Drops one reference of each refs[0..n), freeing rows at zero. The rows
+ * are locked in hash order, as blobs_ref does; a driver with arrays does it
+ * in three statements (lock, update, delete). */
 static int unref_blobs(struct index_freed *freed, size_t *cap, struct sqlx *x, struct sql_conn *c,
 		       struct hash *refs, size_t n)
 {
 	struct sql_stmt *st;
-	int err, rc;
+	int64_t *cnt;
+	size_t ng = 0;
+	int err = 0, rc;
 
 	qsort(refs, n, sizeof(*refs), hash_cmp);
-	for (size_t i = 0; i < n; i++) {
+	if (!(cnt = malloc((n ? n : 1) * sizeof(*cnt))))
+		return oom();
+	for (size_t i = 0; i < n; i++) { /* refs[0..ng): distinct, cnt: how often */
+		if (ng && !hash_cmp(&refs[ng - 1], &refs[i])) {
+			cnt[ng - 1]++;
+			continue;
+		}
+		refs[ng] = refs[i];
+		cnt[ng++] = 1;
+	}
+	if (x->d->bind_int_array) {
+		if (!ng)
+			goto out;
 		if ((err = prep(&st, x, c,
-				"UPDATE blobs SET refcount = refcount - 1 WHERE hash = ?1"
+				"SELECT hash FROM blobs WHERE hash = ANY(?1::bytea[])"
+				" ORDER BY hash FOR UPDATE")) < 0)
+			goto out;
+		x->d->bind_blob_array(st, 1, refs, 32, ng);
+		while ((rc = x->d->step(st)) == 1)
+			;
+		if ((err = rc) < 0 || (err = prep(&st, x, c,
+						  "UPDATE blobs SET refcount = blobs.refcount - d.n"
+						  " FROM unnest(?1::bytea[], ?2::int8[]) AS d(h, "
+						  "n) WHERE blobs.hash = d.h")) < 0)
+			goto out;
+		x->d->bind_blob_array(st, 1, refs, 32, ng);
+		x->d->bind_int_array(st, 2, cnt, ng);
+		if ((err = run_done(x, st)) < 0 ||
+		    (err = prep(&st, x, c,
+				"DELETE FROM blobs WHERE hash = ANY(?1::bytea[]) AND refcount <= 0"
+				" RETURNING hash")) < 0)
+			goto out;
+		x->d->bind_blob_array(st, 1, refs, 32, ng);
+		err = collect_hashes(freed, cap, x, st);
+		goto out;
+	}
+	for (size_t i = 0; i < ng; i++) {
+		if ((err = prep(&st, x, c,
+				"UPDATE blobs SET refcount = refcount - ?2 WHERE hash = ?1"
 				" RETURNING refcount")) < 0)
-			return err;
+			goto out;
 		bind_hash(x, st, 1, &refs[i]);
-		if ((rc = x->d->step(st)) < 0)
-			return rc;
+		x->d->bind_int(st, 2, cnt[i]);
+		if ((rc = x->d->step(st)) < 0) {
+			err = rc;
+			goto out;
+		}
 		if (rc == 0) /* no row: the index was already missing it */
 			continue;
 		if (x->d->column_int(st, 0) > 0)
@@ -1185,9 +1473,11 @@ static int unref_blobs(struct index_freed *freed, size_t *cap, struct sqlx *x, s
 			0 ||
 		    (err = (bind_hash(x, st, 1, &refs[i]), run_done(x, st))) < 0 ||
 		    (err = hashes_push(freed, cap, &refs[i])) < 0)
-			return err;
+			goto out;
 	}
-	return 0;
+out:
+	free(cnt);
+	return err;
 }
 
 /* Inside a write: deletes checkpoint id's rows (its row is deleted first,
@@ -1782,6 +2072,21 @@ static int sql_claims_add(struct index *idx, const char *owner, int64_t group, c
 		return err;
 	if ((err = x->d->begin(c, SQL_TXN_CLAIM)) < 0)
 		goto out;
+	if (x->d->bind_int_array && n) { /* one statement */
+		if ((err = prep(&st, x, c,
+				"INSERT INTO claims(owner, grp, blob, expires_at)"
+				" SELECT ?1::text, ?2, u.b, ?4 FROM (SELECT DISTINCT b"
+				" FROM unnest(?3::bytea[]) AS t(b)) u ON CONFLICT(owner, grp, blob)"
+				" DO UPDATE SET expires_at = excluded.expires_at")) < 0)
+			goto out;
+		x->d->bind_text(st, 1, owner);
+		x->d->bind_int(st, 2, group);
+		x->d->bind_blob_array(st, 3, h, 32, n);
+		x->d->bind_int(st, 4, expires_at);
+		if ((err = run_done(x, st)) < 0)
+			goto out;
+		n = 0;
+	}
 	for (size_t i = 0; i < n; i++) {
 		if ((err = prep(&st, x, c,
 				"INSERT INTO claims(owner, grp, blob, expires_at)"
