@@ -27,6 +27,8 @@ struct app_config {
 	uint64_t max_upload;	/* bytes; 0 = no limit */
 	int compress;		/* 1 = codec per blob, 0 = raw */
 	int64_t lease;		/* seconds a claim lives unrenewed; 0 = default */
+	int64_t resume_grace;	/* seconds the blobs of a broken-off upload stay for
+				   its retry (SPEC 3.1); 0 = none */
 	int clean;		/* 1 = remove leftovers at open */
 };
 

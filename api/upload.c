@@ -45,6 +45,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -109,6 +110,12 @@ struct upload {
 	struct hash *missing; /* R frames' blobs the store lacks */
 	size_t nmissing, mcap;
 	uint8_t *rbuf; /* for copying a referenced blob */
+	/* resuming: the storages hashed in full so far, kept by
+	 * api_upload_free when the body broke off (store_keep) */
+	struct store_piece *pieces; /* owned by the records job until claim() */
+	size_t npieces, pcap;
+	int ended;  /* api_upload_end ran: the body is whole */
+	int failed; /* a write was refused (too large, bad frames) */
 };
 
 static void eat_file_hash(struct upload *u, const uint8_t *p, size_t n)
@@ -121,14 +128,24 @@ static void eat_records(struct upload *u, const uint8_t *p, size_t n)
 	zip_scan_feed(u->scan, p, n);
 }
 
-/* A record hashed in full: a storage goes to the store now. */
+/* A record hashed in full: a storage goes to the store now, and is noted
+ * in case the body breaks off. */
 static void on_record(void *arg, const char *name, size_t name_len, uint64_t off, uint64_t len,
 		      const struct hash *h, uint32_t crc)
 {
 	struct upload *u = arg;
 
-	if (torch_zip_storage_name(name, name_len))
+	if (!torch_zip_storage_name(name, name_len))
+		return;
+	if (u->early)
 		store_early_offer(u->early, h, crc, off, len);
+	if (u->app->cfg.resume_grace > 0) {
+		struct store_piece *v = vec_grow(u->pieces, &u->pcap, u->npieces, sizeof(*v), 64);
+		if (!v) /* out of memory: this one is sent again */
+			return;
+		u->pieces = v;
+		u->pieces[u->npieces++] = (struct store_piece){*h, off, len, crc};
+	}
 }
 
 /* Hashes the job's bytes up to end, reading the spool into buf. Run by the
@@ -317,7 +334,7 @@ int api_upload_begin(struct app *app, struct req *r)
 	int err = store_early_begin(&u->early, app->store, u->fd);
 	if (err < 0)
 		return err;
-	if (u->early)
+	if (u->early || app->cfg.resume_grace > 0)
 		zip_scan_on_record(u->scan, on_record, u);
 	return 0;
 }
@@ -406,16 +423,18 @@ int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
 		err = spool_append(u, p, n);
 	}
 	publish(u);
+	if (err < 0)
+		u->failed = 1;
 	return err;
 }
 
-/* Hashes what u's claimed jobs have not read yet, reading each byte of the
- * spool once for both. */
-static void catch_up(struct upload *u, uint8_t *buf)
+/* Hashes what u's claimed jobs from job `first` on have not read yet,
+ * reading each byte of the spool once for all. */
+static void catch_up(struct upload *u, uint8_t *buf, int first)
 {
 	uint64_t pos = u->size;
 
-	for (int i = 0; i < 2; i++)
+	for (int i = first; i < 2; i++)
 		if (!u->job[i].err && u->job[i].done < pos)
 			pos = u->job[i].done;
 	while (pos < u->size) {
@@ -424,12 +443,12 @@ static void catch_up(struct upload *u, uint8_t *buf)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
-			for (int i = 0; i < 2; i++)
+			for (int i = first; i < 2; i++)
 				if (!u->job[i].err && u->job[i].done < u->size)
 					u->job[i].err = CK_EIO;
 			break;
 		}
-		for (int i = 0; i < 2; i++) {
+		for (int i = first; i < 2; i++) {
 			struct hash_job *j = &u->job[i];
 			if (j->err || j->done >= pos + (uint64_t)r)
 				continue;
@@ -446,13 +465,14 @@ int api_upload_end(struct req *r)
 	uint8_t *buf = NULL;
 	int err = 0;
 
+	u->ended = 1;
 	if (u->thin && (err = thin_finish(&u->t)) < 0)
 		return err;
 	claim(u);
 	if ((u->job[0].done < u->size || u->job[1].done < u->size) && !(buf = malloc(READ_CHUNK)))
 		u->job[0].err = CK_ENOMEM;
 	else if (buf)
-		catch_up(u, buf);
+		catch_up(u, buf, 0);
 	free(buf);
 	for (int i = 0; i < 2; i++)
 		if (u->job[i].err && !err)
@@ -471,6 +491,24 @@ void api_upload_free(struct req *r)
 
 	if (u) /* its jobs read the spool: take them back first */
 		claim(u);
+	/* A body that broke off: what arrived whole stays for the retry. Kept
+	 * before the early sends are undone, so what those stored is claimed
+	 * and stays rather than being removed and sent again. */
+	if (u && !u->ended && !u->failed && u->app->cfg.resume_grace > 0 && u->size > 0) {
+		store_keep_begin(u->app->store);
+		if (u->job[1].done < u->size) { /* the records the scan has not reached */
+			uint8_t *buf = malloc(READ_CHUNK);
+			if (buf)
+				catch_up(u, buf, 1);
+			free(buf);
+		}
+		if (u->npieces && store_keep(u->app->store, u->fd, u->pieces, u->npieces,
+					     u->app->cfg.resume_grace) < 0)
+			fprintf(stderr,
+				"ckptd: the %zu tensors of an upload cut off are not kept: %s\n",
+				u->npieces, ck_errmsg());
+		store_keep_end(u->app->store);
+	}
 	if (u) /* it reads the spool too */
 		store_early_free(u->early);
 	if (r->body_fd >= 0)
@@ -483,6 +521,7 @@ void api_upload_free(struct req *r)
 	thin_free(&u->t);
 	free(u->missing);
 	free(u->rbuf);
+	free(u->pieces);
 	free(u);
 	r->upload = NULL;
 }

@@ -33,6 +33,7 @@ enum {
 	OPT_TO_BLOBS,
 	OPT_TO_S3_ENDPOINT,
 	OPT_TO_S3_REGION,
+	OPT_RESUME_GRACE,
 };
 
 static const char usage[] =
@@ -74,6 +75,9 @@ static const char usage[] =
     "  --claim-lease SECONDS    how long an upload's or download's claim on its blobs\n"
     "                           lives without renewal; leftovers of a crashed\n"
     "                           instance go after it (default 3600)\n"
+    "  --resume-grace SECONDS   how long the tensors of an upload that broke off\n"
+    "                           stay for its retry, which then sends only the rest\n"
+    "                           (default 3600; 0 = not kept)\n"
     "  --listen HOST:PORT       address to serve on (default 127.0.0.1:8080;\n"
     "                           env CKPTD_LISTEN)\n"
     "  --token-file FILE        lines of 'TOKEN SCOPE' (read, write, admin); writes\n"
@@ -275,6 +279,7 @@ int main(int argc, char **argv)
 	    {"to-s3-region", required_argument, NULL, OPT_TO_S3_REGION},
 	    {"s3-region", required_argument, NULL, 'R'},
 	    {"claim-lease", required_argument, NULL, 'L'},
+	    {"resume-grace", required_argument, NULL, OPT_RESUME_GRACE},
 	    {"listen", required_argument, NULL, 'l'},
 	    {"token-file", required_argument, NULL, 't'},
 	    {"auth-read", no_argument, NULL, 'r'},
@@ -315,6 +320,7 @@ int main(int argc, char **argv)
 	if (cfg.s3_region && !*cfg.s3_region)
 		cfg.s3_region = NULL;
 	cfg.compress = 1;
+	cfg.resume_grace = 3600;
 	if (!cfg.data_dir || !*cfg.data_dir)
 		cfg.data_dir = "./ckptd-data";
 	if (!listen || !*listen)
@@ -339,6 +345,17 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			cfg.lease = v;
+			break;
+		}
+		case OPT_RESUME_GRACE: {
+			char *end;
+			long long v = strtoll(optarg, &end, 10);
+			if (!*optarg || *end || v < 0 || v > 7 * 86400) {
+				fprintf(stderr,
+					"ckptd: --resume-grace takes seconds, 0 to 604800\n");
+				return 2;
+			}
+			cfg.resume_grace = v;
 			break;
 		}
 		case 'l': listen = optarg; break;

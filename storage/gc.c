@@ -46,6 +46,19 @@ struct gc {
 	pthread_mutex_t defer_lock;
 	struct hash *deferred; /* gc_defer: to reap at the next chance */
 	size_t ndeferred, capdeferred;
+	/* gc_keep: groups left to expire (under keep_lock), soonest first
+	 * is not needed: gc_expire walks them all */
+	pthread_mutex_t keep_lock;
+	struct kept *kept;
+	int64_t kept_next; /* the earliest expiry (INT64_MAX: none) */
+};
+
+/* A claim group kept for a retry (gc_keep), until its time is up. */
+struct kept {
+	int64_t group, until;
+	struct hash *h; /* what it claims */
+	size_t n;
+	struct kept *next;
 };
 
 struct gc_claim {
@@ -77,6 +90,8 @@ int gc_new(struct gc **out, struct index *idx, struct blob_backend *b, const cha
 	atomic_init(&g->next_group, 1);
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_mutex_init(&g->defer_lock, NULL);
+	pthread_mutex_init(&g->keep_lock, NULL);
+	g->kept_next = INT64_MAX;
 	*out = g;
 	return 0;
 }
@@ -91,8 +106,15 @@ void gc_free(struct gc *g)
 			g->buckets[i] = e->next;
 			free(e);
 		}
+	while (g->kept) { /* their claims expire, or the next start sweeps */
+		struct kept *k = g->kept;
+		g->kept = k->next;
+		free(k->h);
+		free(k);
+	}
 	pthread_mutex_destroy(&g->lock);
 	pthread_mutex_destroy(&g->defer_lock);
+	pthread_mutex_destroy(&g->keep_lock);
 	free(g->deferred);
 	free(g->owner);
 	free(g);
@@ -260,17 +282,110 @@ void gc_release(struct gc_claim *cl)
 	claim_free(cl);
 }
 
-void gc_keep(struct gc_claim *cl, int64_t seconds)
+void gc_keep(struct gc_claim *cl, int64_t seconds, const struct hash *h, size_t n)
 {
+	struct kept *k;
+
 	if (!cl)
 		return;
-	if (cl->g->alone) /* nothing outlives this process here: the sweep at
-			     the next start removes what was not committed */
-		hold_drop_all(cl);
-	else if (index_claims_renew(cl->g->idx, cl->g->owner, cl->group, now_s() + seconds) < 0)
+	k = calloc(1, sizeof(*k));
+	if (k && n && !(k->h = malloc(n * sizeof(*h)))) {
+		free(k);
+		k = NULL;
+	}
+	if (!k) { /* out of memory: nothing kept */
+		gc_release(cl);
+		return;
+	}
+	if (n)
+		memcpy(k->h, h, n * sizeof(*h));
+	k->n = n;
+	k->group = cl->group;
+	k->until = now_s() + seconds;
+	/* alone, the holds stay in the hold set until gc_expire drops them */
+	if (!cl->g->alone && index_claims_renew(cl->g->idx, cl->g->owner, cl->group, k->until) < 0)
 		fprintf(stderr, "ckptd: claims of group %" PRId64 " keep their lease: %s\n",
 			cl->group, ck_errmsg());
+	if (cl->g->alone) { /* the group's holds, for gc_expire to drop */
+		free(k->h);
+		k->h = cl->held;
+		k->n = cl->nheld;
+		cl->held = NULL;
+	}
+	pthread_mutex_lock(&cl->g->keep_lock);
+	k->next = cl->g->kept;
+	cl->g->kept = k;
+	if (k->until < cl->g->kept_next)
+		cl->g->kept_next = k->until;
+	pthread_mutex_unlock(&cl->g->keep_lock);
 	claim_free(cl);
+}
+
+int gc_claimed(int *yes, struct gc *g, const struct hash *h)
+{
+	if (g->alone) {
+		pthread_mutex_lock(&g->lock);
+		*yes = held_find(g, h) != NULL;
+		pthread_mutex_unlock(&g->lock);
+		return 0;
+	}
+	return index_blob_claimed(yes, g->idx, h, now_s());
+}
+
+void gc_expire(struct gc *g)
+{
+	int64_t now = now_s();
+	struct kept *due = NULL, **p;
+
+	pthread_mutex_lock(&g->keep_lock);
+	if (g->kept_next > now) {
+		pthread_mutex_unlock(&g->keep_lock);
+		return;
+	}
+	g->kept_next = INT64_MAX;
+	for (p = &g->kept; *p;) {
+		struct kept *k = *p;
+		if (k->until <= now) {
+			*p = k->next;
+			k->next = due;
+			due = k;
+			continue;
+		}
+		if (k->until < g->kept_next)
+			g->kept_next = k->until;
+		p = &k->next;
+	}
+	pthread_mutex_unlock(&g->keep_lock);
+	while (due) {
+		struct kept *k = due;
+		struct gc_claim cl = {.g = g, .group = k->group, .held = k->h, .nheld = k->n};
+		uint64_t removed;
+		due = k->next;
+		/* the claims go (reaping what a delete freed meanwhile), then
+		 * what no checkpoint took up */
+		if (g->alone) { /* it compacts its array: give it a copy */
+			cl.held = k->n ? malloc(k->n * sizeof(*k->h)) : NULL;
+			if (cl.held)
+				memcpy(cl.held, k->h, k->n * sizeof(*k->h));
+			else
+				cl.nheld = 0; /* out of memory: the holds stay */
+			hold_drop_all(&cl);
+			free(cl.held);
+		} else {
+			struct hash *orphans = NULL;
+			size_t n = 0;
+			if (index_claims_release(&orphans, &n, g->idx, g->owner, k->group) < 0)
+				fprintf(stderr,
+					"ckptd: claims of group %" PRId64
+					" stay until they expire: %s\n",
+					k->group, ck_errmsg());
+			free(orphans);
+		}
+		if (k->n && reap_now(&removed, g, k->h, k->n) < 0)
+			gc_defer(g, k->h, k->n);
+		free(k->h);
+		free(k);
+	}
 }
 
 /* ---- reaping ---- */

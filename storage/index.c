@@ -164,6 +164,11 @@ int index_claims_owned(struct hash **out, size_t *n, struct index *idx, const ch
 	return idx->claims_owned(out, n, idx, owner);
 }
 
+int index_blob_claimed(int *yes, struct index *idx, const struct hash *h, int64_t now)
+{
+	return idx->blob_claimed(yes, idx, h, now);
+}
+
 int index_reap(uint64_t *removed, struct index *idx, const struct hash *h, size_t n, int64_t now,
 	       int (*unlink_cb)(void *arg, const struct hash *h), void *arg)
 {

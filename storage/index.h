@@ -360,6 +360,9 @@ int index_claims_release(struct hash **orphans, size_t *n, struct index *idx, co
  * restarted instance held in its previous life. */
 int index_claims_owned(struct hash **out, size_t *n, struct index *idx, const char *owner);
 
+/* *yes: a claim alive at `now` names blob h. */
+int index_blob_claimed(int *yes, struct index *idx, const struct hash *h, int64_t now);
+
 /* Under the reaper's lock: for each h[i] that no blob row names and no claim
  * alive at `now` names, calls unlink_cb(arg, h[i]), which removes the data
  * and returns 0, or returns > 0 when it kept it, CK_ENOTFOUND when it was

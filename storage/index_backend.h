@@ -50,6 +50,7 @@ struct index {
 	int (*claims_release)(struct hash **orphans, size_t *n, struct index *idx,
 			      const char *owner, int64_t group);
 	int (*claims_owned)(struct hash **out, size_t *n, struct index *idx, const char *owner);
+	int (*blob_claimed)(int *yes, struct index *idx, const struct hash *h, int64_t now);
 	int (*reap)(uint64_t *removed, struct index *idx, const struct hash *h, size_t n,
 		    int64_t now, int (*unlink_cb)(void *arg, const struct hash *h), void *arg);
 	int (*generation)(uint64_t *out, struct index *idx);

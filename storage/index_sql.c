@@ -2211,6 +2211,29 @@ out:
 	return err;
 }
 
+static int sql_blob_claimed(int *yes, struct index *idx, const struct hash *h, int64_t now)
+{
+	struct sqlx *x = SQLX(idx);
+	struct sql_conn *c = NULL;
+	struct sql_stmt *st;
+	int err, rc;
+
+	*yes = 0;
+	if ((err = conn_get(&c, x)) < 0 ||
+	    (err = prep(&st, x, c,
+			"SELECT 1 FROM claims WHERE blob = ?1 AND expires_at >= ?2 LIMIT 1")) < 0)
+		goto out;
+	bind_hash(x, st, 1, h);
+	x->d->bind_int(st, 2, now);
+	if ((rc = x->d->step(st)) < 0)
+		err = rc;
+	else
+		*yes = rc == 1;
+out:
+	conn_put(x, c);
+	return err;
+}
+
 /* Blobs are reaped in transactions of this many, so the reaper's lock is
  * never held for long (removals from an object store take milliseconds). */
 #define REAP_BATCH 64
@@ -2345,6 +2368,7 @@ int index_sql_open(struct index **out, const struct sql_driver *drv, const char 
 	    .claims_renew = sql_claims_renew,
 	    .claims_release = sql_claims_release,
 	    .claims_owned = sql_claims_owned,
+	    .blob_claimed = sql_blob_claimed,
 	    .reap = sql_reap,
 	    .generation = sql_generation,
 	    .close = sql_close,

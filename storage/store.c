@@ -49,7 +49,15 @@ struct store {
 	int alone;
 	int compress;
 	pthread_mutex_t reserve_lock;
+	/* keeps under way (store_keep_begin .. _end), which store_blobs_have
+	 * waits for */
+	pthread_mutex_t keep_lock;
+	pthread_cond_t keep_done;
+	int keeps;
 };
+
+/* How long store_blobs_have waits for keeps under way. */
+#define KEEP_WAIT_S 30
 
 struct store_hold {
 	struct gc_claim *cl;
@@ -156,6 +164,8 @@ int store_open(struct store **out, const struct store_config *cfg)
 	if (!s)
 		return ck_error(CK_ENOMEM, "out of memory");
 	pthread_mutex_init(&s->reserve_lock, NULL);
+	pthread_mutex_init(&s->keep_lock, NULL);
+	pthread_cond_init(&s->keep_done, NULL);
 	s->data_dir = strdup(cfg->data_dir);
 	s->tmp_dir = path_join(cfg->data_dir, "tmp");
 	s->reserve = path_join(cfg->data_dir, "RESERVE");
@@ -222,6 +232,8 @@ void store_close(struct store *s)
 		s->blobs->free(s->blobs);
 	index_close(s->idx);
 	pthread_mutex_destroy(&s->reserve_lock);
+	pthread_mutex_destroy(&s->keep_lock);
+	pthread_cond_destroy(&s->keep_done);
 	free(s->data_dir);
 	free(s->tmp_dir);
 	free(s->reserve);
@@ -564,6 +576,7 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 	int skel_fd = -1, skel_put = 0, committed = 0, err;
 	int64_t cid = 0;
 
+	gc_expire(s->gc);
 	stor = calloc(in->nstorages + 1, sizeof(*stor));
 	metas = calloc(in->nstorages + 1, sizeof(*metas));
 	hashes = calloc(in->nstorages + 1, sizeof(*hashes));
@@ -650,6 +663,77 @@ out:
 	if (committed && store_retention_apply(NULL, s, in->model, cid) < 0)
 		fprintf(stderr, "ckptd: retention of model '%s' after checkpoint %" PRId64 ": %s\n",
 			in->model, cid, ck_errmsg());
+	return err;
+}
+
+void store_keep_begin(struct store *s)
+{
+	pthread_mutex_lock(&s->keep_lock);
+	s->keeps++;
+	pthread_mutex_unlock(&s->keep_lock);
+}
+
+void store_keep_end(struct store *s)
+{
+	pthread_mutex_lock(&s->keep_lock);
+	if (--s->keeps == 0)
+		pthread_cond_broadcast(&s->keep_done);
+	pthread_mutex_unlock(&s->keep_lock);
+}
+
+/* Waits (at most KEEP_WAIT_S) until no keep is under way. */
+static void keeps_wait(struct store *s)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += KEEP_WAIT_S;
+	pthread_mutex_lock(&s->keep_lock);
+	while (s->keeps > 0 && pthread_cond_timedwait(&s->keep_done, &s->keep_lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&s->keep_lock);
+}
+
+int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, int64_t seconds)
+{
+	struct blob_meta *metas = calloc(n + 1, sizeof(*metas));
+	struct hash *hashes = calloc(n + 1, sizeof(*hashes));
+	struct blob_batch *bt = NULL;
+	struct gc_claim *cl = NULL;
+	int err;
+
+	gc_expire(s->gc);
+	if (!metas || !hashes) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		hashes[i] = metas[i].hash = p[i].hash;
+		metas[i].raw_size = p[i].size;
+		metas[i].crc32 = p[i].crc32;
+	}
+	/* claimed first, as by a commit; the element types are not known
+	 * (the file was never parsed), so no byte planes: the retry's commit
+	 * takes each blob as stored here */
+	if ((err = gc_claim(&cl, s->gc, hashes, n)) < 0 ||
+	    (err = s->blobs->batch_begin(&bt, s->blobs)) < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		if ((err = s->blobs->batch_put_fd(bt, &metas[i], fd, p[i].off, DT_INVALID)) < 0)
+			goto out;
+	if ((err = s->blobs->batch_commit(bt)) < 0)
+		goto out;
+	gc_keep(cl, seconds, hashes, n);
+	cl = NULL;
+out:
+	if (bt)
+		s->blobs->batch_free(bt);
+	if (cl) {
+		gc_release(cl);
+		undo_writes(s, metas, n, NULL, err == CK_EUNAVAIL);
+	}
+	free(metas);
+	free(hashes);
 	return err;
 }
 
@@ -819,15 +903,44 @@ int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, 
 	return s->blobs->read(s->blobs, h, buf, n, off);
 }
 
+/* A blob no checkpoint names yet, kept for the retry of an upload that
+ * broke off (or being written by one in flight): stored, and of that size. */
+static int have_kept(int *yes, struct store *s, const struct hash *h, uint64_t size)
+{
+	struct blob_reader *r = NULL;
+	int err;
+
+	*yes = 0;
+	if ((err = gc_claimed(yes, s->gc, h)) < 0 || !*yes)
+		return err;
+	err = s->blobs->open(&r, s->blobs, h);
+	*yes = err == 0 && blob_reader_size(r) == size;
+	blob_reader_close(r);
+	return err == CK_ENOTFOUND || err == CK_ECORRUPT ? 0 : err;
+}
+
 int store_blobs_have(uint8_t *have, struct store *s, const struct hash *h, const uint64_t *size,
 		     size_t n)
 {
+	int waited = 0;
+
+	gc_expire(s->gc);
 	for (size_t i = 0; i < n; i++) {
 		struct index_blob row;
-		int err = index_blob_get(&row, s->idx, &h[i]);
-		if (err < 0 && err != CK_ENOTFOUND)
+		int yes = 0, err = index_blob_get(&row, s->idx, &h[i]);
+		if (err == CK_ENOTFOUND && !waited) {
+			/* an upload that just broke off may be keeping it: the
+			 * retry's question comes a moment after the cut */
+			keeps_wait(s);
+			waited = 1;
+		}
+		if (err == CK_ENOTFOUND)
+			err = have_kept(&yes, s, &h[i], size[i]);
+		else if (err == 0)
+			yes = row.raw_size == size[i];
+		if (err < 0)
 			return err;
-		have[i] = err == 0 && row.raw_size == size[i];
+		have[i] = (uint8_t)yes;
 	}
 	return 0;
 }

@@ -96,6 +96,28 @@ struct store_upload {
 int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 		 const struct store_upload *u);
 
+/* A storage of an upload that broke off: its bytes in the spool and their
+ * hashes (from api/upload.c's scan as they arrived). */
+struct store_piece {
+	struct hash hash;
+	uint64_t off, size;
+	uint32_t crc32;
+};
+
+/* Resuming (SPEC 3.1): stores the pieces p[0..n) of fd as blobs under a
+ * claim kept for `seconds` (--resume-grace), so the upload's retry finds
+ * them with /blobs/missing and sends only the rest. They belong to no
+ * checkpoint: nothing else sees them, and once the time is up the blobs no
+ * checkpoint took up are removed (gc_keep). */
+int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, int64_t seconds);
+
+/* Brackets a keep from the moment the body broke off (the caller still
+ * hashes what arrived) to the end of store_keep: store_blobs_have waits for
+ * keeps under way in this process (at most 30 s) before it answers for a
+ * blob the index lacks, so a retry that asks at once still finds them. */
+void store_keep_begin(struct store *s);
+void store_keep_end(struct store *s);
+
 /* Deletes a checkpoint / a model and removes the blobs nothing else uses.
  * On a disk so full that the index cannot commit, a small reserve kept for
  * this is released first, so space can always be freed through deletes. */
@@ -141,8 +163,10 @@ int store_blob_open(struct blob_reader **out, struct store *s, const struct hash
 int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, uint64_t off);
 
 /* have[i] = 1 when the index names blob h[i] with raw size size[i] (a
- * committed checkpoint's blob: SPEC 3.1's /blobs/missing and thin uploads).
- * One index lookup per blob. */
+ * committed checkpoint's blob: SPEC 3.1's /blobs/missing and thin uploads),
+ * or when it is stored with that size under a live claim (kept by
+ * store_keep for a retry, or written by an upload in flight). One index
+ * lookup per blob, two (and a look at the blob) for one the index lacks. */
 int store_blobs_have(uint8_t *have, struct store *s, const struct hash *h, const uint64_t *size,
 		     size_t n);
 

@@ -12,7 +12,8 @@ reference counts; deletes through A while B uploads checkpoints sharing their
 tensors lose nothing; retention applied by A while B serves downloads; A
 killed with kill -9 mid-upload while B keeps serving, nothing half-visible,
 and A's claims expiring; A restarting while B uploads removes nothing of B's;
-B's cache of rendered JSON sees a change made through A; PostgreSQL stopped
+B's cache of rendered JSON sees a change made through A; an upload cut off
+through A is resumed through B, sending only the rest; PostgreSQL stopped
 and started: 503 with a clear message meanwhile, nothing half-stored, full
 service after.
 
@@ -31,7 +32,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lib import checks, ckptd, harness, store  # noqa: E402
+from lib import checks, ckptd, harness, store, thin  # noqa: E402
 from lib.balancer import Balancer  # noqa: E402
 
 SEED = int(os.environ.get("CKPTD_RANDOM_SEED") or random.randrange(1 << 30))
@@ -201,6 +202,36 @@ class AcrossInstances(unittest.TestCase):
             assert_download(self, A, "x-race", cid, data)
             assert_download(self, B, "x-race", cid, data)
         consistent(self, "after deletes racing uploads")
+
+    def test_an_upload_cut_off_through_a_resumes_through_b(self):
+        import json
+
+        path = os.path.join(S.root, "resume.pt")
+        data = ckpt(9, n=20, floats=32 * 1024)  # 20 storages of 128 KiB
+        with open(path, "wb") as f:
+            f.write(data)
+        ranges = thin.storage_ranges(path)
+        blobs = [{"sha256": sha(data[o:o + n]), "size": n} for o, n in ranges]
+        whole = sum(1 for o, n in ranges if o + n <= 0.9 * len(data))
+        self.assertGreaterEqual(whole, 17)
+        thin.cut_upload(A, "x-resume", data, 0.9)
+        deadline = time.time() + 20
+        while True:  # A keeps what arrived whole once it sees the cut
+            r = B.request("POST", "/blobs/missing", body=json.dumps({"blobs": blobs}).encode(),
+                          headers={"Content-Type": "application/json"})
+            self.assertEqual(r.status, 200, r.body[:300])
+            missing = set(r.json()["missing"])
+            if len(missing) <= len(blobs) - whole or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertLessEqual(len(missing), len(blobs) - whole, "B sees what A kept")
+        body = thin.frames(data, ranges, refer=lambda i: blobs[i]["sha256"] not in missing)
+        self.assertLess(len(body), 0.2 * len(data))
+        r = B.upload("x-resume", body, headers={"Content-Type": "application/x-ckptd-thin"})
+        self.assertEqual(r.status, 201, r.body[:300])
+        self.assertEqual(r.json()["sha256"], sha(data))
+        assert_download(self, A, "x-resume", r.json()["id"], data)
+        consistent(self, "after a resumed upload")
 
     def test_retention_applied_by_a_while_b_serves_downloads(self):
         files = {}

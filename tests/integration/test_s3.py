@@ -8,7 +8,8 @@ after; an object RGW lost makes downloads of it fail, never serve wrong
 bytes, and `ckptd verify` reports it. Without compression, an upload's
 storages go to the bucket while its body still arrives (store_early_offer):
 they are there before the body ends, the checkpoint is whole and dedups,
-and an upload refused or cut off leaves none of them behind.
+and an upload refused leaves none of them behind; one cut off keeps them
+for its retry (--resume-grace), then leaves none behind either.
 """
 
 import hashlib
@@ -144,7 +145,7 @@ class EarlySends(ckptd.DaemonCase):
     """A daemon with --compress off: the store sends storages early."""
 
     NAME = "s3-early"
-    ARGS = ("--compress", "off")
+    ARGS = ("--compress", "off", "--resume-grace", "3")
 
     @classmethod
     def setUpClass(cls):
@@ -183,7 +184,7 @@ class EarlySends(ckptd.DaemonCase):
         self.assertEqual(self.wait_objects(before), before,
                          "storages sent early stayed after the upload was refused")
 
-    def test_3_an_upload_cut_off_leaves_no_blob_behind(self):
+    def test_3_an_upload_cut_off_leaves_no_blob_behind_once_its_grace_ends(self):
         before = self.objects()
         data = ckpt(7, n=8, floats=1 << 20)  # 32 MiB
         s = socket.create_connection(("127.0.0.1", self.d.port), timeout=30)
@@ -199,8 +200,16 @@ class EarlySends(ckptd.DaemonCase):
             self.assertGreater(self.objects(), before, "nothing was sent before the body ended")
         finally:
             s.close()
+        # what arrived whole is kept for a retry (SPEC 3.1) for 3 s ...
+        time.sleep(1)
+        self.assertGreater(self.objects(), before, "the storages that arrived are kept")
+        time.sleep(2.5)
+        # ... then the next request that writes or asks ends it
+        r = self.d.request("POST", "/blobs/missing", body=b'{"blobs": []}',
+                           headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200)
         self.assertEqual(self.wait_objects(before), before,
-                         "storages sent early stayed after the upload was cut off")
+                         "storages sent early stayed after the upload's grace ended")
         self.assertEqual(self.d.get("/models/early-cut/checkpoints").status, 404)
 
 

@@ -10,16 +10,23 @@ empty L frames decode the same. A referenced blob the store lacks answers
 409 missing_blobs naming exactly those blobs; an R frame that is not one
 storage, an E hash that is not the file's, a stream without E, an unknown
 frame kind, bytes after E answer 422/400; none of them stores anything.
+
+Resuming: the storages of an upload cut off at 90% stay (--resume-grace),
+invisible but for /blobs/missing, so its thin retry sends about a tenth of
+the file; after the grace period they are gone; with --resume-grace 0
+nothing is kept.
 """
 
 import glob
 import hashlib
+import json
 import os
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lib import checks, ckptd, fixtures, harness, thin  # noqa: E402
+from lib import checks, ckptd, fixtures, harness, store, thin  # noqa: E402
 
 THIN = {"Content-Type": "application/x-ckptd-thin"}
 
@@ -230,6 +237,107 @@ class BlobsMissing(ckptd.DaemonCase):
                                           for i in range(100001)]}).encode())]:
             with self.subTest(what):
                 self.ask(body, 400)
+
+
+class Resume(ckptd.DaemonCase):
+    NAME = "thin-resume"
+    ARGS = ("--resume-grace", "4")
+
+    @classmethod
+    def setUpClass(cls):
+        import torch
+
+        super().setUpClass()
+        cls.tmp = ckptd.work_dir()
+        torch.manual_seed(11)
+        # 40 storages of 128 KiB (the scanner follows records of 64 KiB and up)
+        cls.w = {"layer%d.weight" % i: torch.randn(128, 256) for i in range(40)}
+        cls.path = sd_file(cls.tmp, "resume.pt", cls.w)
+        cls.data = read(cls.path)
+        cls.ranges = thin.storage_ranges(cls.path)
+        cls.blobs = [{"sha256": hashlib.sha256(cls.data[o:o + n]).hexdigest(), "size": n}
+                     for o, n in cls.ranges]
+
+    def missing(self):
+        r = self.d.request("POST", "/blobs/missing", body=json.dumps({"blobs": self.blobs}).encode(),
+                           headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r.body[:300])
+        return set(r.json()["missing"])
+
+    def wait_missing(self, most, what, timeout=20):
+        """Waits for the cut upload to be taken care of (the server does it
+        when it sees the connection closed): at most `most` blobs missing."""
+        deadline = time.time() + timeout
+        while True:
+            m = self.missing()
+            if len(m) <= most or time.time() > deadline:
+                self.assertLessEqual(len(m), most, "%s: %d of %d missing" % (what, len(m), len(self.blobs)))
+                return m
+            time.sleep(0.1)
+
+    def test_1_a_retry_after_a_cut_at_90_percent_sends_about_a_tenth(self):
+        before = self.d.stats()
+        self.assertEqual(len(self.missing()), 40)
+        thin.cut_upload(self.d, "resume", self.data, 0.9)
+        # what arrived whole: storages ending below 90% of the file
+        whole = sum(1 for o, n in self.ranges if o + n <= 0.9 * len(self.data))
+        self.assertGreaterEqual(whole, 35)
+        missing = self.wait_missing(40 - whole, "after the cut")
+        self.assertEqual(self.d.stats(), before, "a cut upload is no checkpoint, counts no blob")
+        checks.error_json(self, self.d.get("/models/resume/checkpoints"), 404, "no model")
+        # the retry: the kept storages as R frames, the rest as bytes
+        body = thin.frames(self.data, self.ranges, refer=lambda i: self.blobs[i]["sha256"] not in missing)
+        self.assertLessEqual(len(body), 0.15 * len(self.data), "the retry sends at most 15%")
+        r = self.d.upload("resume", body, headers=THIN)
+        self.assertEqual(r.status, 201, r.body[:300])
+        b = r.json()
+        self.assertEqual(b["sha256"], hashlib.sha256(self.data).hexdigest())
+        plain = self.d.upload_ok("resume-plain", self.data)
+        self.assertEqual(b["dedup"]["new_tensors"], 40, "the kept blobs were new to the store")
+        self.assertEqual(plain["dedup"]["new_tensors"], 0)
+        f = self.d.get("/models/resume/checkpoints/%d/file" % b["id"])
+        self.assertEqual(hashlib.sha256(f.body).hexdigest(), b["sha256"])
+
+    def test_2_what_no_retry_takes_up_goes_when_the_grace_ends(self):
+        import torch
+
+        w = {k: v + 1 for k, v in self.w.items()}
+        p = sd_file(self.tmp, "resume2.pt", w)
+        data = read(p)
+        mine = {hashlib.sha256(data[o:o + n]).hexdigest() for o, n in thin.storage_ranges(p)}
+        files_before, _ = store.blob_files(self.d.data_dir)
+        thin.cut_upload(self.d, "resume2", data, 0.9)
+        deadline = time.time() + 20
+        while len(mine & store.blob_files(self.d.data_dir)[0]) < 35 and time.time() < deadline:
+            time.sleep(0.1)
+        kept = mine & store.blob_files(self.d.data_dir)[0]
+        self.assertGreaterEqual(len(kept), 35, "the cut upload's storages are kept")
+        time.sleep(4.5)  # --resume-grace 4
+        # the next write ends what is due
+        self.d.upload_ok("other", sd_file(self.tmp, "small.pt", {"x": torch.randn(3)}))
+        files_after, _ = store.blob_files(self.d.data_dir)
+        self.assertEqual(mine & files_after, set(), "kept blobs nobody took up are gone")
+        self.assertTrue(files_before <= files_after, "nothing else went")
+
+
+class NoResume(ckptd.DaemonCase):
+    NAME = "thin-no-resume"
+    ARGS = ("--resume-grace", "0")
+
+    def test_with_no_grace_a_cut_upload_keeps_nothing(self):
+        import torch
+
+        torch.manual_seed(12)
+        p = sd_file(ckptd.work_dir(), "nr.pt", {"w%d" % i: torch.randn(256, 256) for i in range(8)})
+        data = read(p)
+        thin.cut_upload(self.d, "nr", data, 0.9)
+        time.sleep(1.0)
+        blobs = [{"sha256": hashlib.sha256(data[o:o + n]).hexdigest(), "size": n}
+                 for o, n in thin.storage_ranges(p)]
+        r = self.d.request("POST", "/blobs/missing", body=json.dumps({"blobs": blobs}).encode(),
+                           headers={"Content-Type": "application/json"})
+        self.assertEqual(len(r.json()["missing"]), 8)
+        self.assertEqual(store.blob_files(self.d.data_dir)[0], set())
 
 
 if __name__ == "__main__":

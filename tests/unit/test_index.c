@@ -445,6 +445,13 @@ START_TEST(test_index_reap_spares_named_and_claimed_blobs)
 	insert("m", "d", 0.5, 1, a, 1, 100, NULL);
 	removed_n = 0;
 	ck_assert_int_eq(index_claims_add(idx, "me", 1, &hs[1], 1, 2000000000), 0);
+	int yes = -1;
+	ck_assert_int_eq(index_blob_claimed(&yes, idx, &hs[1], 1000), 0);
+	ck_assert_int_eq(yes, 1);
+	ck_assert_int_eq(index_blob_claimed(&yes, idx, &hs[1], 2000000001), 0);
+	ck_assert_int_eq(yes, 0); /* expired by then */
+	ck_assert_int_eq(index_blob_claimed(&yes, idx, &hs[2], 1000), 0);
+	ck_assert_int_eq(yes, 0);
 	ck_assert_int_eq(index_reap(&removed, idx, hs, 3, 1000, unlink_record, NULL), 0);
 	ck_assert_int_eq(removed, 1);
 	ck_assert_int_eq(removed_h[0].b[0], 8);

@@ -906,14 +906,18 @@ class Client:
     def _upload(
         self, model: str, params: Mapping[str, Any],
         send_body: Callable[[socket.socket], Optional[str]], headers: Mapping[str, str],
+        before: Optional[Callable[[], None]] = None,
     ) -> Checkpoint:
         """One streamed upload with retries. send_body(sock) sends the body
-        and returns the hex SHA-256 of what it sent (or None)."""
+        and returns the hex SHA-256 of what it sent (or None). before(), when
+        given, runs ahead of each attempt and may change headers."""
         url = self._url("/models/%s/checkpoints" % _q(model), params)
-        h = self._headers(headers)
-        h["Expect"] = "100-continue"
 
         def attempt(conn: http.client.HTTPConnection) -> Checkpoint:
+            if before is not None:
+                before()
+            h = self._headers(headers)
+            h["Expect"] = "100-continue"
             log.debug("POST %s", url)
             try:
                 conn.putrequest("POST", url, skip_accept_encoding=True)
@@ -1113,8 +1117,11 @@ class Client:
 
         params = self._meta(epoch, step, loss, run, metrics, tags, pin)
         params["resumed_from"] = self._resumed(model, resumed_from)
-        refs = self._stored_refs(obj) if thin else {}
+        found = _storages(obj) if thin else []
+        hashes = [hashlib.sha256(t.numpy()).digest() for _a, _n, t in found]
+        refs = self._stored_refs(found, hashes)
         self.last_save_wire = None
+        attempts = 0
 
         def send_body(sock: socket.socket) -> Optional[str]:
             w = _ThinWriter(sock, progress, refs) if refs else _ChunkedWriter(sock, progress)
@@ -1132,22 +1139,38 @@ class Client:
 
         headers = {"Content-Type": "application/x-ckptd-thin" if refs
                    else "application/octet-stream", "Transfer-Encoding": "chunked"}
+
+        def before() -> None:
+            # A retry after the upload broke off: the server keeps the
+            # storages that arrived whole (SPEC 3.1, resuming), so ask again
+            # and send only the rest.
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and found:
+                refs.clear()
+                refs.update(self._stored_refs(found, hashes))
+                headers["Content-Type"] = ("application/x-ckptd-thin" if refs
+                                           else "application/octet-stream")
+
         try:
-            return self._upload(model, params, send_body, headers)
+            return self._upload(model, params, send_body, headers, before)
         except CkptdError as e:
             if not refs or e.code != "missing_blobs":
                 raise
             # a blob the server had when asked was deleted since: send it all
             log.warning("thin save of %s: %s; sending the whole file", model, e.message)
-            refs = {}
+            found = []
+            refs.clear()
             headers["Content-Type"] = "application/octet-stream"
             return self._upload(model, params, send_body, headers)
 
-    def _stored_refs(self, obj: Any) -> Dict[Tuple[int, int], bytes]:
-        """(address, nbytes) -> SHA-256 of each of obj's storages the server
-        already has (POST /blobs/missing), for a thin save."""
-        found = _storages(obj)
-        hashes = [hashlib.sha256(t.numpy()).digest() for _a, _n, t in found]
+    def _stored_refs(
+        self, found: List[Tuple[int, int, Any]], hashes: List[bytes],
+    ) -> Dict[Tuple[int, int], bytes]:
+        """(address, nbytes) -> SHA-256 of each storage found (with its hash)
+        that the server already has (POST /blobs/missing), for a thin save."""
+        if not found:
+            return {}
         missing = set()
         for i in range(0, len(found), _MISSING_BATCH):
             part = range(i, min(i + _MISSING_BATCH, len(found)))

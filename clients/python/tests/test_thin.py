@@ -4,12 +4,16 @@ save() asks the server which storages it lacks and sends the others as
 references: the stored checkpoint is byte for byte what torch.save writes,
 with the same sha256 and dedup as a plain save; a second save of unchanged
 weights sends a few kilobytes, one changed tensor sends about its own bytes;
-a save whose references the server no longer has goes again whole.
+a save whose references the server no longer has goes again whole; a save
+cut off at 90% retries sending about a tenth of the file (the server keeps
+what arrived whole, SPEC 3.1).
 """
 
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
 from typing import Any, Dict, Iterator
 
 import pytest
@@ -80,8 +84,8 @@ def test_a_reference_the_server_lost_makes_the_save_go_whole(
     # the server forgets the checkpoint (and its blobs) after the client asked
     real = Client._stored_refs
 
-    def asked_then_deleted(self: Client, obj: Any) -> Any:
-        refs = real(self, obj)
+    def asked_then_deleted(self: Client, found: Any, hashes: Any) -> Any:
+        refs = real(self, found, hashes)
         assert refs, "the first save's storages are stored"
         self.delete("thin-d", first["id"])
         return refs
@@ -92,3 +96,94 @@ def test_a_reference_the_server_lost_makes_the_save_go_whole(
     # stored again: all but "steps", whose 8 bytes other tests stored too
     assert j["dedup"]["new_bytes"] >= j["dedup"]["bytes"] - 8
     assert client.last_save_wire == j["size"]
+
+
+class CutProxy:
+    """A TCP proxy in front of the daemon that cuts the first connection
+    whose client has sent more than `cut` bytes (both sides closed at once,
+    as a lost network does), and counts the bytes clients send after that."""
+
+    def __init__(self, upstream_port: int, cut: int) -> None:
+        self.upstream_port = upstream_port
+        self.cut = cut
+        self.done_cut = False
+        self.after = 0  # bytes from clients once the cut was made
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        # a small receive buffer (inherited by accepted sockets), so the cut
+        # comes while the client is still writing, not after its last byte
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self.up, args=(c, u), daemon=True).start()
+            threading.Thread(target=self.down, args=(u, c), daemon=True).start()
+
+    def up(self, c: socket.socket, u: socket.socket) -> None:
+        sent = 0
+        try:
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    u.shutdown(socket.SHUT_WR)
+                    return
+                with self.lock:
+                    if self.done_cut:
+                        self.after += len(b)
+                    elif sent + len(b) > self.cut:
+                        self.done_cut = True
+                        u.sendall(b[:self.cut - sent])
+                        for s in (c, u):
+                            s.shutdown(socket.SHUT_RDWR)
+                            s.close()
+                        return
+                sent += len(b)
+                u.sendall(b)
+        except OSError:
+            return
+
+    def down(self, u: socket.socket, c: socket.socket) -> None:
+        try:
+            while True:
+                b = u.recv(65536)
+                if not b:
+                    c.shutdown(socket.SHUT_WR)
+                    return
+                c.sendall(b)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_save_cut_off_at_90_percent_retries_with_only_the_rest(daemon: Any) -> None:
+    g = torch.Generator().manual_seed(21)
+    # 80 storages of 1 MiB: a cut at 90% leaves 71 or 72 of them whole, and
+    # the last 8 MiB are more than the client's socket buffers hold
+    sd = {"layer%d.weight" % i: torch.randn(256, 1024, generator=g) for i in range(80)}
+    size = len(torch_bytes(sd))
+    proxy = CutProxy(daemon.port, int(size * 0.9))
+    try:
+        with Client(proxy.url) as c:
+            ck = c.save(sd, "thin-cut", epoch=1)
+            wire = c.last_save_wire
+    finally:
+        proxy.close()
+    print("a save cut at 90%%: the retry sent %d of %d bytes (%.1f%%), %d after the cut"
+          % (wire or 0, size, 100.0 * (wire or 0) / size, proxy.after))
+    assert proxy.done_cut, "the first attempt was cut"
+    assert ck["sha256"] == hashlib.sha256(torch_bytes(sd)).hexdigest()
+    assert wire is not None and wire <= 0.15 * size, (wire, size)
+    # everything the client sent after the cut: the question and the rest
+    assert proxy.after <= 0.15 * size, (proxy.after, size)
+    assert ck["dedup"]["new_tensors"] == 80

@@ -4,11 +4,14 @@ storage_ranges(path) finds each storage's byte range the way the formats
 define it (a torch zip's data/ records, a safetensors tensor's data_offsets,
 a legacy file's storages after the keys list), independently of the server.
 frames(data, ranges, ...) encodes the file as L/R/E frames.
+cut_upload(d, model, data, fraction) sends part of a plain upload and hangs
+up, as a client that dies mid-upload.
 """
 
 import hashlib
 import json
 import pickle
+import socket
 import struct
 import zipfile
 
@@ -119,3 +122,16 @@ def frames(data, ranges, refer=lambda i: True, split=None, end=None):
     lit(data[pos:])
     out.append(frame(b"E", 32, end if end is not None else hashlib.sha256(data).digest()))
     return b"".join(out)
+
+
+def cut_upload(d, model, data, fraction):
+    """Sends the first `fraction` of a plain upload of data, then closes the
+    connection, as a client that is killed or loses its network does."""
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+    try:
+        s.sendall(b"POST /api/v1/models/%s/checkpoints HTTP/1.1\r\nHost: t\r\n"
+                  b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                  % (model.encode(), len(data)))
+        s.sendall(data[:int(len(data) * fraction)])
+    finally:
+        s.close()
