@@ -467,9 +467,9 @@ def bench_uploads(scratch, ngx, big):
     on, pp, ps, od = median(ours_new), median(put), median(put_sync), median(ours_dup)
     section("upload, %.0f MB torch checkpoint, curl -T, loopback, median of %d" % (mb, REPS))
     row("new checkpoint (--compress off) vs nginx PUT", "%.2f s" % on, "%.2f s" % pp,
-        "%.2fx" % (on / pp), "<= 1.5x", on / pp <= 1.5)
-    row("  same, vs nginx PUT + sync (ckptd fsyncs)", "%.2f s" % on, "%.2f s" % ps,
-        "%.2fx" % (on / ps), "<= 1.5x", on / ps <= 1.5)
+        "%.2fx" % (on / pp), "(info)", None)
+    row("  same, vs nginx PUT + sync (ckptd fsyncs; SPEC 7's peer)", "%.2f s" % on,
+        "%.2f s" % ps, "%.2fx" % (on / ps), "<= 1.2x", on / ps <= 1.2)
     row("all tensors stored already vs nginx PUT", "%.2f s" % od, "%.2f s" % pp,
         "%.2fx" % (od / pp), "<= 1.0x", od / pp <= 1.0)
     return d, max(ours_hwm), ngx.worker_hwm_mb()
@@ -485,7 +485,7 @@ def bench_downloads(d, ngx, big):
     o, p = size / 1e6 / median(ours), size / 1e6 / median(peer)
     section("download, same file, curl -o /dev/null, median of %d" % REPS)
     row("full GET throughput vs nginx GET", "%.0f MB/s" % o, "%.0f MB/s" % p, "%.2fx" % (o / p),
-        ">= 0.7x", o / p >= 0.7)
+        ">= 1.0x", o / p >= 1.0)
 
     # one 1 MiB tensor out of the checkpoint, on a keep-alive connection
     # (curl per request would add its own start-up to a few-ms figure)
@@ -526,7 +526,7 @@ def bench_memory(scratch, files, off_hwm, ngx_hwm, ngx_get):
     ROWS.append(("download, same file from a --compress auto store (the default), median of %d"
                  % REPS,))
     row("full GET throughput vs nginx GET (above)", "%.0f MB/s" % o, "%.0f MB/s" % p,
-        "%.2fx" % (o / p), ">= 0.7x", o / p >= 0.7)
+        "%.2fx" % (o / p), ">= 1.0x", o / p >= 1.0)
     section("memory: daemon peak RSS (VmHWM), fresh daemon each, --compress auto")
     d = Ckptd(scratch, "mem4")
     procs = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-T", f,
@@ -842,7 +842,8 @@ def bench_client(scratch):
     row("thin save of unchanged weights: bytes on the wire vs the file", "%d B" % j["thin_wire"],
         "%d B" % j["file_size"], "%.4f" % w, "<= 0.01", w <= 0.01)
     row("  its time vs a plain save (thin=False) of new weights", "%.2f s" % j["thin_s"],
-        "%.2f s" % j["plain_s"], "%.2fx" % (j["thin_s"] / j["plain_s"]), "(info)", None)
+        "%.2f s" % j["plain_s"], "%.2fx" % (j["thin_s"] / j["plain_s"]), "<= 0.1x",
+        j["thin_s"] / j["plain_s"] <= 0.1)
     w = j["tenth_wire"] / max(1, j["tenth_changed"])
     row("thin save, a tenth of the tensors changed: wire bytes vs the changed bytes",
         "%d B" % j["tenth_wire"], "%d B" % j["tenth_changed"], "%.3f" % w, "(info)", None)
@@ -852,6 +853,11 @@ def bench_client(scratch):
     r = j["first_stall_s"] / j["sync_s"]
     row("  the first one (its snapshot's pages fresh; one run)", "%.3f s" % j["first_stall_s"],
         "%.2f s" % j["sync_s"], "%.3f" % r, "(info)", None)
+    if not j["resumed_cut"]:
+        raise RuntimeError("client_bench.py: the resumed save was never cut")
+    w = j["resumed_wire"] / j["file_size"]
+    row("save cut off at 90%, retried by the client: bytes of the retry vs the file (one run)",
+        "%d B" % j["resumed_wire"], "%d B" % j["file_size"], "%.3f" % w, "<= 0.15", w <= 0.15)
 
 
 def main():

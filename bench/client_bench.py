@@ -10,15 +10,20 @@ A state_dict of MIB MiB of float32 (4 MiB tensors, seeded) is saved:
   wire counted by the client;
 - thin, a tenth changed: one tensor in ten changed in place;
 - background: after every tensor changed, the time save(background=True)
-  blocks the caller, against a synchronous save of a state as new, each rep.
+  blocks the caller, against a synchronous save of a state as new, each rep;
+- resumed: new weights saved through a proxy that cuts the connection once
+  90% of the file has gone through; the client retries, and the bytes of
+  the retry (counted by the client) are set against the file.
 Medians of REPS; the first background save (fresh pages for its snapshot)
 is reported apart.
 """
 
 import json
 import os
+import socket
 import statistics
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,6 +32,53 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "clients", "python"))
 import torch  # noqa: E402
 
 from ckptd import Client  # noqa: E402
+
+
+def cut_proxy(upstream, cut):
+    """-> (url, state): a TCP proxy to upstream (host, port) that cuts the
+    first connection whose client sent more than `cut` bytes, both ways at
+    once, as a lost network does. state["cut"] tells whether it did."""
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # cut mid-write
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    state = {"cut": False}
+    lock = threading.Lock()
+
+    def pump(a, b, counted):
+        sent = 0
+        try:
+            while True:
+                buf = a.recv(1 << 16)
+                if not buf:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                if counted:
+                    with lock:
+                        if not state["cut"] and sent + len(buf) > cut:
+                            state["cut"] = True
+                            b.sendall(buf[:cut - sent])
+                            for s in (a, b):
+                                s.shutdown(socket.SHUT_RDWR)
+                                s.close()
+                            return
+                sent += len(buf)
+                b.sendall(buf)
+        except OSError:
+            return
+
+    def serve():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            u = socket.create_connection(upstream)
+            threading.Thread(target=pump, args=(c, u, True), daemon=True).start()
+            threading.Thread(target=pump, args=(u, c, False), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return "http://127.0.0.1:%d" % ls.getsockname()[1], state
 
 
 def main():
@@ -76,6 +128,18 @@ def main():
     out["sync_s"] = statistics.median(sync[1:])
     out["stall_s"] = statistics.median(stall[1:])
     out["first_stall_s"] = stall[0]
+
+    # resumed: one run (the cut leaves its storages kept for an hour)
+    for t in sd.values():
+        t.add_(1e-3)
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    purl, state = cut_proxy((host, int(port)), int(out["file_size"] * 0.9))
+    with Client(purl) as pc:
+        t0 = time.perf_counter()
+        pc.save(sd, "resumed")
+        out["resumed_s"] = time.perf_counter() - t0
+        out["resumed_wire"] = pc.last_save_wire
+    out["resumed_cut"] = state["cut"]
     c.close()
     print(json.dumps(out))
 
