@@ -321,15 +321,16 @@ void gc_keep(struct gc_claim *cl, int64_t seconds, const struct hash *h, size_t 
 	claim_free(cl);
 }
 
-int gc_claimed(int *yes, struct gc *g, const struct hash *h)
+int gc_claimed(uint8_t *yes, struct gc *g, const struct hash *h, size_t n)
 {
 	if (g->alone) {
 		pthread_mutex_lock(&g->lock);
-		*yes = held_find(g, h) != NULL;
+		for (size_t i = 0; i < n; i++)
+			yes[i] = held_find(g, &h[i]) != NULL;
 		pthread_mutex_unlock(&g->lock);
 		return 0;
 	}
-	return index_blob_claimed(yes, g->idx, h, now_s());
+	return index_blobs_claimed(yes, g->idx, h, n, now_s());
 }
 
 void gc_expire(struct gc *g)

@@ -74,8 +74,9 @@ void gc_keep(struct gc_claim *cl, int64_t seconds, const struct hash *h, size_t 
  * and then by the store's writes. */
 void gc_expire(struct gc *g);
 
-/* *yes: some upload in flight, or kept for a retry, claims blob h. */
-int gc_claimed(int *yes, struct gc *g, const struct hash *h);
+/* yes[i] = 1 when some upload in flight, or kept for a retry, claims blob
+ * h[i]. */
+int gc_claimed(uint8_t *yes, struct gc *g, const struct hash *h, size_t n);
 
 /* Removes the data of freed[0..n) unless a blob row or a live claim names
  * it. *removed (may be NULL) counts removals. */

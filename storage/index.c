@@ -116,6 +116,11 @@ int index_blob_get(struct index_blob *out, struct index *idx, const struct hash 
 	return idx->blob_get(out, idx, h);
 }
 
+int index_blob_sizes(uint64_t *size, struct index *idx, const struct hash *h, size_t n)
+{
+	return idx->blob_sizes(size, idx, h, n);
+}
+
 int index_blob_page(struct index_blob *out, size_t *n, struct index *idx, const struct hash *after,
 		    size_t max)
 {
@@ -164,9 +169,10 @@ int index_claims_owned(struct hash **out, size_t *n, struct index *idx, const ch
 	return idx->claims_owned(out, n, idx, owner);
 }
 
-int index_blob_claimed(int *yes, struct index *idx, const struct hash *h, int64_t now)
+int index_blobs_claimed(uint8_t *yes, struct index *idx, const struct hash *h, size_t n,
+			int64_t now)
 {
-	return idx->blob_claimed(yes, idx, h, now);
+	return idx->blobs_claimed(yes, idx, h, n, now);
 }
 
 int index_reap(uint64_t *removed, struct index *idx, const struct hash *h, size_t n, int64_t now,

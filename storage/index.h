@@ -306,6 +306,12 @@ struct index_blob {
 /* CK_ENOTFOUND when no row names h. */
 int index_blob_get(struct index_blob *out, struct index *idx, const struct hash *h);
 
+/* size[i] = the raw size of blob h[i], or INDEX_NO_BLOB when no row names
+ * it: many lookups at once (a backend with array parameters makes it one
+ * statement per 10,000). */
+#define INDEX_NO_BLOB UINT64_MAX
+int index_blob_sizes(uint64_t *size, struct index *idx, const struct hash *h, size_t n);
+
 /* Up to max blob rows in hash order, starting after *after (NULL = from the
  * first); *n = 0 at the end. For verify and migrate: pages, never the whole
  * table in memory. */
@@ -360,8 +366,10 @@ int index_claims_release(struct hash **orphans, size_t *n, struct index *idx, co
  * restarted instance held in its previous life. */
 int index_claims_owned(struct hash **out, size_t *n, struct index *idx, const char *owner);
 
-/* *yes: a claim alive at `now` names blob h. */
-int index_blob_claimed(int *yes, struct index *idx, const struct hash *h, int64_t now);
+/* yes[i] = 1 when a claim alive at `now` names blob h[i] (batched as
+ * index_blob_sizes). */
+int index_blobs_claimed(uint8_t *yes, struct index *idx, const struct hash *h, size_t n,
+			int64_t now);
 
 /* Under the reaper's lock: for each h[i] that no blob row names and no claim
  * alive at `now` names, calls unlink_cb(arg, h[i]), which removes the data

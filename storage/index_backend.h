@@ -36,6 +36,7 @@ struct index {
 	int (*models)(struct index_model_list **out, struct index *idx);
 	int (*stats)(struct index_stats *out, struct index *idx);
 	int (*blob_get)(struct index_blob *out, struct index *idx, const struct hash *h);
+	int (*blob_sizes)(uint64_t *size, struct index *idx, const struct hash *h, size_t n);
 	int (*blob_page)(struct index_blob *out, size_t *n, struct index *idx,
 			 const struct hash *after, size_t max);
 	int (*retention_get)(struct index_retention *out, int *has, struct index *idx,
@@ -50,7 +51,8 @@ struct index {
 	int (*claims_release)(struct hash **orphans, size_t *n, struct index *idx,
 			      const char *owner, int64_t group);
 	int (*claims_owned)(struct hash **out, size_t *n, struct index *idx, const char *owner);
-	int (*blob_claimed)(int *yes, struct index *idx, const struct hash *h, int64_t now);
+	int (*blobs_claimed)(uint8_t *yes, struct index *idx, const struct hash *h, size_t n,
+			     int64_t now);
 	int (*reap)(uint64_t *removed, struct index *idx, const struct hash *h, size_t n,
 		    int64_t now, int (*unlink_cb)(void *arg, const struct hash *h), void *arg);
 	int (*generation)(uint64_t *out, struct index *idx);

@@ -1850,6 +1850,104 @@ out:
 	return err;
 }
 
+/* Hashes per statement of sql_blob_sizes with arrays. */
+#define SIZES_BATCH 10000
+
+struct asked {
+	struct hash h;
+	size_t i; /* its place in the question */
+};
+
+static int asked_cmp(const void *a, const void *b)
+{
+	return hash_cmp(&((const struct asked *)a)->h, &((const struct asked *)b)->h);
+}
+
+/* A lookup of one number per hash: `one` with ?1 a hash (one run per hash),
+ * `many` with ?1 an array of hashes (rows of hash, number). ?2, when the
+ * statements use it, is `arg`. */
+struct lookup {
+	const char *one, *many;
+	int has_arg;
+};
+
+/* out[i] = the number the lookup finds for h[i], INDEX_NO_BLOB when none:
+ * one statement per SIZES_BATCH hashes with arrays, else one per hash, on
+ * one connection. */
+static int lookup_many(uint64_t *out, struct sqlx *x, const struct lookup *q, const struct hash *h,
+		       size_t n, int64_t arg)
+{
+	struct sql_conn *c = NULL;
+	struct sql_stmt *st;
+	struct asked *a = NULL;
+	int err, rc;
+
+	for (size_t i = 0; i < n; i++)
+		out[i] = INDEX_NO_BLOB;
+	if ((err = conn_get(&c, x)) < 0)
+		return err;
+	if (!x->d->bind_int_array) {
+		for (size_t i = 0; i < n && !err; i++) {
+			if ((err = prep(&st, x, c, q->one)) < 0)
+				break;
+			bind_hash(x, st, 1, &h[i]);
+			if (q->has_arg)
+				x->d->bind_int(st, 2, arg);
+			if ((rc = x->d->step(st)) < 0)
+				err = rc;
+			else if (rc == 1)
+				out[i] = (uint64_t)x->d->column_int(st, 0);
+		}
+		goto out;
+	}
+	if (n && !(a = malloc((n < SIZES_BATCH ? n : SIZES_BATCH) * sizeof(*a)))) {
+		err = oom();
+		goto out;
+	}
+	for (size_t base = 0; base < n && !err; base += SIZES_BATCH) {
+		size_t m = n - base < SIZES_BATCH ? n - base : SIZES_BATCH;
+		/* the answers come in any order: found by binary search */
+		for (size_t i = 0; i < m; i++)
+			a[i] = (struct asked){h[base + i], base + i};
+		qsort(a, m, sizeof(*a), asked_cmp);
+		if ((err = prep(&st, x, c, q->many)) < 0)
+			break;
+		x->d->bind_blob_array(st, 1, &h[base], sizeof(*h), m);
+		if (q->has_arg)
+			x->d->bind_int(st, 2, arg);
+		while ((rc = x->d->step(st)) == 1) {
+			struct asked key = {.i = 0};
+			if ((err = column_hash(&key.h, x, st, 0)) < 0)
+				break;
+			struct asked *hit = bsearch(&key, a, m, sizeof(*a), asked_cmp);
+			if (!hit)
+				continue;
+			/* a hash asked twice: every place gets its answer */
+			while (hit > a && !hash_cmp(&hit[-1].h, &key.h))
+				hit--;
+			for (; hit < a + m && !hash_cmp(&hit->h, &key.h); hit++)
+				out[hit->i] = (uint64_t)x->d->column_int(st, 1);
+		}
+		if (rc < 0 && !err)
+			err = rc;
+	}
+out:
+	free(a);
+	conn_put(x, c);
+	return err;
+}
+
+static int sql_blob_sizes(uint64_t *size, struct index *idx, const struct hash *h, size_t n)
+{
+	static const struct lookup q = {
+	    "SELECT raw_size FROM blobs WHERE hash = ?1",
+	    "SELECT hash, raw_size FROM blobs WHERE hash = ANY(?1::bytea[])",
+	    0,
+	};
+
+	return lookup_many(size, SQLX(idx), &q, h, n, 0);
+}
+
 static int sql_blob_page(struct index_blob *out, size_t *n, struct index *idx,
 			 const struct hash *after, size_t max)
 {
@@ -2211,26 +2309,24 @@ out:
 	return err;
 }
 
-static int sql_blob_claimed(int *yes, struct index *idx, const struct hash *h, int64_t now)
+static int sql_blobs_claimed(uint8_t *yes, struct index *idx, const struct hash *h, size_t n,
+			     int64_t now)
 {
-	struct sqlx *x = SQLX(idx);
-	struct sql_conn *c = NULL;
-	struct sql_stmt *st;
-	int err, rc;
+	static const struct lookup q = {
+	    "SELECT 1 FROM claims WHERE blob = ?1 AND expires_at >= ?2 LIMIT 1",
+	    "SELECT DISTINCT blob, 1 FROM claims WHERE blob = ANY(?1::bytea[])"
+	    " AND expires_at >= ?2",
+	    1,
+	};
+	uint64_t *v = malloc((n ? n : 1) * sizeof(*v));
+	int err;
 
-	*yes = 0;
-	if ((err = conn_get(&c, x)) < 0 ||
-	    (err = prep(&st, x, c,
-			"SELECT 1 FROM claims WHERE blob = ?1 AND expires_at >= ?2 LIMIT 1")) < 0)
-		goto out;
-	bind_hash(x, st, 1, h);
-	x->d->bind_int(st, 2, now);
-	if ((rc = x->d->step(st)) < 0)
-		err = rc;
-	else
-		*yes = rc == 1;
-out:
-	conn_put(x, c);
+	if (!v)
+		return oom();
+	err = lookup_many(v, SQLX(idx), &q, h, n, now);
+	for (size_t i = 0; i < n; i++)
+		yes[i] = err == 0 && v[i] != INDEX_NO_BLOB;
+	free(v);
 	return err;
 }
 
@@ -2368,7 +2464,8 @@ int index_sql_open(struct index **out, const struct sql_driver *drv, const char 
 	    .claims_renew = sql_claims_renew,
 	    .claims_release = sql_claims_release,
 	    .claims_owned = sql_claims_owned,
-	    .blob_claimed = sql_blob_claimed,
+	    .blob_sizes = sql_blob_sizes,
+	    .blobs_claimed = sql_blobs_claimed,
 	    .reap = sql_reap,
 	    .generation = sql_generation,
 	    .close = sql_close,

@@ -903,17 +903,14 @@ int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, 
 	return s->blobs->read(s->blobs, h, buf, n, off);
 }
 
-/* A blob no checkpoint names yet, kept for the retry of an upload that
- * broke off (or being written by one in flight): stored, and of that size. */
+/* For blob h, which no checkpoint names yet but a live claim does (kept for
+ * the retry of an upload that broke off, or written by one in flight):
+ * stored, and of that size. */
 static int have_kept(int *yes, struct store *s, const struct hash *h, uint64_t size)
 {
 	struct blob_reader *r = NULL;
-	int err;
+	int err = s->blobs->open(&r, s->blobs, h);
 
-	*yes = 0;
-	if ((err = gc_claimed(yes, s->gc, h)) < 0 || !*yes)
-		return err;
-	err = s->blobs->open(&r, s->blobs, h);
 	*yes = err == 0 && blob_reader_size(r) == size;
 	blob_reader_close(r);
 	return err == CK_ENOTFOUND || err == CK_ECORRUPT ? 0 : err;
@@ -922,27 +919,44 @@ static int have_kept(int *yes, struct store *s, const struct hash *h, uint64_t s
 int store_blobs_have(uint8_t *have, struct store *s, const struct hash *h, const uint64_t *size,
 		     size_t n)
 {
-	int waited = 0;
+	uint64_t *got = malloc((n ? n : 1) * sizeof(*got));
+	struct hash *lack = malloc((n ? n : 1) * sizeof(*lack));
+	uint8_t *claimed = malloc(n ? n : 1);
+	size_t *at = malloc((n ? n : 1) * sizeof(*at)), k = 0;
+	int err;
 
-	gc_expire(s->gc);
-	for (size_t i = 0; i < n; i++) {
-		struct index_blob row;
-		int yes = 0, err = index_blob_get(&row, s->idx, &h[i]);
-		if (err == CK_ENOTFOUND && !waited) {
-			/* an upload that just broke off may be keeping it: the
-			 * retry's question comes a moment after the cut */
-			keeps_wait(s);
-			waited = 1;
-		}
-		if (err == CK_ENOTFOUND)
-			err = have_kept(&yes, s, &h[i], size[i]);
-		else if (err == 0)
-			yes = row.raw_size == size[i];
-		if (err < 0)
-			return err;
-		have[i] = (uint8_t)yes;
+	if (!got || !lack || !claimed || !at) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
 	}
-	return 0;
+	gc_expire(s->gc);
+	if ((err = index_blob_sizes(got, s->idx, h, n)) < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		have[i] = got[i] == size[i];
+		if (got[i] == INDEX_NO_BLOB) {
+			lack[k] = h[i];
+			at[k++] = i;
+		}
+	}
+	if (!k)
+		goto out;
+	/* an upload that just broke off may be keeping them: the retry's
+	 * question comes a moment after the cut */
+	keeps_wait(s);
+	if ((err = gc_claimed(claimed, s->gc, lack, k)) < 0)
+		goto out;
+	for (size_t j = 0; j < k && !err; j++) {
+		int yes = 0;
+		if (claimed[j] && (err = have_kept(&yes, s, &lack[j], size[at[j]])) == 0)
+			have[at[j]] = (uint8_t)yes;
+	}
+out:
+	free(got);
+	free(lack);
+	free(claimed);
+	free(at);
+	return err;
 }
 
 /* ---- maintenance ---- */

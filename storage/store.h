@@ -166,7 +166,8 @@ int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, 
  * committed checkpoint's blob: SPEC 3.1's /blobs/missing and thin uploads),
  * or when it is stored with that size under a live claim (kept by
  * store_keep for a retry, or written by an upload in flight). One index
- * lookup per blob, two (and a look at the blob) for one the index lacks. */
+ * lookup for all (index_blob_sizes), then for each blob the index lacks a
+ * claim lookup and a look at the blob. */
 int store_blobs_have(uint8_t *have, struct store *s, const struct hash *h, const uint64_t *size,
 		     size_t n);
 

@@ -225,6 +225,27 @@ class BlobsMissing(ckptd.DaemonCase):
         self.assertEqual(j, {"missing": [absent, have[0][0]]})
         self.assertEqual(self.ask(b'{"blobs": []}'), {"missing": []})
 
+    def test_a_long_question_is_answered_in_order_across_batches(self):
+        import json
+
+        import torch
+
+        torch.manual_seed(4)
+        p = sd_file(ckptd.work_dir(), "bm-long.pt", {"w%d" % i: torch.randn(30, 30) for i in range(3)})
+        data = read(p)
+        self.d.upload_ok("bm-long", data)
+        have = [(hashlib.sha256(data[o:o + n]).hexdigest(), n) for o, n in thin.storage_ranges(p)]
+        # 25,000 hashes (PostgreSQL asks 10,000 at a time), the stored ones
+        # at both ends and across the batch boundaries, twice each
+        blobs = [{"sha256": "%064x" % i, "size": 4} for i in range(25000)]
+        for k, pos in enumerate((0, 9999, 10000, 19999, 24999, 17)):
+            h, n = have[k % len(have)]
+            blobs[pos] = {"sha256": h, "size": n}
+        want = [b["sha256"] for b in blobs if b["sha256"] not in {h for h, _ in have}]
+        j = self.ask(json.dumps({"blobs": blobs}).encode())
+        self.assertEqual(len(j["missing"]), 25000 - 6)
+        self.assertEqual(j["missing"], want)
+
     def test_bad_requests_are_400(self):
         import json
 

@@ -445,13 +445,16 @@ START_TEST(test_index_reap_spares_named_and_claimed_blobs)
 	insert("m", "d", 0.5, 1, a, 1, 100, NULL);
 	removed_n = 0;
 	ck_assert_int_eq(index_claims_add(idx, "me", 1, &hs[1], 1, 2000000000), 0);
-	int yes = -1;
-	ck_assert_int_eq(index_blob_claimed(&yes, idx, &hs[1], 1000), 0);
-	ck_assert_int_eq(yes, 1);
-	ck_assert_int_eq(index_blob_claimed(&yes, idx, &hs[1], 2000000001), 0);
-	ck_assert_int_eq(yes, 0); /* expired by then */
-	ck_assert_int_eq(index_blob_claimed(&yes, idx, &hs[2], 1000), 0);
-	ck_assert_int_eq(yes, 0);
+	uint8_t yes[3];
+	ck_assert_int_eq(index_blobs_claimed(yes, idx, hs, 3, 1000), 0);
+	ck_assert_int_eq(yes[0] * 100 + yes[1] * 10 + yes[2], 10);
+	ck_assert_int_eq(index_blobs_claimed(yes, idx, hs, 3, 2000000001), 0);
+	ck_assert_int_eq(yes[1], 0); /* expired by then */
+	uint64_t sizes[4];
+	struct hash asked[4] = {hs[2], hs[0], hs[1], hs[0]}; /* 1 is asked twice */
+	ck_assert_int_eq(index_blob_sizes(sizes, idx, asked, 4), 0);
+	ck_assert(sizes[0] == INDEX_NO_BLOB && sizes[2] == INDEX_NO_BLOB);
+	ck_assert(sizes[1] == 16 && sizes[3] == 16);
 	ck_assert_int_eq(index_reap(&removed, idx, hs, 3, 1000, unlink_record, NULL), 0);
 	ck_assert_int_eq(removed, 1);
 	ck_assert_int_eq(removed_h[0].b[0], 8);
