@@ -485,32 +485,40 @@ int api_upload_end(struct req *r)
 	return 0;
 }
 
+/* A body that broke off (neither ended nor refused): the storages that
+ * arrived whole stay for the retry (store_keep), once the scan has caught
+ * up with what arrived. */
+static void keep_broken_off(struct upload *u)
+{
+	struct app *app = u->app;
+
+	if (u->ended || u->failed || app->cfg.resume_grace <= 0 || u->size == 0)
+		return;
+	store_keep_begin(app->store);
+	if (u->job[1].done < u->size) {
+		uint8_t *buf = malloc(READ_CHUNK);
+		if (buf)
+			catch_up(u, buf, 1);
+		free(buf);
+	}
+	if (u->npieces &&
+	    store_keep(app->store, u->fd, u->pieces, u->npieces, app->cfg.resume_grace) < 0)
+		fprintf(stderr, "ckptd: the %zu tensors of an upload cut off are not kept: %s\n",
+			u->npieces, ck_errmsg());
+	store_keep_end(app->store);
+}
+
 void api_upload_free(struct req *r)
 {
 	struct upload *u = r->upload;
 
-	if (u) /* its jobs read the spool: take them back first */
+	if (u) { /* its jobs read the spool: take them back first */
 		claim(u);
-	/* A body that broke off: what arrived whole stays for the retry. Kept
-	 * before the early sends are undone, so what those stored is claimed
-	 * and stays rather than being removed and sent again. */
-	if (u && !u->ended && !u->failed && u->app->cfg.resume_grace > 0 && u->size > 0) {
-		store_keep_begin(u->app->store);
-		if (u->job[1].done < u->size) { /* the records the scan has not reached */
-			uint8_t *buf = malloc(READ_CHUNK);
-			if (buf)
-				catch_up(u, buf, 1);
-			free(buf);
-		}
-		if (u->npieces && store_keep(u->app->store, u->fd, u->pieces, u->npieces,
-					     u->app->cfg.resume_grace) < 0)
-			fprintf(stderr,
-				"ckptd: the %zu tensors of an upload cut off are not kept: %s\n",
-				u->npieces, ck_errmsg());
-		store_keep_end(u->app->store);
+		/* kept before the early sends are undone, so what those stored
+		 * is claimed and stays rather than being removed and sent again */
+		keep_broken_off(u);
+		store_early_free(u->early); /* it reads the spool too */
 	}
-	if (u) /* it reads the spool too */
-		store_early_free(u->early);
 	if (r->body_fd >= 0)
 		close(r->body_fd);
 	r->body_fd = -1;

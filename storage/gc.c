@@ -46,8 +46,8 @@ struct gc {
 	pthread_mutex_t defer_lock;
 	struct hash *deferred; /* gc_defer: to reap at the next chance */
 	size_t ndeferred, capdeferred;
-	/* gc_keep: groups left to expire (under keep_lock), soonest first
-	 * is not needed: gc_expire walks them all */
+	/* gc_keep: groups left to expire, in no order (gc_expire walks them
+	 * all once kept_next is due); under keep_lock */
 	pthread_mutex_t keep_lock;
 	struct kept *kept;
 	int64_t kept_next; /* the earliest expiry (INT64_MAX: none) */

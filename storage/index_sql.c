@@ -454,9 +454,15 @@ static int cmp_ref(const void *a, const void *b)
  * sorted references), `storages` of them from storages, the rest the
  * skeleton. */
 struct ref_group {
+	struct hash h;
 	size_t first;
 	int64_t n, storages, after; /* after: the row's refcount once added */
 };
+
+static int group_cmp(const void *a, const void *b)
+{
+	return hash_cmp(&((const struct ref_group *)a)->h, &((const struct ref_group *)b)->h);
+}
 
 /* Adds the references refs[0..n) (sorted) to the blobs' rows, inserting the
  * rows new to the store, in hash order: the lock order of blob rows, so two
@@ -474,8 +480,8 @@ static int blobs_ref(struct index_dedup *dd, struct sqlx *x, struct sql_conn *c,
 	if (!g)
 		return oom();
 	for (size_t i = 0; i < n; i++) {
-		if (!ng || memcmp(refs[i].h.b, refs[g[ng - 1].first].h.b, 32))
-			g[ng++] = (struct ref_group){.first = i, .after = -1};
+		if (!ng || hash_cmp(&refs[i].h, &g[ng - 1].h))
+			g[ng++] = (struct ref_group){.h = refs[i].h, .first = i, .after = -1};
 		g[ng - 1].n++;
 		g[ng - 1].storages += refs[i].is_storage;
 	}
@@ -513,24 +519,11 @@ static int blobs_ref(struct index_dedup *dd, struct sqlx *x, struct sql_conn *c,
 		if (err < 0)
 			goto out;
 		while ((rc = x->d->step(st)) == 1) {
-			struct ref key;
-			size_t lo = 0, hi = ng;
+			struct ref_group key, *hit;
 			if ((err = column_hash(&key.h, x, st, 0)) < 0)
 				goto out;
-			while (lo < hi) { /* the group of that hash */
-				size_t mid = lo + (hi - lo) / 2;
-				int d = memcmp(key.h.b, refs[g[mid].first].h.b, 32);
-				if (d == 0) {
-					lo = mid;
-					break;
-				}
-				if (d < 0)
-					hi = mid;
-				else
-					lo = mid + 1;
-			}
-			if (lo < ng && !memcmp(key.h.b, refs[g[lo].first].h.b, 32))
-				g[lo].after = x->d->column_int(st, 1);
+			if ((hit = bsearch(&key, g, ng, sizeof(*g), group_cmp)))
+				hit->after = x->d->column_int(st, 1);
 		}
 		if (rc < 0) {
 			err = rc;

@@ -4,8 +4,8 @@ code), each checked against a live daemon: the fix of each failed here before.
 
 - PATCH could grow a checkpoint's metrics without bound and held the index's
   write lock for seconds while merging them, so that uploads to other models
-  were refused ("database is locked", then answered as a server error).
-  Metrics are capped at 256 everywhere and the merge is short: uploads beside
+  failed with "database is locked" (the bug this test catches; it accepts no
+  error). Metrics are capped at 256 everywhere and the merge is short: uploads beside
   PATCHes must all answer 201 and the PATCHes 200, nothing else accepted. An
   index held by another writer past the timeout answers 503 with
   Retry-After, which the test provokes on purpose.

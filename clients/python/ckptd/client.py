@@ -1159,7 +1159,6 @@ class Client:
                 raise
             # a blob the server had when asked was deleted since: send it all
             log.warning("thin save of %s: %s; sending the whole file", model, e.message)
-            found = []
             refs.clear()
             headers["Content-Type"] = "application/octet-stream"
             return self._upload(model, params, send_body, headers)
