@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/err.h"
@@ -491,6 +492,8 @@ int api_upload_end(struct req *r)
 static void keep_broken_off(struct upload *u)
 {
 	struct app *app = u->app;
+	/* the grace counts from the cut, not from when the storing ends */
+	int64_t until = (int64_t)time(NULL) + app->cfg.resume_grace;
 
 	if (u->ended || u->failed || app->cfg.resume_grace <= 0 || u->size == 0)
 		return;
@@ -501,8 +504,7 @@ static void keep_broken_off(struct upload *u)
 			catch_up(u, buf, 1);
 		free(buf);
 	}
-	if (u->npieces &&
-	    store_keep(app->store, u->fd, u->pieces, u->npieces, app->cfg.resume_grace) < 0)
+	if (u->npieces && store_keep(app->store, u->fd, u->pieces, u->npieces, until) < 0)
 		fprintf(stderr, "ckptd: the %zu tensors of an upload cut off are not kept: %s\n",
 			u->npieces, ck_errmsg());
 	store_keep_end(app->store);

@@ -282,7 +282,7 @@ void gc_release(struct gc_claim *cl)
 	claim_free(cl);
 }
 
-void gc_keep(struct gc_claim *cl, int64_t seconds, const struct hash *h, size_t n)
+void gc_keep(struct gc_claim *cl, int64_t until, const struct hash *h, size_t n)
 {
 	struct kept *k;
 
@@ -301,7 +301,7 @@ void gc_keep(struct gc_claim *cl, int64_t seconds, const struct hash *h, size_t 
 		memcpy(k->h, h, n * sizeof(*h));
 	k->n = n;
 	k->group = cl->group;
-	k->until = now_s() + seconds;
+	k->until = until;
 	/* alone, the holds stay in the hold set until gc_expire drops them */
 	if (!cl->g->alone && index_claims_renew(cl->g->idx, cl->g->owner, cl->group, k->until) < 0)
 		fprintf(stderr, "ckptd: claims of group %" PRId64 " keep their lease: %s\n",

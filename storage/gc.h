@@ -62,13 +62,13 @@ int gc_claim_renew(struct gc_claim *cl);
  * the index is logged: the claims then simply expire. */
 void gc_release(struct gc_claim *cl);
 
-/* Leaves the group's claims on h[0..n) (what it claimed) in place for
- * `seconds` more and frees cl: the blobs of an upload that broke off stay
+/* Leaves the group's claims on h[0..n) (what it claimed) in place until
+ * `until` (seconds since the epoch) and frees cl: the blobs of an upload that broke off stay
  * for its retry (SPEC 3.1). When they are due, gc_expire drops the claims
  * and removes the blobs no checkpoint took up meanwhile. A restart of this
  * process drops them sooner (gc_recover, or the sweep of a store used
  * alone). */
-void gc_keep(struct gc_claim *cl, int64_t seconds, const struct hash *h, size_t n);
+void gc_keep(struct gc_claim *cl, int64_t until, const struct hash *h, size_t n);
 
 /* Ends the kept groups whose time is up (cheap when none is): called now
  * and then by the store's writes. */

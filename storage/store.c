@@ -694,7 +694,7 @@ static void keeps_wait(struct store *s)
 	pthread_mutex_unlock(&s->keep_lock);
 }
 
-int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, int64_t seconds)
+int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, int64_t until)
 {
 	struct blob_meta *metas = calloc(n + 1, sizeof(*metas));
 	struct hash *hashes = calloc(n + 1, sizeof(*hashes));
@@ -723,7 +723,7 @@ int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, i
 			goto out;
 	if ((err = s->blobs->batch_commit(bt)) < 0)
 		goto out;
-	gc_keep(cl, seconds, hashes, n);
+	gc_keep(cl, until, hashes, n);
 	cl = NULL;
 out:
 	if (bt)

@@ -105,11 +105,12 @@ struct store_piece {
 };
 
 /* Resuming (SPEC 3.1): stores the pieces p[0..n) of fd as blobs under a
- * claim kept for `seconds` (--resume-grace), so the upload's retry finds
+ * claim kept until `until` (seconds since the epoch: the moment the body
+ * broke off plus --resume-grace, however long the storing takes), so the upload's retry finds
  * them with /blobs/missing and sends only the rest. They belong to no
  * checkpoint: nothing else sees them, and once the time is up the blobs no
  * checkpoint took up are removed (gc_keep). */
-int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, int64_t seconds);
+int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, int64_t until);
 
 /* Brackets a keep from the moment the body broke off (the caller still
  * hashes what arrived) to the end of store_keep: store_blobs_have waits for
