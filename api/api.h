@@ -29,6 +29,8 @@ struct app_config {
 	int64_t lease;		/* seconds a claim lives unrenewed; 0 = default */
 	int64_t resume_grace;	/* seconds the blobs of a broken-off upload stay for
 				   its retry (SPEC 3.1); 0 = none */
+	int64_t stage_timeout;	/* seconds a staged checkpoint waits for its
+				   commit (SPEC 3.2) */
 	int clean;		/* 1 = remove leftovers at open */
 };
 
@@ -103,8 +105,13 @@ void api_handle(struct resp *out, struct app *app, const struct route *rt, struc
  * (so ingest need not read tensor data twice); end finishes what the pool
  * has not hashed yet on the caller's thread and sets r->body_size and
  * r->body_sha256 (or fails with CK_EIO); free closes the spool (accepts a
- * request with no upload). One thread at a time per request. */
-int api_upload_begin(struct app *app, struct req *r);
+ * request with no upload). For a file of a staged checkpoint (SPEC 3.2),
+ * begin first marks the write in the index, so the body is refused before
+ * it is sent when the checkpoint is not staged, and a commit meanwhile
+ * answers 409; the mark is renewed as the body streams and dropped by free
+ * unless upload_file_written said the file is in. One thread at a time per
+ * request. */
+int api_upload_begin(struct app *app, const struct route *rt, struct req *r);
 int api_upload_write(struct app *app, struct req *r, const void *p, size_t n);
 int api_upload_end(struct req *r);
 void api_upload_free(struct req *r);

@@ -26,10 +26,16 @@ int h_upload(struct resp *out, struct app *app, struct req *r)
 	int64_t id;
 	int err;
 
-	if ((err = upload_thin_missing(out, r)) != 0)
-		return err < 0 ? err : 0;
-	if ((err = ingest_upload(&ck, &id, app, r)) < 0)
-		return err;
+	const char *staged = req_query(r, "staged");
+	if (staged && (!strcmp(staged, "1") || !strcmp(staged, "true"))) {
+		if ((err = ingest_staged_open(&ck, &id, app, r)) < 0)
+			return err;
+	} else {
+		if ((err = upload_thin_missing(out, r)) != 0)
+			return err < 0 ? err : 0;
+		if ((err = ingest_upload(&ck, &id, app, r)) < 0)
+			return err;
+	}
 	snprintf(loc, sizeof(loc), "/api/v1/models/%s/checkpoints/%" PRId64, r->params[0], id);
 	resp_header(out, "Location", loc);
 	return json_reply(out, 201, ck);
@@ -170,6 +176,19 @@ static int checkpoint_json(json_t **out, struct app *app, int64_t id, int with_t
 	}
 	if (with_tensors)
 		json_object_set_new(o, "tensors", a);
+	if (with_tensors && index_format_multi(c->format)) { /* SPEC 3.2 */
+		struct index_file_list *fl = NULL;
+		json_t *f = NULL;
+		if ((err = store_files(&fl, app->store, id)) < 0)
+			goto out;
+		f = render_files(fl);
+		index_file_list_free(fl);
+		if (!f) {
+			err = ck_error(CK_ENOMEM, "out of memory");
+			goto out;
+		}
+		json_object_set_new(o, "files", f);
+	}
 	*out = o;
 	o = NULL;
 out:
@@ -364,12 +383,12 @@ struct file_gen {
 	size_t nchecks;
 };
 
-static void file_gen_ranged(void *ctx)
+void file_gen_ranged(void *ctx)
 {
 	((struct file_gen *)ctx)->ranged = 1;
 }
 
-static void file_gen_free(void *ctx)
+void file_gen_free(void *ctx)
 {
 	struct file_gen *g = ctx;
 
@@ -486,7 +505,7 @@ static long ra_read(struct file_gen *g, uint64_t pos, uint8_t *buf, size_t n)
 	return got;
 }
 
-static long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
+long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 {
 	struct file_gen *g = ctx;
 	const struct index_layout *l = g->l;
@@ -570,28 +589,49 @@ int hold_blobs(struct store_hold **out, struct app *app, int64_t id, const struc
 	return 0;
 }
 
-int h_file(struct resp *out, struct app *app, struct req *r)
+int file_gen_new(struct file_gen **out, struct app *app, struct index_layout *l, int64_t hold_id)
 {
-	struct index_layout *l = NULL;
+	struct file_gen *g = calloc(1, sizeof(*g));
+	int err = 0;
+
+	*out = NULL;
+	if (!g) {
+		index_layout_free(l);
+		return ck_error(CK_ENOMEM, "out of memory");
+	}
+	g->app = app;
+	g->l = l;
+	if (hold_id >= 0) {
+		struct hash *h = calloc(l->nparts + 1, sizeof(*h));
+		for (size_t i = 0; h && i < l->nparts; i++)
+			h[i] = l->parts[i].blob;
+		err = h ? hold_blobs(&g->hold, app, hold_id, h, l->nparts)
+			: ck_error(CK_ENOMEM, "out of memory");
+		free(h);
+		if (err < 0) {
+			file_gen_free(g);
+			return err;
+		}
+	}
+	*out = g;
+	return 0;
+}
+
+/* Serves layout l (taken over) of checkpoint row id as a download named
+ * fname: ETag (its SHA-256), Content-Disposition, caching as ref allows,
+ * 304 on a matching If-None-Match, HEAD and Range through the generator. */
+static int serve_layout(struct resp *out, struct app *app, struct req *r, struct index_layout *l,
+			int64_t id, const char *fname)
+{
 	struct file_gen *g = NULL;
 	char etag[70], hex[65], disp[400];
 	const char *inm;
-	int64_t id;
 	int err;
 
-	if ((err = resolve_ref(&id, app, r)) < 0 || (err = store_layout(&l, app->store, id)) < 0)
-		return err;
 	hash_to_hex(hex, &l->sha256);
 	snprintf(etag, sizeof(etag), "\"%s\"", hex);
-	const char *ext = !strcmp(l->format, "safetensors") ? "safetensors" : "pth";
-	if (l->has_epoch)
-		snprintf(disp, sizeof(disp), "attachment; filename=\"%s-epoch%" PRId64 ".%s\"",
-			 l->model, l->epoch, ext);
-	else
-		snprintf(disp, sizeof(disp), "attachment; filename=\"%s-%" PRId64 ".%s\"", l->model,
-			 l->id, ext);
+	snprintf(disp, sizeof(disp), "attachment; filename=\"%s\"", fname);
 	resp_header(out, "ETag", etag);
-	checkpoint_id_header(out, id);
 	resp_header(out, "Content-Disposition", disp);
 	/* An id names the same bytes forever; best and latest move, so a
 	 * cache must ask again (the ETag makes that cheap: 304). */
@@ -603,26 +643,97 @@ int h_file(struct resp *out, struct app *app, struct req *r)
 		out->status = 304;
 		return 0;
 	}
-	if (!(g = calloc(1, sizeof(*g)))) {
-		index_layout_free(l);
-		return ck_error(CK_ENOMEM, "out of memory");
-	}
-	g->app = app;
-	g->l = l;
-	if (strcmp(r->method, "HEAD")) {
-		struct hash *h = calloc(l->nparts + 1, sizeof(*h));
-		for (size_t i = 0; h && i < l->nparts; i++)
-			h[i] = l->parts[i].blob;
-		err = h ? hold_blobs(&g->hold, app, id, h, l->nparts)
-			: ck_error(CK_ENOMEM, "out of memory");
-		free(h);
-		if (err < 0) {
-			file_gen_free(g);
-			return err;
-		}
-	}
+	if ((err = file_gen_new(&g, app, l, strcmp(r->method, "HEAD") ? id : -1)) < 0)
+		return err;
 	out->status = 200;
 	out->content_type = "application/octet-stream";
-	out->gen = (struct resp_gen){l->size, file_gen_read, file_gen_free, g, 1, file_gen_ranged};
+	out->gen =
+	    (struct resp_gen){g->l->size, file_gen_read, file_gen_free, g, 1, file_gen_ranged};
 	return 0;
+}
+
+void single_file_name(char *out, size_t n, const char *model, int has_epoch, int64_t epoch,
+		      int64_t id, const char *format)
+{
+	const char *ext = !strcmp(format, "safetensors") ? "safetensors" : "pth";
+
+	if (has_epoch)
+		snprintf(out, n, "%s-epoch%" PRId64 ".%s", model, epoch, ext);
+	else
+		snprintf(out, n, "%s-%" PRId64 ".%s", model, id, ext);
+}
+
+int h_file(struct resp *out, struct app *app, struct req *r)
+{
+	struct index_layout *l = NULL;
+	char name[300];
+	int64_t id;
+	int err;
+
+	if ((err = resolve_ref(&id, app, r)) < 0 || (err = store_layout(&l, app->store, id)) < 0)
+		return err;
+	if (index_format_multi(l->format)) {
+		err = ck_error(CK_ECONFLICT,
+			       "checkpoint %" PRId64 " is made of several files: GET "
+			       ".../checkpoints/%" PRId64 "/files for their list, .../files/NAME "
+			       "for one, .../archive for all as one tar stream",
+			       id, id);
+		index_layout_free(l);
+		return err;
+	}
+	single_file_name(name, sizeof(name), l->model, l->has_epoch, l->epoch, l->id, l->format);
+	checkpoint_id_header(out, id);
+	return serve_layout(out, app, r, l, id, name);
+}
+
+/* ---- checkpoints of several files (SPEC 3.2) ---- */
+
+int h_file_one(struct resp *out, struct app *app, struct req *r)
+{
+	struct index_file_list *fl = NULL;
+	struct index_layout *l = NULL;
+	const char *name = r->params[2];
+	char fname[300];
+	int64_t id, part = -1;
+	int err;
+
+	if ((err = file_name_check(name)) < 0 || (err = resolve_ref(&id, app, r)) < 0 ||
+	    (err = store_files(&fl, app->store, id)) < 0)
+		goto out;
+	for (size_t i = 0; i < fl->nitems; i++)
+		if (!strcmp(fl->items[i].name, name))
+			part = fl->items[i].part;
+	if (!fl->nitems) { /* a single upload: its one file, named as /file names it */
+		if ((err = store_layout(&l, app->store, id)) < 0)
+			goto out;
+		single_file_name(fname, sizeof(fname), l->model, l->has_epoch, l->epoch, l->id,
+				 l->format);
+		if (strcmp(fname, name)) {
+			err = ck_error(CK_ENOTFOUND,
+				       "checkpoint %" PRId64 " is one file, named '%s'", id, fname);
+			goto out;
+		}
+		part = id;
+	} else if (part < 0) {
+		err = ck_error(CK_ENOTFOUND,
+			       "checkpoint %" PRId64
+			       " has no file '%.300s' (GET .../files lists them)",
+			       id, name);
+		goto out;
+	} else if ((err = store_layout(&l, app->store, part)) < 0) {
+		goto out;
+	}
+	/* the last segment, quotes and backslashes made safe for the header */
+	const char *base = strrchr(name, '/');
+	snprintf(fname, sizeof(fname), "%s", base ? base + 1 : name);
+	for (char *p = fname; *p; p++)
+		if (*p == '"' || *p == '\\')
+			*p = '_';
+	checkpoint_id_header(out, id);
+	err = serve_layout(out, app, r, l, part, fname);
+	l = NULL;
+out:
+	index_layout_free(l);
+	index_file_list_free(fl);
+	return err;
 }

@@ -19,7 +19,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/err.h"
@@ -113,7 +115,32 @@ static int fields_parse(struct fields *f, const struct req *r)
 	return 0;
 }
 
-int ingest_upload(json_t **out, int64_t *id_out, struct app *app, struct req *r)
+/* A file of a staged checkpoint (ingest_file): what it belongs to. */
+struct part_of {
+	int64_t id, token;
+	const char *name, *run;
+};
+
+/* Whether a file of a checkpoint of several files is kept as bytes only:
+ * no format ckptd reads, or a torch.distributed.checkpoint data file
+ * (several torch.save items one after another, which only .metadata
+ * locates). */
+static int raw_file(const struct ck_input *in, const char *name)
+{
+	size_t n = strlen(name);
+	enum fmt_kind k = FMT_UNKNOWN;
+
+	if (n >= 7 && !strcmp(name + n - 7, ".distcp"))
+		return 1;
+	if (fmt_detect(&k, in) < 0) {
+		ck_error_clear();
+		return 1;
+	}
+	return k == FMT_UNKNOWN;
+}
+
+static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
+		  const struct part_of *part)
 {
 	const char *model = r->params[0];
 	struct fields *f = NULL;
@@ -124,21 +151,39 @@ int ingest_upload(json_t **out, int64_t *id_out, struct app *app, struct req *r)
 	struct index_dedup dedup;
 	struct index_checkpoint *row = NULL;
 	int64_t id = 0;
-	int err;
+	int err, raw = 0;
 
 	if (!(f = malloc(sizeof(*f))))
 		return ck_error(CK_ENOMEM, "out of memory");
 	if ((err = fields_parse(f, r)) < 0 || (err = name_check("model", model)) < 0)
 		goto out;
-	if (r->body_fd < 0 || r->body_size == 0) {
+	if (r->body_fd < 0 || (r->body_size == 0 && !part)) {
 		err = ck_error(CK_EINVALID, "the request has no checkpoint: send the file as the "
 					    "body (curl --data-binary @ckpt.pth URL) or as the "
 					    "'file' part of a multipart form");
 		goto out;
 	}
 	struct ck_input in = {NULL, r->body_fd, r->body_size};
-	if ((err = upload_thin_check_hash(r)) < 0 || (err = fmt_read(&ck, &in, &app->limits)) < 0 ||
-	    (err = upload_thin_check_refs(r, ck)) < 0)
+	if ((err = upload_thin_check_hash(r)) < 0)
+		goto out;
+	if (part && (raw = raw_file(&in, part->name))) { /* kept byte for byte, no tensors */
+		if (!(ck = calloc(1, sizeof(*ck)))) {
+			err = ck_error(CK_ENOMEM, "out of memory");
+			goto out;
+		}
+	} else if ((err = fmt_read(&ck, &in, &app->limits)) == CK_EFORMAT && part) {
+		/* a file of no format ckptd reads (a pickle that is no torch
+		 * file, DCP's .metadata): its bytes */
+		ck_error_clear();
+		if (!(ck = calloc(1, sizeof(*ck)))) {
+			err = ck_error(CK_ENOMEM, "out of memory");
+			goto out;
+		}
+		raw = 1;
+	} else if (err < 0) {
+		goto out;
+	}
+	if ((err = upload_thin_check_refs(r, ck)) < 0)
 		goto out;
 
 	stor = calloc(ck->nstorages + 1, sizeof(*stor));
@@ -195,7 +240,15 @@ int ingest_upload(json_t **out, int64_t *id_out, struct app *app, struct req *r)
 	u.ck.ntags = f->ntags;
 	u.ck.pinned = f->pinned;
 	u.ck.resumed_from = f->resumed_from;
-	u.ck.format = fmt_kind_name(ck->kind);
+	u.ck.format = part && ck->kind == FMT_UNKNOWN ? "raw" : fmt_kind_name(ck->kind);
+	if (part) { /* the checkpoint's fields are its own, not its files' */
+		memset(&u.ck, 0, offsetof(struct index_new_checkpoint, format));
+		u.ck.model = model;
+		u.ck.run = part->run;
+		u.ck.part_of = part->id;
+		u.ck.file_name = part->name;
+		u.ck.write_token = part->token;
+	}
 	u.ck.size = r->body_size;
 	u.ck.sha256 = r->body_sha256;
 	u.ck.storages = stor;
@@ -210,7 +263,13 @@ int ingest_upload(json_t **out, int64_t *id_out, struct app *app, struct req *r)
 	 * removed it meanwhile (then the answer says so: 404). */
 	if ((err = store_checkpoint(&row, app->store, id)) < 0)
 		goto out;
-	if (!(*out = render_checkpoint(row))) {
+	if (part) {
+		upload_file_written(r);
+		*out = render_file(part->name, row);
+	} else {
+		*out = render_checkpoint(row);
+	}
+	if (!*out) {
 		err = ck_error(CK_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -221,6 +280,83 @@ out:
 	free(stor);
 	free(tens);
 	free(f);
-	fmt_ckpt_free(ck);
+	if (raw) /* not the parser's: no budget */
+		free(ck);
+	else
+		fmt_ckpt_free(ck);
+	return err;
+}
+
+int ingest_upload(json_t **out, int64_t *id, struct app *app, struct req *r)
+{
+	return ingest(out, id, app, r, NULL);
+}
+
+int ingest_file(json_t **out, struct app *app, struct req *r)
+{
+	struct index_checkpoint *parent = NULL;
+	struct part_of part = {0};
+	int64_t id;
+	int err;
+
+	if ((err = staged_id(&part.id, r->params[1])) < 0 ||
+	    (err = upload_file_token(r, &part.token)) < 0 ||
+	    (err = store_checkpoint(&parent, app->store, part.id)) < 0)
+		goto out;
+	part.name = r->params[2];
+	part.run = parent->run;
+	err = ingest(out, &id, app, r, &part);
+out:
+	index_checkpoint_free(parent);
+	return err;
+}
+
+int ingest_staged_open(json_t **out, int64_t *id_out, struct app *app, struct req *r)
+{
+	const char *model = r->params[0];
+	struct fields *f = NULL;
+	struct index_checkpoint *row = NULL;
+	struct index_new_checkpoint k;
+	int64_t id = 0;
+	int err;
+
+	if (!(f = malloc(sizeof(*f))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	if ((err = fields_parse(f, r)) < 0 || (err = name_check("model", model)) < 0)
+		goto out;
+	if (r->body_size > 0) {
+		err = ck_error(CK_EINVALID,
+			       "?staged=1 opens a checkpoint of several files and takes no body: "
+			       "PUT each file to .../checkpoints/{id}/files/{name}, then POST "
+			       ".../checkpoints/{id}/commit");
+		goto out;
+	}
+	memset(&k, 0, sizeof(k));
+	k.model = model;
+	k.run = f->run;
+	k.has_epoch = f->has_epoch;
+	k.epoch = f->epoch;
+	k.has_step = f->has_step;
+	k.step = f->step;
+	k.has_loss = f->has_loss;
+	k.loss = f->loss;
+	k.metrics = f->metrics;
+	k.nmetrics = f->nmetrics;
+	k.tags = f->tags;
+	k.ntags = f->ntags;
+	k.pinned = f->pinned;
+	k.resumed_from = f->resumed_from;
+	k.stage_until = (int64_t)time(NULL) + app->cfg.stage_timeout;
+	if ((err = store_staged_open(&id, app->store, &k)) < 0 ||
+	    (err = store_checkpoint(&row, app->store, id)) < 0)
+		goto out;
+	if (!(*out = render_checkpoint(row))) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
+	}
+	*id_out = id;
+out:
+	index_checkpoint_free(row);
+	free(f);
 	return err;
 }

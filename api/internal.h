@@ -81,6 +81,9 @@ json_t *render_models(const struct index_model_list *l);
 json_t *render_stats(const struct index_stats *s);
 json_t *render_retention(const struct index_retention *p);
 json_t *render_dedup(const struct index_dedup *d);
+/* One file of a checkpoint of several files (its part's row), and a list. */
+json_t *render_file(const char *name, const struct index_checkpoint *part);
+json_t *render_files(const struct index_file_list *l);
 
 /* Metrics (api/metrics.c). */
 int metrics_new(struct metrics **out);
@@ -112,6 +115,38 @@ struct store_early *upload_early(const struct req *r);
  * it through the store (which applies retention). *out is the checkpoint
  * JSON with its dedup counters. */
 int ingest_upload(json_t **out, int64_t *id, struct app *app, struct req *r);
+/* Checkpoints of several files (SPEC 3.2): open a staged one (?staged=1,
+ * no body; *out its JSON), and store one file of it (PUT .../files/NAME;
+ * *out the file's JSON with its dedup counters). A file in no format ckptd
+ * reads, or a .distcp file, is kept as bytes ("raw"). */
+int ingest_staged_open(json_t **out, int64_t *id, struct app *app, struct req *r);
+int ingest_file(json_t **out, struct app *app, struct req *r);
+
+/* A file upload's write mark (api/upload.c): its token, and the note that
+ * the file's commit ended the mark (so api_upload_free leaves it). */
+int upload_file_token(const struct req *r, int64_t *token);
+void upload_file_written(struct req *r);
+
+/* {id} of a staged checkpoint: a decimal id from 1 (CK_EINVALID). */
+int staged_id(int64_t *id, const char *s);
+/* A file's name in a checkpoint of several files: a relative path of 1 to
+ * 1024 bytes of UTF-8, no control character or backslash, no empty, "." or
+ * ".." segment, no leading or trailing '/' (CK_EINVALID). */
+int file_name_check(const char *name);
+/* The name of a single upload's one file, as /file's Content-Disposition
+ * and /files give it ({model}-epoch{N}.pth, else {model}-{id}.pth;
+ * .safetensors for safetensors). */
+void single_file_name(char *out, size_t n, const char *model, int has_epoch, int64_t epoch,
+		      int64_t id, const char *format);
+
+/* /file's generator (api/checkpoints.c) over layout l (taken over, freed
+ * with the generator): the rebuilt file, each blob checked as it streams.
+ * hold_id >= 0: its blobs are held against deletes (a GET; not a HEAD). */
+struct file_gen;
+int file_gen_new(struct file_gen **out, struct app *app, struct index_layout *l, int64_t hold_id);
+long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n);
+void file_gen_free(void *ctx);
+void file_gen_ranged(void *ctx);
 
 /* Holds blobs[0..n) (duplicates allowed) of checkpoint id against deletes
  * for a download (store_hold), then checks that the checkpoint still exists:
@@ -135,6 +170,11 @@ int h_get(struct resp *out, struct app *app, struct req *r);
 int h_patch(struct resp *out, struct app *app, struct req *r);
 int h_delete(struct resp *out, struct app *app, struct req *r);
 int h_file(struct resp *out, struct app *app, struct req *r);
+int h_file_put(struct resp *out, struct app *app, struct req *r);
+int h_commit(struct resp *out, struct app *app, struct req *r);
+int h_files(struct resp *out, struct app *app, struct req *r);
+int h_file_one(struct resp *out, struct app *app, struct req *r);
+int h_archive(struct resp *out, struct app *app, struct req *r);
 int h_state_dict(struct resp *out, struct app *app, struct req *r);
 int h_tensor(struct resp *out, struct app *app, struct req *r);
 int h_diff(struct resp *out, struct app *app, struct req *r);

@@ -65,7 +65,45 @@ json_t *render_checkpoint(const struct index_checkpoint *c)
 	json_object_set_new(o, "tensor_count", json_integer((json_int_t)c->tensor_count));
 	json_object_set_new(o, "dedup", dedup_json(&c->dedup));
 	json_object_set_new(o, "resumed_from", opt_int(c->resumed_from > 0, c->resumed_from));
+	if (c->stage_until > 0) { /* SPEC 3.2: open for files until committed */
+		json_object_set_new(o, "state", json_string("staged"));
+		json_object_set_new(o, "stage_until", json_integer(c->stage_until));
+	}
 	return o;
+}
+
+json_t *render_file(const char *name, const struct index_checkpoint *part)
+{
+	json_t *o = json_object();
+
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "name", json_string(name));
+	json_object_set_new(o, "size", json_integer((json_int_t)part->size));
+	json_object_set_new(o, "sha256", hash_json(&part->sha256));
+	json_object_set_new(o, "format", json_string(part->format));
+	json_object_set_new(o, "tensor_count", json_integer((json_int_t)part->tensor_count));
+	return o;
+}
+
+json_t *render_files(const struct index_file_list *l)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < l->nitems; i++) {
+		const struct index_file *f = &l->items[i];
+		json_t *o = json_object();
+		if (!o || json_array_append_new(a, o) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+		json_object_set_new(o, "name", json_string(f->name));
+		json_object_set_new(o, "size", json_integer((json_int_t)f->size));
+		json_object_set_new(o, "sha256", hash_json(&f->sha256));
+		json_object_set_new(o, "format", json_string(f->format));
+		json_object_set_new(o, "tensor_count", json_integer((json_int_t)f->tensor_count));
+	}
+	return a;
 }
 
 json_t *render_tensors(const struct index_tensors *t)

@@ -52,6 +52,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "../common/err.h"
 #include "../common/vec.h"
 #include "../formats/zip_scan.h"
@@ -117,6 +119,10 @@ struct upload {
 	size_t npieces, pcap;
 	int ended;  /* api_upload_end ran: the body is whole */
 	int failed; /* a write was refused (too large, bad frames) */
+	/* a file of a staged checkpoint: its write mark */
+	int64_t file_of, token;
+	time_t renewed;
+	int written; /* upload_file_written: the mark went with the commit */
 };
 
 static void eat_file_hash(struct upload *u, const uint8_t *p, size_t n)
@@ -307,7 +313,45 @@ static void claim(struct upload *u)
 	pthread_mutex_unlock(&p->lock);
 }
 
-int api_upload_begin(struct app *app, struct req *r)
+/* A file of a staged checkpoint: its name and checkpoint checked, and its
+ * write marked, before the body comes. */
+static int file_begin(struct upload *u, struct app *app, struct req *r)
+{
+	int64_t id;
+	int err;
+
+	if ((err = name_check("model", r->params[0])) < 0 ||
+	    (err = staged_id(&id, r->params[1])) < 0 || (err = file_name_check(r->params[2])) < 0)
+		return err;
+	if (RAND_bytes((unsigned char *)&u->token, sizeof(u->token)) != 1)
+		return ck_error(CK_EIO, "no random bytes for the write's token");
+	u->token &= INT64_MAX;
+	if ((err = store_file_write_begin(app->store, r->params[0], id, u->token)) < 0)
+		return err;
+	u->file_of = id;
+	u->renewed = time(NULL);
+	return 0;
+}
+
+int upload_file_token(const struct req *r, int64_t *token)
+{
+	const struct upload *u = r->upload;
+
+	if (!u || !u->file_of)
+		return ck_error(CK_EINVALID, "not a file upload");
+	*token = u->token;
+	return 0;
+}
+
+void upload_file_written(struct req *r)
+{
+	struct upload *u = r->upload;
+
+	if (u)
+		u->written = 1;
+}
+
+int api_upload_begin(struct app *app, const struct route *rt, struct req *r)
 {
 	struct upload *u = calloc(1, sizeof(*u));
 
@@ -322,6 +366,11 @@ int api_upload_begin(struct app *app, struct req *r)
 	u->job[1].eat = eat_records;
 	u->app = app;
 	thin_init(&u->t);
+	if (!strcmp(api_route_name(rt), "checkpoint.file.put")) {
+		int err = file_begin(u, app, r);
+		if (err < 0)
+			return err;
+	}
 	const char *ct = r->header ? r->header(r, "Content-Type") : NULL;
 	u->thin = ct && !strncasecmp(ct, THIN_CONTENT_TYPE, strlen(THIN_CONTENT_TYPE));
 	if (!(u->h = hasher_new()) || zip_scan_new(&u->scan, SCAN_MIN_RECORD) < 0)
@@ -426,6 +475,15 @@ int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
 	publish(u);
 	if (err < 0)
 		u->failed = 1;
+	/* a long file keeps its write mark alive (a commit waits for it) */
+	if (u->file_of && time(NULL) - u->renewed >= STORE_WRITE_LEASE_S / 4) {
+		u->renewed = time(NULL);
+		if (store_file_write_renew(app->store, u->file_of, u->token) < 0)
+			fprintf(stderr,
+				"ckptd: the write mark of a file of checkpoint %" PRId64
+				" was not renewed: %s\n",
+				u->file_of, ck_errmsg());
+	}
 	return err;
 }
 
@@ -514,6 +572,8 @@ void api_upload_free(struct req *r)
 {
 	struct upload *u = r->upload;
 
+	if (u && u->file_of && !u->written)
+		store_file_write_end(u->app->store, u->file_of, u->token);
 	if (u) { /* its jobs read the spool: take them back first */
 		claim(u);
 		/* kept before the early sends are undone, so what those stored

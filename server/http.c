@@ -327,7 +327,7 @@ static int upload_begin(struct conn_state *cs, struct MHD_Connection *conn)
 		if (!cs->pp)
 			return ck_error(CK_EINVALID, "the multipart form has no usable boundary");
 	}
-	if ((err = api_upload_begin(cs->srv->app, &cs->req)) < 0)
+	if ((err = api_upload_begin(cs->srv->app, cs->rt, &cs->req)) < 0)
 		return err;
 	return 0;
 }

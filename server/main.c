@@ -34,6 +34,7 @@ enum {
 	OPT_TO_S3_ENDPOINT,
 	OPT_TO_S3_REGION,
 	OPT_RESUME_GRACE,
+	OPT_STAGE_TIMEOUT,
 };
 
 static const char usage[] =
@@ -78,6 +79,9 @@ static const char usage[] =
     "  --resume-grace SECONDS   how long the tensors of an upload that broke off\n"
     "                           stay for its retry, which then sends only the rest\n"
     "                           (default 3600; 0 = not kept)\n"
+    "  --stage-timeout SECONDS  how long a staged checkpoint of several files may\n"
+    "                           wait for its commit before it is removed\n"
+    "                           (default 86400)\n"
     "  --listen HOST:PORT       address to serve on (default 127.0.0.1:8080;\n"
     "                           env CKPTD_LISTEN)\n"
     "  --token-file FILE        lines of 'TOKEN SCOPE' (read, write, admin); writes\n"
@@ -280,6 +284,7 @@ int main(int argc, char **argv)
 	    {"s3-region", required_argument, NULL, 'R'},
 	    {"claim-lease", required_argument, NULL, 'L'},
 	    {"resume-grace", required_argument, NULL, OPT_RESUME_GRACE},
+	    {"stage-timeout", required_argument, NULL, OPT_STAGE_TIMEOUT},
 	    {"listen", required_argument, NULL, 'l'},
 	    {"token-file", required_argument, NULL, 't'},
 	    {"auth-read", no_argument, NULL, 'r'},
@@ -321,6 +326,7 @@ int main(int argc, char **argv)
 		cfg.s3_region = NULL;
 	cfg.compress = 1;
 	cfg.resume_grace = 3600;
+	cfg.stage_timeout = 86400;
 	if (!cfg.data_dir || !*cfg.data_dir)
 		cfg.data_dir = "./ckptd-data";
 	if (!listen || !*listen)
@@ -356,6 +362,17 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			cfg.resume_grace = v;
+			break;
+		}
+		case OPT_STAGE_TIMEOUT: {
+			char *end;
+			long long v = strtoll(optarg, &end, 10);
+			if (!*optarg || *end || v < 1 || v > 30 * 86400) {
+				fprintf(stderr,
+					"ckptd: --stage-timeout takes seconds, 1 to 2592000\n");
+				return 2;
+			}
+			cfg.stage_timeout = v;
 			break;
 		}
 		case 'l': listen = optarg; break;

@@ -186,6 +186,52 @@ int index_generation(uint64_t *out, struct index *idx)
 	return idx->generation(out, idx);
 }
 
+int index_format_multi(const char *format)
+{
+	return !strcmp(format, "files") || !strcmp(format, "dcp") ||
+	       !strcmp(format, "safetensors-sharded");
+}
+
+int index_file_write_begin(struct index *idx, const char *model, int64_t id, int64_t token,
+			   int64_t expires_at)
+{
+	return idx->file_write_begin(idx, model, id, token, expires_at);
+}
+
+int index_file_write_end(struct index *idx, int64_t id, int64_t token, int64_t expires_at)
+{
+	return idx->file_write_end(idx, id, token, expires_at);
+}
+
+int index_staged_commit(struct index *idx, const char *model, int64_t id, const char *created_at)
+{
+	return idx->staged_commit(idx, model, id, created_at);
+}
+
+int index_checkpoint_files(struct index_file_list **out, struct index *idx, int64_t id)
+{
+	*out = NULL;
+	return idx->checkpoint_files(out, idx, id);
+}
+
+void index_file_list_free(struct index_file_list *l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < l->nitems; i++) {
+		free(l->items[i].name);
+		free(l->items[i].format);
+	}
+	free(l->items);
+	free(l);
+}
+
+int index_staged_expire(struct index_freed *freed, int64_t *removed, struct index *idx, int64_t now)
+{
+	*removed = 0;
+	return idx->staged_expire(freed, removed, idx, now);
+}
+
 static void checkpoint_clear(struct index_checkpoint *c)
 {
 	free(c->model);

@@ -114,6 +114,19 @@ struct index_new_checkpoint {
 	const struct index_dedup *dedup;
 	/* the checkpoint the run resumed from (0: none); retention keeps it */
 	int64_t resumed_from;
+	/* Checkpoints of several files (SPEC 3.2; storage/schema.c has the
+	 * rows). stage_until > 0 opens a staged checkpoint (no storages or
+	 * tensors; the skeleton is the empty blob), invisible until
+	 * index_staged_commit and removed by index_staged_expire once
+	 * stage_until (epoch seconds) has passed. part_of > 0 makes this row one
+	 * file, file_name, of that staged checkpoint of model: it replaces an
+	 * earlier file of the name (the blobs that frees are appended to
+	 * *replaced) and ends the write mark write_token. CK_ENOTFOUND when
+	 * part_of is no staged checkpoint of model, CK_ECONFLICT when it was
+	 * committed meanwhile. */
+	int64_t stage_until, part_of, write_token;
+	const char *file_name;
+	struct index_freed *replaced;
 };
 
 /* Inserts a checkpoint with its tensors in one transaction, creating the
@@ -148,6 +161,7 @@ struct index_checkpoint {
 	uint64_t tensor_count;
 	struct index_dedup dedup;
 	int64_t resumed_from; /* 0: none */
+	int64_t stage_until;  /* 0: committed; else staged until then */
 };
 
 int index_checkpoint_get(struct index_checkpoint **out, struct index *idx, int64_t id);
@@ -194,7 +208,8 @@ struct index_layout {
 	struct hash sha256;
 	struct hash skeleton; /* the blob of every byte outside the storages */
 	uint64_t skeleton_size;
-	struct index_layout_part *parts; /* in file order, covering [0, size) */
+	struct index_layout_part *parts; /* in file order, covering [0, size);
+					    none for index_format_multi */
 	size_t nparts;
 };
 int index_checkpoint_layout(struct index_layout **out, struct index *idx, int64_t id);
@@ -263,6 +278,55 @@ struct index_patch {
 	int has_pinned, pinned;
 };
 int index_checkpoint_patch(struct index *idx, int64_t id, const struct index_patch *p);
+
+/* ---- checkpoints of several files (SPEC 3.2) ---- */
+
+/* Whether a checkpoint of this format is made of several files ("files",
+ * "dcp", "safetensors-sharded"): its own row has no bytes (an empty
+ * layout), its files are parts. */
+int index_format_multi(const char *format);
+
+/* Marks a file being written to staged checkpoint id of model until
+ * expires_at (index_staged_commit answers 409 while one lives). token is the
+ * writer's, random. CK_ENOTFOUND: no such staged checkpoint (or it expired);
+ * CK_ECONFLICT: it is committed. */
+int index_file_write_begin(struct index *idx, const char *model, int64_t id, int64_t token,
+			   int64_t expires_at);
+
+/* Moves the mark's expiry (expires_at > 0) or drops it (0): a write that
+ * goes on, or one that failed. */
+int index_file_write_end(struct index *idx, int64_t id, int64_t token, int64_t expires_at);
+
+/* Makes staged checkpoint id of model visible in one transaction (created
+ * now, or at created_at for an import: ckptd migrate), its size,
+ * counters and tensor count the sums of its files', its sha256 the SHA-256
+ * of its file list in sha256sum's format ("HEX  NAME\n", names in byte
+ * order), its format "dcp" when a file is named .metadata,
+ * "safetensors-sharded" when one ends in .safetensors.index.json, else
+ * "files". CK_ECONFLICT while a file is being written or when it has no
+ * file; CK_ENOTFOUND when there is no such staged checkpoint. */
+int index_staged_commit(struct index *idx, const char *model, int64_t id, const char *created_at);
+
+struct index_file {
+	char *name, *format;
+	int64_t part; /* the file's own row, for layout and tensors */
+	uint64_t size;
+	struct hash sha256;
+	uint64_t tensor_count;
+};
+struct index_file_list {
+	struct index_file *items; /* by name, in byte order */
+	size_t nitems;
+};
+/* The files of checkpoint id (staged or not); none for a single upload. */
+int index_checkpoint_files(struct index_file_list **out, struct index *idx, int64_t id);
+void index_file_list_free(struct index_file_list *l);
+
+/* Removes the staged checkpoints whose time is up, with their files; the
+ * blobs left without a reference are appended to *freed, *removed counts
+ * the checkpoints. */
+int index_staged_expire(struct index_freed *freed, int64_t *removed, struct index *idx,
+			int64_t now);
 
 /* ---- models, stats ---- */
 

@@ -56,6 +56,14 @@ struct index {
 	int (*reap)(uint64_t *removed, struct index *idx, const struct hash *h, size_t n,
 		    int64_t now, int (*unlink_cb)(void *arg, const struct hash *h), void *arg);
 	int (*generation)(uint64_t *out, struct index *idx);
+	int (*file_write_begin)(struct index *idx, const char *model, int64_t id, int64_t token,
+				int64_t expires_at);
+	int (*file_write_end)(struct index *idx, int64_t id, int64_t token, int64_t expires_at);
+	int (*staged_commit)(struct index *idx, const char *model, int64_t id,
+			     const char *created_at);
+	int (*checkpoint_files)(struct index_file_list **out, struct index *idx, int64_t id);
+	int (*staged_expire)(struct index_freed *freed, int64_t *removed, struct index *idx,
+			     int64_t now);
 
 	void (*close)(struct index *idx);
 };

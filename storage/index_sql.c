@@ -30,6 +30,8 @@
 #include <jansson.h>
 
 #include "../common/err.h"
+#include "../common/hash.h"
+#include "../common/vec.h"
 #include "index_backend.h"
 #include "schema.h"
 #include "sql.h"
@@ -752,6 +754,94 @@ static int tensors_insert(struct sqlx *x, struct sql_conn *c, int64_t cid,
 	return 0;
 }
 
+static int delete_one(struct index_freed *freed, size_t *cap, struct sqlx *x, struct sql_conn *c,
+		      int64_t mid, int64_t id);
+
+/* Inside a write: locks staged checkpoint id of model mid (its row carries
+ * -mid while staged). CK_ENOTFOUND when there is none (or it expired),
+ * CK_ECONFLICT when it is committed. */
+static int staged_lock(struct sqlx *x, struct sql_conn *c, int64_t mid, int64_t id)
+{
+	struct sql_stmt *st;
+	int err, rc;
+
+	if ((err =
+		 prep(&st, x, c,
+		      PICK(x, "SELECT stage_until FROM checkpoints WHERE id = ?1 AND model_id = ?2",
+			   "SELECT stage_until FROM checkpoints WHERE id = ?1 AND model_id = ?2"
+			   " FOR UPDATE"))) < 0)
+		return err;
+	x->d->bind_int(st, 1, id);
+	x->d->bind_int(st, 2, -mid);
+	if ((rc = x->d->step(st)) < 0)
+		return rc;
+	if (rc == 1 && !x->d->column_null(st, 0) && x->d->column_int(st, 0) > (int64_t)time(NULL))
+		return 0;
+	if (rc == 0) {
+		if ((err = prep(&st, x, c,
+				"SELECT 1 FROM checkpoints WHERE id = ?1 AND model_id = ?2")) < 0)
+			return err;
+		x->d->bind_int(st, 1, id);
+		x->d->bind_int(st, 2, mid);
+		if ((rc = x->d->step(st)) < 0)
+			return rc;
+		if (rc == 1)
+			return ck_error(CK_ECONFLICT,
+					"checkpoint %" PRId64 " is committed: its files are final; "
+					"open a new one with ?staged=1",
+					id);
+	}
+	return ck_error(CK_ENOTFOUND,
+			"no staged checkpoint %" PRId64 " (never opened, expired after "
+			"--stage-timeout, or deleted)",
+			id);
+}
+
+/* Inside a write: names part cid file k->file_name of staged checkpoint
+ * k->part_of, deleting the part it replaces, and ends the writer's mark. */
+static int file_link(struct index_freed *replaced, struct sqlx *x, struct sql_conn *c, int64_t mid,
+		     const struct index_new_checkpoint *k, int64_t cid)
+{
+	struct index_freed none = {0};
+	struct index_freed *fr = replaced ? replaced : &none;
+	size_t cap = fr->n;
+	struct sql_stmt *st;
+	int64_t old = 0;
+	int err, rc;
+
+	if ((err = prep(&st, x, c,
+			"SELECT part_id FROM files WHERE checkpoint_id = ?1 AND name = ?2")) < 0)
+		return err;
+	x->d->bind_int(st, 1, k->part_of);
+	x->d->bind_text(st, 2, k->file_name);
+	if ((rc = x->d->step(st)) < 0)
+		return rc;
+	if (rc == 1)
+		old = x->d->column_int(st, 0);
+	if (old > 0 && (err = delete_one(fr, &cap, x, c, -mid, old)) < 0 && err != CK_ENOTFOUND)
+		goto out;
+	if ((err = prep(
+		 &st, x, c,
+		 old > 0 ? "UPDATE files SET part_id = ?3 WHERE checkpoint_id = ?1 AND name = ?2"
+			 : "INSERT INTO files(checkpoint_id, name, part_id) VALUES(?1, ?2, ?3)")) <
+	    0)
+		goto out;
+	x->d->bind_int(st, 1, k->part_of);
+	x->d->bind_text(st, 2, k->file_name);
+	x->d->bind_int(st, 3, cid);
+	if ((err = run_done(x, st)) < 0 ||
+	    (err = prep(&st, x, c,
+			"DELETE FROM file_writes WHERE checkpoint_id = ?1 AND token = ?2")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, k->part_of);
+	x->d->bind_int(st, 2, k->write_token);
+	err = run_done(x, st);
+out:
+	if (fr == &none)
+		index_freed_clear(&none);
+	return err;
+}
+
 static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct index *idx,
 				 const struct index_new_checkpoint *k)
 {
@@ -790,14 +880,17 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 	if ((err = x->d->begin(c, SQL_TXN_WRITE)) < 0 ||
 	    (err = ensure_model_run(&mid, &rid, x, c, k->model, k->run)) < 0)
 		goto out;
+	if (k->part_of > 0 && (err = staged_lock(x, c, mid, k->part_of)) < 0)
+		goto out;
 	if ((err = blobs_ref(k->dedup ? NULL : &dd, x, c, refs, k->nstorages + 1)) < 0)
 		goto out;
 #define CKPT_INSERT(ID, OVERRIDE, IDV)                                                             \
 	"INSERT INTO checkpoints(" ID "model_id, run_id, epoch, step, loss,"                       \
 	" metrics, tags, pinned, created_at, format, size, sha256,"                                \
 	" tensor_count, storage_count, new_storages, tensor_bytes, new_bytes,"                     \
-	" skeleton, skeleton_size, resumed_from)" OVERRIDE " VALUES(" IDV                          \
-	"?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?21) RETURNING id"
+	" skeleton, skeleton_size, resumed_from, stage_until)" OVERRIDE " VALUES(" IDV             \
+	"?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?21,?22)"              \
+	" RETURNING id"
 	static const char *const insert_new = CKPT_INSERT("", "", "");
 	static const char *const import_lite = CKPT_INSERT("id, ", "", "?20, ");
 	static const char *const import_pg =
@@ -809,8 +902,13 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 		goto out;
 	if (k->id > 0)
 		x->d->bind_int(st, 20, k->id);
-	x->d->bind_int(st, 1, mid);
+	/* staged checkpoints and files carry the model's id negated */
+	x->d->bind_int(st, 1, k->stage_until > 0 || k->part_of > 0 ? -mid : mid);
 	x->d->bind_int(st, 2, rid);
+	if (k->stage_until > 0)
+		x->d->bind_int(st, 22, k->stage_until);
+	else
+		x->d->bind_null(st, 22);
 	if (k->has_epoch)
 		x->d->bind_int(st, 3, k->epoch);
 	else
@@ -856,6 +954,8 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 			goto out;
 	}
 	if ((err = storages_insert(x, c, cid, k)) < 0 || (err = tensors_insert(x, c, cid, k)) < 0)
+		goto out;
+	if (k->part_of > 0 && (err = file_link(k->replaced, x, c, mid, k, cid)) < 0)
 		goto out;
 	if ((err = bump_generation(x, c)) < 0 || (err = x->d->commit(c)) < 0)
 		goto out;
@@ -984,9 +1084,11 @@ out:
 #define CKPT_COLUMNS                                                                               \
 	"c.id, m.name, r.name, c.epoch, c.step, c.loss, c.metrics, c.tags, c.pinned,"              \
 	" c.created_at, c.format, c.size, c.sha256, c.tensor_count, c.storage_count,"              \
-	" c.new_storages, c.tensor_bytes, c.new_bytes, c.resumed_from"
+	" c.new_storages, c.tensor_bytes, c.new_bytes, c.resumed_from, c.stage_until"
+/* a staged checkpoint's row names its model negated (storage/schema.c) */
 #define CKPT_FROM                                                                                  \
-	" FROM checkpoints c JOIN models m ON m.id = c.model_id JOIN runs r ON r.id = c.run_id"
+	" FROM checkpoints c JOIN models m ON m.id = abs(c.model_id) JOIN runs r ON r.id = "       \
+	"c.run_id"
 
 /* Fills *o from a row of CKPT_COLUMNS. On error *o holds what was read (the
  * caller clears it). */
@@ -1020,6 +1122,7 @@ static int ckpt_row(struct index_checkpoint *o, struct sqlx *x, struct sql_stmt 
 	o->dedup.bytes = (uint64_t)d->column_int(st, 16);
 	o->dedup.new_bytes = (uint64_t)d->column_int(st, 17);
 	o->resumed_from = d->column_null(st, 18) ? 0 : d->column_int(st, 18);
+	o->stage_until = d->column_null(st, 19) ? 0 : d->column_int(st, 19);
 	return 0;
 }
 
@@ -1213,7 +1316,7 @@ static int sql_checkpoint_layout(struct index_layout **out, struct index *idx, i
 			"SELECT m.name, c.epoch, c.format, c.size, c.sha256, c.skeleton,"
 			" c.skeleton_size, c.storage_count,"
 			" (SELECT crc32 FROM blobs WHERE hash = c.skeleton) FROM checkpoints c"
-			" JOIN models m ON m.id = c.model_id WHERE c.id = ?1")) < 0)
+			" JOIN models m ON m.id = abs(c.model_id) WHERE c.id = ?1")) < 0)
 		goto out;
 	x->d->bind_int(st, 1, id);
 	if ((rc = x->d->step(st)) <= 0) {
@@ -1240,6 +1343,13 @@ static int sql_checkpoint_layout(struct index_layout **out, struct index *idx, i
 		goto out;
 	}
 	skel_crc = (uint32_t)x->d->column_int(st, 8);
+	/* a checkpoint of several files has no bytes of its own (no parts):
+	 * its files are its parts' rows (index_checkpoint_files) */
+	if (l->model && l->format && index_format_multi(l->format)) {
+		*out = l;
+		l = NULL;
+		goto out;
+	}
 	if (!l->model || !l->format || nstor > (1u << 26) ||
 	    !(l->parts = calloc(2 * nstor + 1, sizeof(*l->parts)))) {
 		err = oom();
@@ -1479,7 +1589,8 @@ static int delete_one(struct index_freed *freed, size_t *cap, struct sqlx *x, st
 		      int64_t mid, int64_t id)
 {
 	struct index_freed refs = {0};
-	size_t rcap = 0;
+	size_t rcap = 0, nparts = 0;
+	int64_t *parts = NULL;
 	struct sql_stmt *st;
 	struct hash h;
 	int err, rc;
@@ -1503,15 +1614,31 @@ static int delete_one(struct index_freed *freed, size_t *cap, struct sqlx *x, st
 	static const char *const dels[] = {
 	    "DELETE FROM tensors WHERE checkpoint_id = ?1",
 	    "DELETE FROM storages WHERE checkpoint_id = ?1",
+	    "DELETE FROM file_writes WHERE checkpoint_id = ?1",
 	};
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < 3; i++) {
 		if ((err = prep(&st, x, c, dels[i])) < 0)
 			goto out;
 		x->d->bind_int(st, 1, id);
 		if ((err = run_done(x, st)) < 0)
 			goto out;
 	}
+	/* a checkpoint of several files: its files go with it */
+	if ((err = prep(&st, x, c,
+			"DELETE FROM files WHERE checkpoint_id = ?1 RETURNING part_id")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, id);
+	if ((err = collect_ids(&parts, &nparts, x, st)) < 0)
+		goto out;
+	for (size_t i = 0; i < nparts; i++) {
+		int e = delete_one(freed, cap, x, c, mid < 0 ? mid : -mid, parts[i]);
+		if (e < 0 && e != CK_ENOTFOUND) {
+			err = e;
+			goto out;
+		}
+	}
 out:
+	free(parts);
 	index_freed_clear(&refs);
 	return err;
 }
@@ -1560,15 +1687,24 @@ static int sql_model_delete(struct index_freed *freed, struct index *idx, const 
 		goto out;
 	}
 	mid = x->d->column_int(st, 0);
-	if ((err = prep(&st, x, c, "SELECT id FROM checkpoints WHERE model_id = ?1")) < 0)
-		goto out;
-	x->d->bind_int(st, 1, mid);
-	if ((err = collect_ids(&ids, &nids, x, st)) < 0)
-		goto out;
-	for (size_t i = 0; i < nids; i++) {
-		err = delete_one(freed, &cap, x, c, mid, ids[i]);
-		if (err < 0 && err != CK_ENOTFOUND)
+	/* its checkpoints, then the staged ones (-mid, stage_until set); their
+	 * files go with them */
+	for (int pass = 0; pass < 2; pass++) {
+		if ((err = prep(&st, x, c,
+				pass ? "SELECT id FROM checkpoints WHERE model_id = ?1"
+				       " AND stage_until IS NOT NULL"
+				     : "SELECT id FROM checkpoints WHERE model_id = ?1")) < 0)
 			goto out;
+		x->d->bind_int(st, 1, pass ? -mid : mid);
+		free(ids);
+		ids = NULL;
+		if ((err = collect_ids(&ids, &nids, x, st)) < 0)
+			goto out;
+		for (size_t i = 0; i < nids; i++) {
+			err = delete_one(freed, &cap, x, c, pass ? -mid : mid, ids[i]);
+			if (err < 0 && err != CK_ENOTFOUND)
+				goto out;
+		}
 	}
 	if ((err = prep(&st, x, c, "DELETE FROM runs WHERE model_id = ?1")) < 0)
 		goto out;
@@ -1780,7 +1916,7 @@ static int sql_stats(struct index_stats *out, struct index *idx)
 	if ((err = conn_get(&c, x)) < 0 || (err = x->d->begin(c, SQL_TXN_READ)) < 0 ||
 	    (err = prep(&st, x, c,
 			"SELECT coalesce(sum(size), 0), count(*),"
-			" (SELECT count(*) FROM models) FROM checkpoints")) < 0)
+			" (SELECT count(*) FROM models) FROM checkpoints WHERE model_id > 0")) < 0)
 		goto out;
 	if ((rc = x->d->step(st)) < 0) {
 		err = rc;
@@ -2398,6 +2534,329 @@ out:
 	return err;
 }
 
+/* ---- checkpoints of several files (SPEC 3.2) ---- */
+
+/* A write transaction on a connection of the caller's (put back with
+ * conn_put, which rolls back what is not committed) with staged checkpoint
+ * id of model locked; *mid: the model's id. */
+static int staged_begin(struct sql_conn **c, int64_t *mid, struct sqlx *x, const char *model,
+			int64_t id)
+{
+	int err;
+
+	if ((err = conn_get(c, x)) < 0)
+		return err;
+	if ((err = x->d->begin(*c, SQL_TXN_WRITE)) < 0 || (err = model_id(mid, x, *c, model)) < 0)
+		return err;
+	return staged_lock(x, *c, *mid, id);
+}
+
+static int sql_file_write_begin(struct index *idx, const char *model, int64_t id, int64_t token,
+				int64_t expires_at)
+{
+	struct sqlx *x = SQLX(idx);
+	struct sql_conn *c = NULL;
+	struct sql_stmt *st;
+	int64_t mid;
+	int err;
+
+	if ((err = staged_begin(&c, &mid, x, model, id)) < 0 ||
+	    (err = prep(&st, x, c,
+			"INSERT INTO file_writes(checkpoint_id, token, expires_at)"
+			" VALUES(?1, ?2, ?3)")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, id);
+	x->d->bind_int(st, 2, token);
+	x->d->bind_int(st, 3, expires_at);
+	if ((err = run_done(x, st)) < 0 || (err = x->d->commit(c)) < 0)
+		goto out;
+out:
+	conn_put(x, c);
+	return err;
+}
+
+static int sql_file_write_end(struct index *idx, int64_t id, int64_t token, int64_t expires_at)
+{
+	struct sqlx *x = SQLX(idx);
+	struct sql_conn *c = NULL;
+	struct sql_stmt *st;
+	int err;
+
+	if ((err = conn_get(&c, x)) < 0)
+		return err;
+	if ((err = prep(&st, x, c,
+			expires_at > 0 ? "UPDATE file_writes SET expires_at = ?3"
+					 " WHERE checkpoint_id = ?1 AND token = ?2"
+				       : "DELETE FROM file_writes WHERE checkpoint_id = ?1"
+					 " AND token = ?2 AND ?3 = 0")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, id);
+	x->d->bind_int(st, 2, token);
+	x->d->bind_int(st, 3, expires_at);
+	err = run_done(x, st);
+out:
+	conn_put(x, c);
+	return err;
+}
+
+static int file_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct index_file *)a)->name, ((const struct index_file *)b)->name);
+}
+
+/* The files of checkpoint id (any connection state), sorted by name. */
+static int files_read(struct index_file_list **out, struct sqlx *x, struct sql_conn *c, int64_t id)
+{
+	struct index_file_list *l = calloc(1, sizeof(*l));
+	struct sql_stmt *st;
+	size_t cap = 0;
+	int err = 0, rc;
+
+	*out = NULL;
+	if (!l)
+		return oom();
+	if ((err = prep(&st, x, c,
+			"SELECT f.name, f.part_id, p.size, p.sha256, p.format, p.tensor_count"
+			" FROM files f JOIN checkpoints p ON p.id = f.part_id"
+			" WHERE f.checkpoint_id = ?1")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, id);
+	while ((rc = x->d->step(st)) == 1) {
+		struct index_file *f = vec_grow(l->items, &cap, l->nitems, sizeof(*f), 16);
+		if (!f) {
+			err = oom();
+			goto out;
+		}
+		l->items = f;
+		f = &l->items[l->nitems++];
+		memset(f, 0, sizeof(*f));
+		if (!(f->name = dup_text(x, st, 0)) || !(f->format = dup_text(x, st, 4))) {
+			err = oom();
+			goto out;
+		}
+		f->part = x->d->column_int(st, 1);
+		f->size = (uint64_t)x->d->column_int(st, 2);
+		f->tensor_count = (uint64_t)x->d->column_int(st, 5);
+		if ((err = column_hash(&f->sha256, x, st, 3)) < 0)
+			goto out;
+	}
+	if (rc < 0) {
+		err = rc;
+		goto out;
+	}
+	/* byte order, whatever the engine's collation */
+	if (l->nitems)
+		qsort(l->items, l->nitems, sizeof(*l->items), file_cmp);
+	*out = l;
+	l = NULL;
+out:
+	index_file_list_free(l);
+	return err;
+}
+
+static int sql_checkpoint_files(struct index_file_list **out, struct index *idx, int64_t id)
+{
+	struct sqlx *x = SQLX(idx);
+	struct sql_conn *c = NULL;
+	int err;
+
+	if ((err = conn_get(&c, x)) < 0)
+		return err;
+	err = files_read(out, x, c, id);
+	conn_put(x, c);
+	return err;
+}
+
+/* What a checkpoint of several files is, by its files' names. */
+static const char *files_format(const struct index_file_list *l)
+{
+	static const char suffix[] = ".safetensors.index.json";
+	const char *kind = "files";
+
+	for (size_t i = 0; i < l->nitems; i++) {
+		const char *n = l->items[i].name, *base = strrchr(n, '/');
+		size_t len = strlen(n);
+		base = base ? base + 1 : n;
+		if (!strcmp(base, ".metadata"))
+			return "dcp";
+		if (len >= sizeof(suffix) - 1 && !strcmp(n + len - (sizeof(suffix) - 1), suffix))
+			kind = "safetensors-sharded";
+	}
+	return kind;
+}
+
+static int sql_staged_commit(struct index *idx, const char *model, int64_t id,
+			     const char *created_at)
+{
+	struct sqlx *x = SQLX(idx);
+	struct sql_conn *c = NULL;
+	struct sql_stmt *st;
+	struct index_file_list *l = NULL;
+	struct hasher *h = NULL;
+	struct hash digest;
+	int64_t mid, sums[5] = {0}, writing;
+	uint64_t size = 0;
+	char now[40];
+	int err, rc;
+
+	now_rfc3339(now);
+	if ((err = staged_begin(&c, &mid, x, model, id)) < 0 ||
+	    (err = prep(&st, x, c,
+			"SELECT count(*) FROM file_writes WHERE checkpoint_id = ?1"
+			" AND expires_at > ?2")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, id);
+	x->d->bind_int(st, 2, (int64_t)time(NULL));
+	if ((rc = x->d->step(st)) < 0) {
+		err = rc;
+		goto out;
+	}
+	if ((writing = x->d->column_int(st, 0)) > 0) {
+		err = ck_error(CK_ECONFLICT,
+			       "%" PRId64 " file%s of checkpoint %" PRId64
+			       " %s still being written: commit once every upload has answered",
+			       writing, writing == 1 ? "" : "s", id, writing == 1 ? "is" : "are");
+		goto out;
+	}
+	if ((err = files_read(&l, x, c, id)) < 0)
+		goto out;
+	if (!l->nitems) {
+		err = ck_error(CK_ECONFLICT,
+			       "checkpoint %" PRId64 " has no files yet: PUT them to .../%" PRId64
+			       "/files/NAME, then commit",
+			       id, id);
+		goto out;
+	}
+	if (!(h = hasher_new())) {
+		err = oom();
+		goto out;
+	}
+	for (size_t i = 0; i < l->nitems; i++) {
+		char hex[65];
+		hash_to_hex(hex, &l->items[i].sha256);
+		hasher_update(h, hex, 64);
+		hasher_update(h, "  ", 2);
+		hasher_update(h, l->items[i].name, strlen(l->items[i].name));
+		hasher_update(h, "\n", 1);
+		size += l->items[i].size;
+	}
+	hasher_final(h, &digest, NULL);
+	h = NULL;
+	if ((err =
+		 prep(&st, x, c,
+		      "SELECT coalesce(sum(p.tensor_count), 0), coalesce(sum(p.storage_count), 0),"
+		      " coalesce(sum(p.new_storages), 0), coalesce(sum(p.tensor_bytes), 0),"
+		      " coalesce(sum(p.new_bytes), 0)"
+		      " FROM files f JOIN checkpoints p ON p.id = f.part_id"
+		      " WHERE f.checkpoint_id = ?1")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, id);
+	if ((rc = x->d->step(st)) <= 0) {
+		err = rc < 0 ? rc : ck_error(CK_EIO, "index: no sums of the files");
+		goto out;
+	}
+	for (int i = 0; i < 5; i++)
+		sums[i] = x->d->column_int(st, i);
+	if ((err = prep(&st, x, c,
+			"UPDATE checkpoints SET model_id = ?2, stage_until = NULL, created_at = ?3,"
+			" format = ?4, size = ?5, sha256 = ?6, tensor_count = ?7,"
+			" storage_count = ?8, new_storages = ?9, tensor_bytes = ?10,"
+			" new_bytes = ?11 WHERE id = ?1 AND model_id = ?12")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, id);
+	x->d->bind_int(st, 2, mid);
+	x->d->bind_text(st, 3, created_at ? created_at : now);
+	x->d->bind_text(st, 4, files_format(l));
+	x->d->bind_int(st, 5, (int64_t)size);
+	bind_hash(x, st, 6, &digest);
+	for (int i = 0; i < 5; i++)
+		x->d->bind_int(st, 7 + i, sums[i]);
+	x->d->bind_int(st, 12, -mid);
+	if ((err = run_done(x, st)) < 0 ||
+	    (err = prep(&st, x, c, "DELETE FROM file_writes WHERE checkpoint_id = ?1")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, id);
+	if ((err = run_done(x, st)) < 0 || (err = bump_generation(x, c)) < 0 ||
+	    (err = x->d->commit(c)) < 0)
+		goto out;
+out:
+	if (h)
+		hasher_final(h, &digest, NULL);
+	index_file_list_free(l);
+	conn_put(x, c);
+	return err;
+}
+
+static int sql_staged_expire(struct index_freed *freed, int64_t *removed, struct index *idx,
+			     int64_t now)
+{
+	struct sqlx *x = SQLX(idx);
+	struct sql_conn *c = NULL;
+	struct sql_stmt *st;
+	int64_t *ids = NULL, *mids = NULL;
+	size_t n = 0, cap = freed->n, mcap = 0;
+	int err, rc;
+
+	if ((err = conn_get(&c, x)) < 0)
+		return err;
+	/* cheap when none is due: the partial index on stage_until */
+	if ((err = prep(&st, x, c,
+			"SELECT id, model_id FROM checkpoints WHERE stage_until IS NOT NULL"
+			" AND stage_until <= ?1")) < 0)
+		goto out;
+	x->d->bind_int(st, 1, now);
+	while ((rc = x->d->step(st)) == 1) {
+		int64_t *a = vec_grow(ids, &mcap, n, sizeof(*a), 16), *b;
+		if (!a) {
+			err = oom();
+			goto out;
+		}
+		ids = a;
+		if (!(b = realloc(mids, mcap * sizeof(*b)))) {
+			err = oom();
+			goto out;
+		}
+		mids = b;
+		ids[n] = x->d->column_int(st, 0);
+		mids[n++] = x->d->column_int(st, 1);
+	}
+	if (rc < 0) {
+		err = rc;
+		goto out;
+	}
+	if (!n)
+		goto out;
+	if ((err = x->d->begin(c, SQL_TXN_WRITE)) < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		/* gone, or committed meanwhile: the row no longer matches */
+		if ((err = prep(&st, x, c,
+				"SELECT 1 FROM checkpoints WHERE id = ?1 AND stage_until <= ?2")) <
+		    0)
+			goto out;
+		x->d->bind_int(st, 1, ids[i]);
+		x->d->bind_int(st, 2, now);
+		if ((rc = x->d->step(st)) < 0) {
+			err = rc;
+			goto out;
+		}
+		if (rc == 0)
+			continue;
+		if ((err = delete_one(freed, &cap, x, c, mids[i], ids[i])) < 0 &&
+		    err != CK_ENOTFOUND)
+			goto out;
+		err = 0;
+		(*removed)++;
+	}
+	if ((err = bump_generation(x, c)) < 0 || (err = x->d->commit(c)) < 0)
+		goto out;
+out:
+	free(ids);
+	free(mids);
+	conn_put(x, c);
+	return err;
+}
+
 /* ---- open, close ---- */
 
 static void sql_close(struct index *idx)
@@ -2461,6 +2920,11 @@ int index_sql_open(struct index **out, const struct sql_driver *drv, const char 
 	    .blobs_claimed = sql_blobs_claimed,
 	    .reap = sql_reap,
 	    .generation = sql_generation,
+	    .file_write_begin = sql_file_write_begin,
+	    .file_write_end = sql_file_write_end,
+	    .staged_commit = sql_staged_commit,
+	    .checkpoint_files = sql_checkpoint_files,
+	    .staged_expire = sql_staged_expire,
 	    .close = sql_close,
 	};
 	if ((err = drv->connect(&c, target)) < 0)

@@ -14,7 +14,7 @@
  *   {JSON}    a JSON document:        TEXT | JSONB
  *   {NOROWID} a table keyed only by its primary key: WITHOUT ROWID | (nothing)
  *
- * Tables (version 3):
+ * Tables (version 4):
  *   models(id, name UNIQUE, created_at, retention JSON)
  *   runs(id, model_id, name; UNIQUE(model_id, name))
  *   blobs(hash PK, raw_size, stored_size, codec, crc32, refcount)
@@ -22,16 +22,30 @@
  *               metrics JSON {name: number}, tags JSON [string], pinned,
  *               created_at, format, size, sha256, tensor_count, storage_count,
  *               new_storages, tensor_bytes, new_bytes, skeleton hash + size,
- *               resumed_from: the checkpoint this one's run resumed from)
+ *               resumed_from: the checkpoint this one's run resumed from,
+ *               stage_until: set while staged (SPEC 3.2), when it expires)
  *   storages(checkpoint_id, idx, blob, dtype, file_off, nbytes)
  *   tensors(checkpoint_id, seq, path, dtype, shape, strides, offset,
  *           storage_idx, nbytes)
+ *   files(checkpoint_id, name, part_id)    the files of a checkpoint of
+ *                                          several files: each is a part,
+ *                                          a checkpoint row of its own
+ *   file_writes(checkpoint_id, token, expires_at)  files being written to a
+ *                                          staged checkpoint (commit: 409)
  *   claims(owner, grp, blob, expires_at)   blobs an upload or download in
  *                                          flight holds (storage/gc.h)
  *   meta(name PK, value)                   'generation': moved by every change
  *
  * A blob's refcount is the number of storage rows plus checkpoint skeletons
  * naming it; a row reaching zero is deleted in the same transaction.
+ *
+ * Checkpoints of several files (SPEC 3.2): the checkpoint is a row whose
+ * skeleton is the empty blob and which has no storages or tensors of its
+ * own; each file is a part, a row like any single upload's (skeleton,
+ * storages, tensors), named in `files`. Rows nobody may see carry the
+ * negative of their model's id: parts always, a checkpoint while staged
+ * (stage_until set). So every query that names a model passes them over,
+ * and commit is one UPDATE of the sign.
  *
  * Version 1 is the schema ckptd used before the index had a second engine:
  * existing SQLite stores migrate from it. The version lives where the engine
@@ -88,6 +102,16 @@ static const char *const migrations[] = {
     "INSERT INTO meta(name, value) VALUES('generation', 0);",
     /* 3: the checkpoint a run resumed from, which retention keeps */
     "ALTER TABLE checkpoints ADD COLUMN resumed_from {INT};",
+    /* 4: checkpoints of several files (SPEC 3.2) */
+    "ALTER TABLE checkpoints ADD COLUMN stage_until {INT};"
+    "CREATE INDEX checkpoints_staged ON checkpoints(stage_until)"
+    " WHERE stage_until IS NOT NULL;"
+    "CREATE TABLE files("
+    " checkpoint_id {INT} NOT NULL, name TEXT NOT NULL, part_id {INT} NOT NULL,"
+    " PRIMARY KEY(checkpoint_id, name)){NOROWID};"
+    "CREATE TABLE file_writes("
+    " checkpoint_id {INT} NOT NULL, token {INT} NOT NULL, expires_at {INT} NOT NULL,"
+    " PRIMARY KEY(checkpoint_id, token)){NOROWID};",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,8 @@ struct store {
 	pthread_mutex_t keep_lock;
 	pthread_cond_t keep_done;
 	int keeps;
+	/* when store_staged_expire last asked the index (epoch seconds) */
+	_Atomic int64_t staged_checked;
 };
 
 /* How long store_blobs_have waits for keeps under way. */
@@ -574,9 +577,12 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 	struct gc_claim *cl = NULL;
 	struct hash *hashes = NULL;
 	int skel_fd = -1, skel_put = 0, committed = 0, err;
+	struct index_freed replaced = {0};
 	int64_t cid = 0;
 
 	gc_expire(s->gc);
+	store_staged_expire(s, 0);
+	k.replaced = &replaced;
 	stor = calloc(in->nstorages + 1, sizeof(*stor));
 	metas = calloc(in->nstorages + 1, sizeof(*metas));
 	hashes = calloc(in->nstorages + 1, sizeof(*hashes));
@@ -648,7 +654,12 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 		goto out;
 	committed = 1;
 	*id = cid;
+	/* the file this one replaced */
+	if (replaced.n && gc_reap(NULL, s->gc, replaced.v, replaced.n) < 0)
+		fprintf(stderr, "ckptd: blobs of a replaced file stay until the next sweep: %s\n",
+			ck_errmsg());
 out:
+	index_freed_clear(&replaced);
 	if (bt)
 		s->blobs->batch_free(bt);
 	gc_release(cl);
@@ -659,8 +670,10 @@ out:
 	free(stor);
 	free(metas);
 	free(hashes);
-	/* 5. retention: a failure there does not undo the commit */
-	if (committed && store_retention_apply(NULL, s, in->model, cid) < 0)
+	/* 5. retention: a failure there does not undo the commit; nothing
+	 * staged is visible to it yet */
+	if (committed && !in->stage_until && !in->part_of &&
+	    store_retention_apply(NULL, s, in->model, cid) < 0)
 		fprintf(stderr, "ckptd: retention of model '%s' after checkpoint %" PRId64 ": %s\n",
 			in->model, cid, ck_errmsg());
 	return err;
@@ -763,6 +776,80 @@ static int delete_with_reserve(struct store *s, const char *model, int64_t id)
 		reserve_make(s);
 		pthread_mutex_unlock(&s->reserve_lock);
 	}
+	return err;
+}
+
+/* ---- checkpoints of several files (SPEC 3.2) ---- */
+
+int store_staged_open(int64_t *id, struct store *s, const struct index_new_checkpoint *k)
+{
+	struct store_upload u;
+	struct index_dedup dd;
+
+	memset(&u, 0, sizeof(u));
+	u.fd = -1; /* no byte: the skeleton is the empty blob */
+	u.ck = *k;
+	u.ck.size = 0;
+	u.ck.storages = NULL;
+	u.ck.nstorages = 0;
+	u.ck.tensors = NULL;
+	u.ck.ntensors = 0;
+	u.ck.format = "files";
+	return store_commit(id, &dd, s, &u);
+}
+
+int store_file_write_begin(struct store *s, const char *model, int64_t id, int64_t token)
+{
+	return index_file_write_begin(s->idx, model, id, token,
+				      (int64_t)time(NULL) + STORE_WRITE_LEASE_S);
+}
+
+int store_file_write_renew(struct store *s, int64_t id, int64_t token)
+{
+	return index_file_write_end(s->idx, id, token, (int64_t)time(NULL) + STORE_WRITE_LEASE_S);
+}
+
+void store_file_write_end(struct store *s, int64_t id, int64_t token)
+{
+	if (index_file_write_end(s->idx, id, token, 0) < 0)
+		fprintf(stderr,
+			"ckptd: the mark of a failed write to checkpoint %" PRId64
+			" stays until it expires: %s\n",
+			id, ck_errmsg());
+}
+
+int store_staged_commit(struct store *s, const char *model, int64_t id)
+{
+	int err = index_staged_commit(s->idx, model, id, NULL);
+
+	if (err == 0 && store_retention_apply(NULL, s, model, id) < 0)
+		fprintf(stderr, "ckptd: retention of model '%s' after checkpoint %" PRId64 ": %s\n",
+			model, id, ck_errmsg());
+	return err;
+}
+
+int store_files(struct index_file_list **out, struct store *s, int64_t id)
+{
+	return index_checkpoint_files(out, s->idx, id);
+}
+
+int store_staged_expire(struct store *s, int force)
+{
+	struct index_freed freed = {0};
+	int64_t now = (int64_t)time(NULL), removed = 0;
+	int err;
+
+	/* at most once a second (one query on a partial index) */
+	if (!force && now - atomic_load(&s->staged_checked) < STORE_STAGED_CHECK_S)
+		return 0;
+	atomic_store(&s->staged_checked, now);
+	if ((err = index_staged_expire(&freed, &removed, s->idx, now)) == 0 && freed.n)
+		err = gc_reap(NULL, s->gc, freed.v, freed.n);
+	if (removed)
+		fprintf(stderr,
+			"ckptd: %" PRId64 " staged checkpoint%s not committed in time removed\n",
+			removed, removed == 1 ? "" : "s");
+	index_freed_clear(&freed);
 	return err;
 }
 
@@ -974,7 +1061,8 @@ int store_gc(uint64_t *removed, struct store *s)
 	int err;
 
 	*removed = 0;
-	if ((err = index_models(&models, s->idx)) < 0)
+	/* staged checkpoints past --stage-timeout first: their blobs then go */
+	if ((err = store_staged_expire(s, 1)) < 0 || (err = index_models(&models, s->idx)) < 0)
 		return err;
 	for (size_t i = 0; i < models->nitems && err == 0; i++)
 		err = store_retention_apply(NULL, s, models->items[i].name, 0);
@@ -1096,8 +1184,11 @@ out:
 }
 
 /* Copies checkpoint id of src into dst. */
+/* Copies checkpoint ck; part_of > 0: as file `name` of that staged
+ * checkpoint; stage_until > 0: staged (its files follow). */
 static int migrate_one(struct store_migrate_report *rep, struct store *src, struct store *dst,
-		       const struct index_checkpoint *ck)
+		       const struct index_checkpoint *ck, int64_t part_of, const char *name,
+		       int64_t stage_until)
 {
 	struct index_layout *l = NULL;
 	struct index_tensors *t = NULL;
@@ -1189,6 +1280,9 @@ static int migrate_one(struct store_migrate_report *rep, struct store *src, stru
 	k.created_at = ck->created_at;
 	k.dedup = &ck->dedup;
 	k.resumed_from = ck->resumed_from;
+	k.part_of = part_of;
+	k.file_name = name;
+	k.stage_until = stage_until;
 	err = index_checkpoint_insert(&id, &dd, dst->idx, &k);
 out:
 	if (bt)
@@ -1203,6 +1297,35 @@ out:
 	index_tensors_free(t);
 	if (err < 0)
 		ck_error_prefix(err, "checkpoint %" PRId64 " of model '%s': ", ck->id, ck->model);
+	return err;
+}
+
+/* A checkpoint of several files is copied staged (invisible) until this far
+ * future, then its files, then committed with its own creation time. */
+#define MIGRATE_STAGED_UNTIL ((int64_t)1 << 40)
+
+/* The files of checkpoint c (staged in dst), each as a part under its own
+ * id (those an earlier run copied are kept), then its commit. */
+static int migrate_files(struct store_migrate_report *rep, struct store *src, struct store *dst,
+			 const struct index_checkpoint *c)
+{
+	struct index_file_list *fl = NULL;
+	int err = index_checkpoint_files(&fl, src->idx, c->id);
+
+	for (size_t i = 0; err == 0 && i < fl->nitems; i++) {
+		struct index_checkpoint *part = NULL, *have = NULL;
+		err = index_checkpoint_get(&have, dst->idx, fl->items[i].part);
+		index_checkpoint_free(have);
+		if (err != CK_ENOTFOUND)
+			continue; /* copied by an earlier run, or an error */
+		ck_error_clear();
+		if ((err = index_checkpoint_get(&part, src->idx, fl->items[i].part)) == 0)
+			err = migrate_one(rep, src, dst, part, c->id, fl->items[i].name, 0);
+		index_checkpoint_free(part);
+	}
+	if (err == 0)
+		err = index_staged_commit(dst->idx, c->model, c->id, c->created_at);
+	index_file_list_free(fl);
 	return err;
 }
 
@@ -1234,8 +1357,12 @@ int store_migrate(struct store_migrate_report *rep, struct store *src, struct st
 			for (size_t i = 0; i < n && err == 0; i++) {
 				struct index_checkpoint *have = NULL;
 				const struct index_checkpoint *c = &l->items[i];
+				int multi = index_format_multi(c->format);
 				err = index_checkpoint_get(&have, dst->idx, c->id);
-				if (err == 0) {
+				if (err == 0 && have->stage_until && multi) {
+					/* an earlier run stopped among its files */
+					err = migrate_files(rep, src, dst, c);
+				} else if (err == 0) {
 					/* an earlier run's: it must be this one */
 					if (memcmp(have->sha256.b, c->sha256.b, 32) ||
 					    strcmp(have->model, c->model))
@@ -1248,7 +1375,11 @@ int store_migrate(struct store_migrate_report *rep, struct store *src, struct st
 					rep->skipped++;
 				} else if (err == CK_ENOTFOUND) {
 					ck_error_clear();
-					err = migrate_one(rep, src, dst, c);
+					/* several files: staged until they are all in */
+					err = migrate_one(rep, src, dst, c, 0, NULL,
+							  multi ? MIGRATE_STAGED_UNTIL : 0);
+					if (err == 0 && multi)
+						err = migrate_files(rep, src, dst, c);
 				}
 				index_checkpoint_free(have);
 				if (err == 0) {

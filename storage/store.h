@@ -119,6 +119,35 @@ int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, i
 void store_keep_begin(struct store *s);
 void store_keep_end(struct store *s);
 
+/* ---- checkpoints of several files (SPEC 3.2) ---- */
+
+/* How long a file's write mark lives without a renewal, and how often
+ * store_staged_expire asks the index (seconds). */
+#define STORE_WRITE_LEASE_S  120
+#define STORE_STAGED_CHECK_S 1
+
+/* Opens a staged checkpoint with k's fields (model, run, epoch, ...,
+ * stage_until > 0): invisible until store_staged_commit. */
+int store_staged_open(int64_t *id, struct store *s, const struct index_new_checkpoint *k);
+
+/* A file being written to staged checkpoint id: marked from before its
+ * body arrives (begin; renew now and then while it streams) until
+ * store_commit of its part ends the mark, or end drops it on a failure.
+ * begin: CK_ENOTFOUND / CK_ECONFLICT as index_file_write_begin. */
+int store_file_write_begin(struct store *s, const char *model, int64_t id, int64_t token);
+int store_file_write_renew(struct store *s, int64_t id, int64_t token);
+void store_file_write_end(struct store *s, int64_t id, int64_t token);
+
+/* Makes it visible (index_staged_commit), then applies retention. */
+int store_staged_commit(struct store *s, const char *model, int64_t id);
+
+int store_files(struct index_file_list **out, struct store *s, int64_t id);
+
+/* Removes the staged checkpoints past their --stage-timeout and reaps their
+ * blobs; asks the index at most every STORE_STAGED_CHECK_S unless force.
+ * store_commit calls it. */
+int store_staged_expire(struct store *s, int force);
+
 /* Deletes a checkpoint / a model and removes the blobs nothing else uses.
  * On a disk so full that the index cannot commit, a small reserve kept for
  * this is released first, so space can always be freed through deletes. */
@@ -199,7 +228,8 @@ struct store_migrate_report {
 int store_migrate(struct store_migrate_report *rep, struct store *src, struct store *dst,
 		  void (*progress)(void *arg, const struct store_migrate_report *rep), void *arg);
 
-/* Applies every model's retention policy, then sweeps blobs nothing names.
+/* Removes staged checkpoints past their time, applies every model's
+ * retention policy, then sweeps blobs nothing names.
  * *removed counts blobs removed. */
 int store_gc(uint64_t *removed, struct store *s);
 

@@ -40,6 +40,18 @@ class Migrate(unittest.TestCase):
                     data = f.read()
                 j = d.upload_ok(fixtures.model_name(name), data, {"tag": "compat"})
                 files[j["id"]] = (j["model"], data)
+            # a checkpoint of several files (SPEC 3.2)
+            multi_id = d.request("POST", "/models/sharded/checkpoints?staged=1&epoch=2").json()["id"]
+            multi = {"model-0001.pt": store.save_torch({"a": store.randn(900, 300000)}),
+                     "model-0002.pt": store.save_torch({"b": store.randn(901, 300000)}),
+                     "index.json": b'{"weight_map": {"a": "model-0001.pt"}}'}
+            for name, data in multi.items():
+                r = d.request("PUT", "/models/sharded/checkpoints/%d/files/%s" % (multi_id, name),
+                              body=data)
+                self.assertEqual(r.status, 201, r.body[:300])
+            r = d.request("POST", "/models/sharded/checkpoints/%d/commit" % multi_id)
+            self.assertEqual(r.status, 200, r.body[:300])
+            multi_json = r.json()
             import torch
             for i in range(24):  # enough bytes that a kill lands part way
                 data = store.save_torch({"w%d" % k: store.randn(i * 10 + k, 256 * 1024)
@@ -71,7 +83,8 @@ class Migrate(unittest.TestCase):
         done = 0
         while time.time() < deadline and p.poll() is None:
             try:
-                done = int(ckptd._psql(index_url, "SELECT count(*) FROM checkpoints") or 0)
+                done = int(ckptd._psql(index_url, "SELECT count(*) FROM checkpoints"
+                                              " WHERE model_id > 0") or 0)
             except RuntimeError:
                 done = 0  # the schema is being made
             if done >= len(files) // 3:
@@ -80,7 +93,8 @@ class Migrate(unittest.TestCase):
         p.send_signal(signal.SIGKILL)
         p.wait()
         self.assertLess(done, len(files), "the first run finished before it was killed")
-        first = int(ckptd._psql(index_url, "SELECT count(*) FROM checkpoints"))
+        # visible ones: a checkpoint of several files shows once all its files are in
+        first = int(ckptd._psql(index_url, "SELECT count(*) FROM checkpoints WHERE model_id > 0"))
         stored_after_kill = int(ckptd._psql(index_url, "SELECT count(*) FROM blobs"))
 
         # 2. again, to the end
@@ -105,6 +119,13 @@ class Migrate(unittest.TestCase):
                 got = t.stream_download("/models/%s/checkpoints/%d/file" % (model, cid))
                 self.assertEqual((got[0], got[2], got[3]), (200, sha(data), len(data)),
                                  "checkpoint %d of %s" % (cid, model))
+            got = t.get_json("/models/sharded/checkpoints/%d" % multi_id)
+            self.assertEqual(got["files"], multi_json["files"])
+            for k in ("sha256", "size", "created_at", "format", "dedup"):
+                self.assertEqual(got[k], multi_json[k], k)
+            for name, data in multi.items():
+                r = t.get("/models/sharded/checkpoints/%d/files/%s" % (multi_id, name))
+                self.assertEqual((r.status, sha(r.body)), (200, sha(data)), name)
             self.assertEqual(
                 t.get_json("/models/big/checkpoints/best?metric=acc&mode=max")["id"], src_best)
             self.assertEqual(t.get_json("/models/big/checkpoints")["checkpoints"], src_list)
@@ -116,7 +137,7 @@ class Migrate(unittest.TestCase):
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=600)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn("%d were there" % len(files), p.stdout)
+        self.assertIn("%d were there" % (len(files) + 1), p.stdout)
         self.assertIn(" 0 blobs copied", p.stdout)
 
 

@@ -347,7 +347,7 @@ class Routes(unittest.TestCase):
 
     def test_3_every_described_operation_is_routed_by_the_server(self):
         fill = {"model": "no-such-model", "ref": "1", "a": "1", "b": "2", "path": "w",
-                "asset": "app.js"}
+                "asset": "app.js", "name": "x.pt"}
         for path, method, op in operations(DOC):
             url = re.sub(r"\{(\w+)\}", lambda g: fill[g.group(1)], path)
             r = OPEN.request(method.upper(), "/!" + url, body=b"" if method in ("post", "put", "patch") else None)
@@ -398,6 +398,47 @@ class Answers(unittest.TestCase):
         call(self, OPEN, "POST", "/blobs/missing", 400, body={"blobs": [{"sha256": "x"}]})
         call(self, OPEN, "POST", "/blobs/missing", 413, body=b" " * (17 << 20),
              headers={"Content-Type": "application/json"})
+
+    def test_2c_checkpoints_of_several_files(self):
+        pt = read(os.path.join(TORCH, "cnn_state_dict.pt"))
+        r = call(self, OPEN, "POST", "/models/oa-files/checkpoints?staged=1&epoch=1", 201)
+        cid = r.json()["id"]
+        base = "/models/oa-files/checkpoints/%d" % cid
+        call(self, OPEN, "POST", base + "/commit", 409)  # no file yet
+        call(self, OPEN, "PUT", base + "/files/model.pt", 201, body=pt)
+        call(self, OPEN, "PUT", base + "/files/sub/.metadata", 201, body=b"\x80\x04N.")
+        call(self, OPEN, "PUT", base + "/files/a//b.pt", 400, body=pt)
+        call(self, OPEN, "PUT", base + "/files/cut.pt", 422, body=pt[:-200])
+        call(self, OPEN, "PUT", "/models/oa-files/checkpoints/999999/files/x.pt", 404, body=pt)
+        call(self, LOCKED, "PUT", base + "/files/big.pt", 413, body=b"\0" * (100 << 10),
+             token="wr1te")
+        thin = (b"R" + (64).to_bytes(8, "little") + bytes(32) +
+                b"E" + (32).to_bytes(8, "little") + bytes(32))
+        call(self, OPEN, "PUT", base + "/files/thin.pt", 409, body=thin,
+             headers={"Content-Type": "application/x-ckptd-thin"})
+        call(self, OPEN, "POST", "/models/oa-files/checkpoints/x/commit", 400)
+        call(self, OPEN, "POST", "/models/oa-files/checkpoints/999999/commit", 404)
+        call(self, OPEN, "POST", base + "/commit", 200)
+        call(self, OPEN, "POST", base + "/commit", 409)  # committed already
+        call(self, OPEN, "PUT", base + "/files/late.pt", 409, body=pt)
+        call(self, OPEN, "GET", base, 200)
+        call(self, OPEN, "GET", base + "/files", 200)
+        call(self, OPEN, "GET", "/models/oa-files/checkpoints/first/files", 400)
+        call(self, OPEN, "GET", "/models/oa-files/checkpoints/999999/files", 404)
+        r = call(self, OPEN, "GET", base + "/files/model.pt", 200)
+        call(self, OPEN, "GET", base + "/files/sub/.metadata", 200)
+        call(self, OPEN, "GET", base + "/files/model.pt", 206, headers={"Range": "bytes=0-9"})
+        call(self, OPEN, "GET", base + "/files/model.pt", 304,
+             headers={"If-None-Match": r.header("ETag")})
+        call(self, OPEN, "GET", base + "/files/model.pt", 416,
+             headers={"Range": "bytes=99999999-"})
+        call(self, OPEN, "GET", base + "/files/a/../b", 400)
+        call(self, OPEN, "GET", base + "/files/nope.pt", 404)
+        call(self, OPEN, "GET", base + "/archive", 200)
+        call(self, OPEN, "GET", base + "/archive", 206, headers={"Range": "bytes=0-9"})
+        call(self, OPEN, "GET", base + "/archive", 416, headers={"Range": "bytes=99999999-"})
+        call(self, OPEN, "GET", "/models/oa-files/checkpoints/first/archive", 400)
+        call(self, OPEN, "GET", "/models/oa-files/checkpoints/999999/archive", 404)
 
     def test_3_models_stats_and_metrics_with_data(self):
         call(self, OPEN, "GET", "/models", 200)
@@ -481,7 +522,8 @@ class Answers(unittest.TestCase):
             call(self, OPEN, "GET", "/!/ui/" + asset, 200)
 
     def test_9_tokens_on_every_operation_that_needs_one(self):
-        fill = {"model": "m", "ref": "1", "a": "1", "b": "2", "path": "w", "asset": "app.js"}
+        fill = {"model": "m", "ref": "1", "a": "1", "b": "2", "path": "w", "asset": "app.js",
+                "name": "x.pt"}
         n = 0
         for path, method, op in operations(DOC):
             scope = op["x-ckptd-scope"]
