@@ -1411,6 +1411,28 @@ out:
 	return err;
 }
 
+/* A tensor of file `name` in a checkpoint of several files: the file's name
+ * as the pointer's first segment (RFC 6901 escapes), then its own path. */
+static char *file_tensor_path(const char *name, const char *path)
+{
+	size_t n = strlen(name), m = strlen(path), k = 0;
+	char *out = malloc(2 * n + m + 2);
+
+	if (!out)
+		return NULL;
+	out[k++] = '/';
+	for (size_t i = 0; i < n; i++) {
+		if (name[i] == '~' || name[i] == '/') {
+			out[k++] = '~';
+			out[k++] = name[i] == '~' ? '0' : '1';
+		} else {
+			out[k++] = name[i];
+		}
+	}
+	memcpy(out + k, path, m + 1);
+	return out;
+}
+
 static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx, int64_t id)
 {
 	struct sqlx *x = SQLX(idx);
@@ -1419,12 +1441,22 @@ static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx,
 	struct index_tensors *t = calloc(1, sizeof(*t));
 	int64_t nt = 0, ns = 0;
 	int err = 0, rc;
+	/* a checkpoint of several files: its files' tensors, each file's
+	 * storages after the previous file's (bases: the first storage of
+	 * each part, in part order) */
+	struct part_base {
+		int64_t part;
+		size_t first;
+	} *bases = NULL;
+	size_t nbases = 0, bcap = 0;
+	int multi = 0, flat = 0;
 
 	if (!t)
 		return oom();
 	if ((err = conn_get(&c, x)) < 0 || (err = x->d->begin(c, SQL_TXN_READ)) < 0 ||
 	    (err = prep(&st, x, c,
-			"SELECT tensor_count, storage_count FROM checkpoints WHERE id = ?1")) < 0)
+			"SELECT tensor_count, storage_count, format FROM checkpoints"
+			" WHERE id = ?1")) < 0)
 		goto out;
 	x->d->bind_int(st, 1, id);
 	if ((rc = x->d->step(st)) <= 0) {
@@ -1433,6 +1465,10 @@ static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx,
 	}
 	nt = x->d->column_int(st, 0);
 	ns = x->d->column_int(st, 1);
+	multi = index_format_multi(x->d->column_text(st, 2));
+	/* shards of one model name their tensors as the model does; other
+	 * files' tensors are found under the file's name */
+	flat = multi && !strcmp(x->d->column_text(st, 2), "safetensors-sharded");
 	if (nt < 0 || ns < 0 || nt > (1 << 26) || ns > (1 << 26)) {
 		err = ck_error(CK_ECORRUPT, "index: checkpoint %" PRId64 " has bad counts", id);
 		goto out;
@@ -1445,12 +1481,26 @@ static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx,
 	}
 	if ((err = prep(
 		 &st, x, c,
-		 "SELECT s.blob, s.dtype, s.nbytes, b.crc32, b.refcount, s.file_off FROM storages s"
-		 " LEFT JOIN blobs b ON b.hash = s.blob"
-		 " WHERE s.checkpoint_id = ?1 ORDER BY s.idx")) < 0)
+		 multi ? "SELECT s.blob, s.dtype, s.nbytes, b.crc32, b.refcount, s.file_off,"
+			 " f.part_id FROM files f JOIN storages s ON s.checkpoint_id = f.part_id"
+			 " LEFT JOIN blobs b ON b.hash = s.blob"
+			 " WHERE f.checkpoint_id = ?1 ORDER BY f.part_id, s.idx"
+		       : "SELECT s.blob, s.dtype, s.nbytes, b.crc32, b.refcount, s.file_off,"
+			 " 0 FROM storages s LEFT JOIN blobs b ON b.hash = s.blob"
+			 " WHERE s.checkpoint_id = ?1 ORDER BY s.idx")) < 0)
 		goto out;
 	x->d->bind_int(st, 1, id);
 	while ((rc = x->d->step(st)) == 1 && t->nstorages < (size_t)ns) {
+		int64_t part = x->d->column_int(st, 6);
+		if (multi && (!nbases || bases[nbases - 1].part != part)) {
+			struct part_base *b = vec_grow(bases, &bcap, nbases, sizeof(*b), 8);
+			if (!b) {
+				err = oom();
+				goto out;
+			}
+			bases = b;
+			bases[nbases++] = (struct part_base){part, t->nstorages};
+		}
 		struct index_storage_row *s = &t->storages[t->nstorages++];
 		if ((err = column_hash(&s->blob, x, st, 0)) < 0)
 			goto out;
@@ -1464,15 +1514,31 @@ static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx,
 		err = rc;
 		goto out;
 	}
-	if ((err = prep(&st, x, c,
-			"SELECT path, dtype, shape, strides, \"offset\", storage_idx, nbytes"
-			" FROM tensors WHERE checkpoint_id = ?1 ORDER BY seq")) < 0)
+	if ((err =
+		 prep(&st, x, c,
+		      multi ? "SELECT t.path, t.dtype, t.shape, t.strides, t.\"offset\","
+			      " t.storage_idx, t.nbytes, f.part_id, f.name FROM files f"
+			      " JOIN tensors t ON t.checkpoint_id = f.part_id"
+			      " WHERE f.checkpoint_id = ?1 ORDER BY f.part_id, t.seq"
+			    : "SELECT path, dtype, shape, strides, \"offset\", storage_idx, nbytes,"
+			      " 0, '' FROM tensors WHERE checkpoint_id = ?1 ORDER BY seq")) < 0)
 		goto out;
 	x->d->bind_int(st, 1, id);
 	while ((rc = x->d->step(st)) == 1 && t->ntensors < (size_t)nt) {
 		struct index_tensor_row *r = &t->tensors[t->ntensors];
+		size_t base = 0;
 		int nd2 = 0;
-		if (!(r->path = dup_text(x, st, 0))) {
+		if (multi) {
+			int64_t part = x->d->column_int(st, 7);
+			size_t k = 0;
+			while (k < nbases && bases[k].part != part)
+				k++;
+			base = k < nbases ? bases[k].first : t->nstorages; /* none: caught below */
+		}
+		r->path = multi && !flat
+			      ? file_tensor_path(x->d->column_text(st, 8), x->d->column_text(st, 0))
+			      : dup_text(x, st, 0);
+		if (!r->path) {
 			err = oom();
 			goto out;
 		}
@@ -1487,7 +1553,7 @@ static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx,
 			goto out;
 		}
 		r->offset = (uint64_t)x->d->column_int(st, 4);
-		r->storage = (size_t)x->d->column_int(st, 5);
+		r->storage = base + (size_t)x->d->column_int(st, 5);
 		r->nbytes = (uint64_t)x->d->column_int(st, 6);
 		if (r->storage >= t->nstorages) {
 			err = ck_error(CK_ECORRUPT, "index: tensor %s names a missing storage",
@@ -1502,6 +1568,7 @@ static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx,
 	*out = t;
 	t = NULL;
 out:
+	free(bases);
 	index_tensors_free(t);
 	conn_put(x, c);
 	return err;

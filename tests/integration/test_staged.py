@@ -304,6 +304,68 @@ class Staged(ckptd.DaemonCase):
         self.assertEqual(st, 404, "a staged checkpoint of a deleted model")
 
 
+    def test_7_tensors_across_files(self):
+        import numpy
+        import torch
+        # a sharded safetensors model: keys are looked up across the shards
+        vals = {"embed": [float(i) for i in range(64)], "head.w": [0.5] * 32,
+                "head.b": [-1.0, 2.0], "mid": [3.0] * 16}
+        shards = {"model-00001-of-00002.safetensors": safetensors_file(
+                      {k: vals[k] for k in ("embed", "mid")}),
+                  "model-00002-of-00002.safetensors": safetensors_file(
+                      {k: vals[k] for k in ("head.w", "head.b")})}
+        index = {"metadata": {}, "weight_map": {"embed": "model-00001-of-00002.safetensors",
+                                                "mid": "model-00001-of-00002.safetensors",
+                                                "head.w": "model-00002-of-00002.safetensors",
+                                                "head.b": "model-00002-of-00002.safetensors"}}
+        cid = self.open("hf", "&epoch=1&loss=0.5")
+        for n, b in list(shards.items()) + [("model.safetensors.index.json",
+                                             json.dumps(index).encode())]:
+            self.assertEqual(self.put("hf", cid, n, b)[0], 201, n)
+        j = self.commit("hf", cid).json()
+        self.assertEqual((j["format"], j["tensor_count"]), ("safetensors-sharded", 4))
+        got = self.d.get_json("/models/hf/checkpoints/%d" % cid)
+        self.assertEqual(sorted(t["path"] for t in got["tensors"]),
+                         ["/embed", "/head.b", "/head.w", "/mid"])
+        r = self.d.get("/models/hf/checkpoints/best/state_dict")
+        self.assertEqual(r.status, 200, r.body[:300])
+        sd = torch.load(io.BytesIO(r.body), weights_only=True)
+        self.assertEqual(sorted(sd), sorted(vals))
+        for k, v in vals.items():
+            self.assertEqual(sd[k].tolist(), v, k)
+        r = self.d.get("/models/hf/checkpoints/%d/state_dict?keys=head.*&format=safetensors" % cid)
+        self.assertEqual(r.status, 200, r.body[:300])
+        r = self.d.get("/models/hf/checkpoints/%d/tensors/head.b" % cid)
+        self.assertEqual(numpy.load(io.BytesIO(r.body)).tolist(), [-1.0, 2.0])
+        # a second epoch changing one shard: diff across files
+        cid2 = self.open("hf", "&epoch=2")
+        vals2 = dict(vals, mid=[4.0] * 16)
+        shards2 = dict(shards)
+        shards2["model-00001-of-00002.safetensors"] = safetensors_file(
+            {k: vals2[k] for k in ("embed", "mid")})
+        for n, b in list(shards2.items()) + [("model.safetensors.index.json",
+                                              json.dumps(index).encode())]:
+            self.assertEqual(self.put("hf", cid2, n, b)[0], 201, n)
+        self.assertEqual(self.commit("hf", cid2).status, 200)
+        d = self.d.get_json("/models/hf/checkpoints/%d/diff/%d" % (cid, cid2))
+        states = {t["path"]: t["status"] for t in d["tensors"]}
+        self.assertEqual(states, {"/embed": "same", "/mid": "changed", "/head.w": "same",
+                                  "/head.b": "same"})
+        # other files: tensors under the file's name
+        cid3 = self.open("hf-files")
+        self.assertEqual(self.put("hf-files", cid3, "sub/m.pt",
+                                  store.save_torch({"w": torch.arange(5.0)}))[0], 201)
+        self.assertEqual(self.commit("hf-files", cid3).status, 200)
+        got = self.d.get_json("/models/hf-files/checkpoints/%d" % cid3)
+        self.assertEqual([t["path"] for t in got["tensors"]], ["/sub~1m.pt/w"])
+        r = self.d.get("/models/hf-files/checkpoints/%d/tensors/sub~1m.pt/w?format=raw" % cid3)
+        self.assertEqual(r.body, torch.arange(5.0).numpy().tobytes())
+        r = self.d.get("/models/hf-files/checkpoints/%d/state_dict?root=/sub~1m.pt" % cid3)
+        self.assertEqual(r.status, 200, r.body[:300])
+        self.assertEqual(torch.load(io.BytesIO(r.body), weights_only=True)["w"].tolist(),
+                         [0.0, 1.0, 2.0, 3.0, 4.0])
+
+
 class Timeout(ckptd.DaemonCase):
     NAME = "staged-timeout"
     ARGS = ("--stage-timeout", "2")
