@@ -121,17 +121,95 @@ struct part_of {
 	const char *name, *run;
 };
 
-/* Whether a file of a checkpoint of several files is kept as bytes only:
- * no format ckptd reads, or a torch.distributed.checkpoint data file
- * (several torch.save items one after another, which only .metadata
- * locates). */
-static int raw_file(const struct ck_input *in, const char *name)
+/* A torch.distributed.checkpoint data file (formats/items.c) as one parsed
+ * checkpoint of our own making (no budget: free with distcp_free): every
+ * archive's storages at their place in the file, its tensors named by the
+ * archive's offset ("/1024" for a tensor saved alone, "/1024/x" within a
+ * dict). Its tensors are only chunks: what they are the checkpoint's
+ * .metadata says. */
+struct distcp {
+	struct fmt_ckpt ck; /* first: freed through it */
+	struct fmt_item *items;
+	size_t nitems;
+};
+
+static void distcp_free(struct fmt_ckpt *ck)
+{
+	struct distcp *d = (struct distcp *)ck;
+
+	if (!d)
+		return;
+	for (size_t i = 0; i < d->ck.ntensors; i++)
+		free(d->ck.tensors[i].path);
+	free(d->ck.tensors);
+	free(d->ck.storages);
+	fmt_items_free(d->items, d->nitems);
+	free(d);
+}
+
+static int distcp_read(struct fmt_ckpt **out, const struct ck_input *in,
+		       const struct fmt_limits *lim)
+{
+	struct distcp *d = calloc(1, sizeof(*d));
+	size_t ns = 0, nt = 0;
+	int err;
+
+	*out = NULL;
+	if (!d)
+		return ck_error(CK_ENOMEM, "out of memory");
+	if ((err = fmt_read_items(&d->items, &d->nitems, in, lim)) < 0) {
+		free(d);
+		return err;
+	}
+	for (size_t i = 0; i < d->nitems; i++) {
+		ns += d->items[i].ck->nstorages;
+		nt += d->items[i].ck->ntensors;
+	}
+	d->ck.storages = calloc(ns + 1, sizeof(*d->ck.storages));
+	d->ck.tensors = calloc(nt + 1, sizeof(*d->ck.tensors));
+	if (!d->ck.storages || !d->ck.tensors) {
+		distcp_free(&d->ck);
+		return ck_error(CK_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < d->nitems; i++) {
+		const struct fmt_item *it = &d->items[i];
+		size_t first = d->ck.nstorages;
+		for (size_t k = 0; k < it->ck->nstorages; k++) {
+			struct fmt_storage *st = &d->ck.storages[d->ck.nstorages++];
+			*st = it->ck->storages[k];
+			st->file_off += it->off;
+		}
+		for (size_t k = 0; k < it->ck->ntensors; k++) {
+			struct fmt_tensor *t = &d->ck.tensors[d->ck.ntensors];
+			const char *p = it->ck->tensors[k].path;
+			size_t len = strlen(p) + 24;
+			*t = it->ck->tensors[k];
+			t->storage += first;
+			if (!(t->path = malloc(len))) {
+				distcp_free(&d->ck);
+				return ck_error(CK_ENOMEM, "out of memory");
+			}
+			snprintf(t->path, len, "/%llu%s", (unsigned long long)it->off, p);
+			d->ck.ntensors++;
+		}
+	}
+	*out = &d->ck;
+	return 0;
+}
+
+static int is_distcp(const char *name)
 {
 	size_t n = strlen(name);
+
+	return n >= 7 && !strcmp(name + n - 7, ".distcp");
+}
+
+/* Whether a file of a checkpoint of several files is kept as bytes only:
+ * no format ckptd reads. */
+static int raw_file(const struct ck_input *in, const char *name)
+{
 	enum fmt_kind k = FMT_UNKNOWN;
 
-	if (n >= 7 && !strcmp(name + n - 7, ".distcp"))
-		return 1;
 	if (fmt_detect(&k, in) < 0) {
 		ck_error_clear();
 		return 1;
@@ -163,11 +241,15 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 					    "'file' part of a multipart form");
 		goto out;
 	}
-	struct ck_input in = {NULL, r->body_fd, r->body_size};
+	struct ck_input in = {NULL, r->body_fd, r->body_size, 0};
 	if ((err = upload_thin_check_hash(r)) < 0)
 		goto out;
-	if (part && (raw = raw_file(&in, part->name))) { /* kept byte for byte, no tensors */
-		if (!(ck = calloc(1, sizeof(*ck)))) {
+	if (part && is_distcp(part->name)) { /* torch.save archives one after another */
+		if ((err = distcp_read(&ck, &in, &app->limits)) < 0)
+			goto out;
+		raw = 1;
+	} else if (part && (raw = raw_file(&in, part->name))) { /* kept byte for byte, no tensors */
+		if (!(ck = calloc(1, sizeof(struct distcp)))) {
 			err = ck_error(CK_ENOMEM, "out of memory");
 			goto out;
 		}
@@ -175,7 +257,7 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 		/* a file of no format ckptd reads (a pickle that is no torch
 		 * file, DCP's .metadata): its bytes */
 		ck_error_clear();
-		if (!(ck = calloc(1, sizeof(*ck)))) {
+		if (!(ck = calloc(1, sizeof(struct distcp)))) {
 			err = ck_error(CK_ENOMEM, "out of memory");
 			goto out;
 		}
@@ -240,7 +322,9 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 	u.ck.ntags = f->ntags;
 	u.ck.pinned = f->pinned;
 	u.ck.resumed_from = f->resumed_from;
-	u.ck.format = part && ck->kind == FMT_UNKNOWN ? "raw" : fmt_kind_name(ck->kind);
+	u.ck.format = part && is_distcp(part->name)	? "distcp"
+		      : part && ck->kind == FMT_UNKNOWN ? "raw"
+							: fmt_kind_name(ck->kind);
 	if (part) { /* the checkpoint's fields are its own, not its files' */
 		memset(&u.ck, 0, offsetof(struct index_new_checkpoint, format));
 		u.ck.model = model;
@@ -281,7 +365,7 @@ out:
 	free(tens);
 	free(f);
 	if (raw) /* not the parser's: no budget */
-		free(ck);
+		distcp_free(ck);
 	else
 		fmt_ckpt_free(ck);
 	return err;

@@ -131,6 +131,22 @@ int torch_legacy_read(struct fmt_ckpt **out, const struct ck_input *in,
 int safetensors_read(struct fmt_ckpt **out, const struct ck_input *in,
 		     const struct fmt_limits *lim);
 
+/* A file of several torch.save archives one after another with other
+ * bytes between (torch.distributed.checkpoint's .distcp files;
+ * formats/items.c): each archive found, [off, off + size) of the file,
+ * parsed by torch_zip_read as a file of its own (its storages' file_off
+ * count from off). Bytes that are no archive are passed over; a file with
+ * none gives n = 0. Errors: CK_ETOOBIG past max_records archives or the
+ * memory budget, CK_ENOMEM, CK_EIO; never CK_ECORRUPT (what does not parse
+ * is simply not an archive). Free with fmt_items_free. */
+struct fmt_item {
+	uint64_t off, size;
+	struct fmt_ckpt *ck;
+};
+int fmt_read_items(struct fmt_item **out, size_t *n, const struct ck_input *in,
+		   const struct fmt_limits *lim);
+void fmt_items_free(struct fmt_item *v, size_t n);
+
 /* Frees c and everything it owns, and releases its charge; accepts NULL.
  * On a checkpoint a reader has not handed over (fmt_ckpt_keep) it does
  * nothing: that memory goes with the reader's meter. */

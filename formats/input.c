@@ -17,9 +17,10 @@ int ck_input_read(const struct ck_input *in, void *buf, size_t n, uint64_t off, 
 				"file (%llu bytes): the file is truncated or damaged",
 				what, (unsigned long long)off, n, (unsigned long long)in->size);
 	if (in->mem) {
-		memcpy(buf, in->mem + off, n);
+		memcpy(buf, in->mem + in->base + off, n);
 		return 0;
 	}
+	off += in->base;
 	while (n > 0) {
 		ssize_t r = pread(in->fd, buf, n, (off_t)off);
 		if (r < 0 && errno == EINTR)

@@ -16,6 +16,8 @@ struct ck_input {
 	const uint8_t *mem; /* when non-NULL, the bytes; fd is then ignored */
 	int fd;		    /* else a file read with pread */
 	uint64_t size;	    /* total size in bytes */
+	uint64_t base;	    /* where offset 0 lies in mem or fd: a view of
+			       [base, base + size) of a larger file */
 };
 
 /* Reads exactly n bytes at off into buf. Returns 0, or CK_ECORRUPT (message

@@ -56,7 +56,7 @@ static uint8_t *slurp(const char *rel, size_t *len)
 
 static int read_mem(struct fmt_ckpt **out, const uint8_t *buf, size_t len)
 {
-	struct ck_input in = {buf, -1, len};
+	struct ck_input in = {buf, -1, len, 0};
 	return safetensors_read(out, &in, NULL);
 }
 
@@ -177,9 +177,7 @@ START_TEST(test_safetensors_reads_from_a_file_descriptor)
 
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(fstat(fd, &sb), 0);
-	in.mem = NULL;
-	in.fd = fd;
-	in.size = (uint64_t)sb.st_size;
+	in = (struct ck_input){.mem = NULL, .fd = fd, .size = (uint64_t)sb.st_size};
 	ck_assert_int_eq(safetensors_read(&c, &in, NULL), 0);
 	ck_assert_uint_eq(c->ntensors, 2);
 	fmt_ckpt_free(c);
@@ -248,7 +246,7 @@ START_TEST(test_safetensors_header_over_the_limit_is_too_big)
 {
 	size_t len;
 	uint8_t *buf = slurp("valid/simple.safetensors", &len);
-	struct ck_input in = {buf, -1, len};
+	struct ck_input in = {buf, -1, len, 0};
 	struct fmt_limits lim;
 	struct fmt_ckpt *c = NULL;
 

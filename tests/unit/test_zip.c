@@ -35,9 +35,7 @@ static struct fmt_meter meter;
 
 static int open_mem(struct zip_reader **z, struct ck_input *in, const uint8_t *b, size_t n)
 {
-	in->mem = b;
-	in->fd = -1;
-	in->size = n;
+	*in = (struct ck_input){.mem = b, .fd = -1, .size = n};
 	if (meter.budget)
 		fmt_meter_end(&meter); /* the previous reader's memory */
 	fmt_meter_begin(&meter, NULL);

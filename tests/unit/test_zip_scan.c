@@ -48,7 +48,7 @@ static size_t check_file(const char *path, size_t chunk)
 {
 	size_t n, hits = 0;
 	uint8_t *b = slurp(path, &n);
-	struct ck_input in = {b, -1, n};
+	struct ck_input in = {b, -1, n, 0};
 	struct fmt_ckpt *ck = NULL;
 	struct zip_scan *s = NULL;
 
@@ -90,7 +90,7 @@ START_TEST(test_zip_scan_hashes_every_record_of_torch_files)
 			snprintf(path, sizeof(path), "%s/%s", dirs[d], e->d_name);
 			size_t n;
 			uint8_t *b = slurp(path, &n);
-			struct ck_input in = {b, -1, n};
+			struct ck_input in = {b, -1, n, 0};
 			struct fmt_ckpt *ck = NULL;
 			int ok = fmt_read(&ck, &in, NULL) == 0;
 			size_t nst = ok ? ck->nstorages : 0;

@@ -1,0 +1,146 @@
+/*
+ * test_items.c: files of several torch.save archives one after another
+ * (torch.distributed.checkpoint's .distcp files; formats/items.c). Real
+ * torch files of 1.13 and 2.x back to back, with bytes items between them
+ * that hold the zip signatures too, are found at their offsets with the
+ * same storages as each file parsed alone; a file of nothing but false
+ * signatures gives no archive, in linear time; an archive cut short is
+ * passed over.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../common/err.h"
+#include "../../formats/checkpoint.h"
+#include "check_main.h"
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b;
+	long len;
+
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	b = malloc((size_t)len);
+	ck_assert_uint_eq(fread(b, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	*n = (size_t)len;
+	return b;
+}
+
+static void append(uint8_t **buf, size_t *n, const void *p, size_t len)
+{
+	*buf = realloc(*buf, *n + len);
+	ck_assert_ptr_nonnull(*buf);
+	memcpy(*buf + *n, p, len);
+	*n += len;
+}
+
+static const char *const files[] = {
+    "tests/data/torch/valid/cnn_state_dict.pt",
+    "tests/data/torch/valid/general_checkpoint.pt",
+    "tests/data/compat/torch2/tensor_2d.pt",
+};
+#define NFILES (sizeof(files) / sizeof(files[0]))
+
+START_TEST(test_items_finds_each_archive_at_its_offset)
+{
+	static const char junk[] = "bytes item PK\003\004 and PK\005\006 in it";
+	uint8_t *all = NULL, *f[NFILES];
+	size_t n = 0, len[NFILES], at[NFILES];
+
+	for (size_t i = 0; i < NFILES; i++) {
+		f[i] = slurp(files[i], &len[i]);
+		if (i)
+			append(&all, &n, junk, sizeof(junk));
+		at[i] = n;
+		append(&all, &n, f[i], len[i]);
+	}
+	append(&all, &n, junk, sizeof(junk));
+	struct ck_input in = {.mem = all, .fd = -1, .size = n};
+	struct fmt_item *v = NULL;
+	size_t nv = 0;
+	ck_assert_int_eq(fmt_read_items(&v, &nv, &in, NULL), 0);
+	ck_assert_uint_eq(nv, NFILES);
+	for (size_t i = 0; i < NFILES; i++) {
+		struct ck_input one = {.mem = f[i], .fd = -1, .size = len[i]};
+		struct fmt_ckpt *alone = NULL;
+		ck_assert_uint_eq(v[i].off, at[i]);
+		ck_assert_uint_eq(v[i].size, len[i]);
+		ck_assert_int_eq(fmt_read(&alone, &one, NULL), 0);
+		ck_assert_uint_eq(v[i].ck->nstorages, alone->nstorages);
+		ck_assert_uint_eq(v[i].ck->ntensors, alone->ntensors);
+		for (size_t k = 0; k < alone->nstorages; k++) {
+			ck_assert_uint_eq(v[i].ck->storages[k].file_off, alone->storages[k].file_off);
+			ck_assert_uint_eq(v[i].ck->storages[k].nbytes, alone->storages[k].nbytes);
+		}
+		fmt_ckpt_free(alone);
+		free(f[i]);
+	}
+	fmt_items_free(v, nv);
+	free(all);
+}
+END_TEST
+
+START_TEST(test_items_passes_over_false_signatures_in_linear_time)
+{
+	/* 4 MiB of local and end signatures, none closing an archive */
+	size_t n = 4 << 20;
+	uint8_t *b = malloc(n);
+	ck_assert_ptr_nonnull(b);
+	for (size_t i = 0; i + 4 <= n; i += 8) {
+		memcpy(b + i, "PK\003\004", 4);
+		memcpy(b + i + 4, "PK\005\006", 4);
+	}
+	struct ck_input in = {.mem = b, .fd = -1, .size = n};
+	struct fmt_item *v = NULL;
+	size_t nv = 1;
+	clock_t t0 = clock();
+	ck_assert_int_eq(fmt_read_items(&v, &nv, &in, NULL), 0);
+	ck_assert_uint_eq(nv, 0);
+	/* quadratic would be hours; linear is well under a few seconds even
+	 * under a sanitizer */
+	ck_assert_msg((double)(clock() - t0) / CLOCKS_PER_SEC < 60, "took too long");
+	fmt_items_free(v, nv);
+	free(b);
+}
+END_TEST
+
+START_TEST(test_items_passes_over_an_archive_cut_short)
+{
+	size_t len, n = 0;
+	uint8_t *f = slurp(files[0], &len), *all = NULL;
+
+	append(&all, &n, f, len / 2); /* its end record is gone */
+	size_t second = n;
+	append(&all, &n, f, len);
+	struct ck_input in = {.mem = all, .fd = -1, .size = n};
+	struct fmt_item *v = NULL;
+	size_t nv = 0;
+	ck_assert_int_eq(fmt_read_items(&v, &nv, &in, NULL), 0);
+	ck_assert_uint_eq(nv, 1);
+	ck_assert_uint_eq(v[0].off, second);
+	fmt_items_free(v, nv);
+	free(all);
+	free(f);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("items");
+	TCase *tc = tcase_create("items");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_items_finds_each_archive_at_its_offset);
+	tcase_add_test(tc, test_items_passes_over_false_signatures_in_linear_time);
+	tcase_add_test(tc, test_items_passes_over_an_archive_cut_short);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}
