@@ -15,6 +15,9 @@
  * the checkpoint is freed, the budget must hold exactly what it should: a
  * parse that leaks a charge, or gives back more than it took, traps.
  *
+ * Each input is also read as a file of several archives (a .distcp file,
+ * formats/items.c), whose archives must lie in order inside it.
+ *
  * Every input is also fed to the thin-upload frame decoder (api/thin.c),
  * whole and cut in two at a point the input chooses: both must agree, and
  * the literal bytes and references it hands over must tile the file it
@@ -94,6 +97,36 @@ static void run_on(const uint8_t *data, size_t size, struct fmt_budget *budget)
 		__builtin_trap();
 }
 
+/* The same input as a file of several archives (a .distcp file): the
+ * archives found lie in order, apart, inside the input, each storage
+ * inside its archive, and freeing them gives every charge back. */
+static void run_items(const uint8_t *data, size_t size, struct fmt_budget *budget)
+{
+	struct ck_input in = {.mem = data, .fd = -1, .size = size};
+	struct fmt_limits lim;
+	struct fmt_item *v = NULL;
+	size_t n = 0;
+
+	fmt_limits_default(&lim);
+	lim.max_pickle_ops = 1u << 20;
+	lim.max_memo = 1u << 16;
+	lim.budget = budget;
+	if (fmt_read_items(&v, &n, &in, &lim) == CK_ECORRUPT)
+		__builtin_trap(); /* never: what does not parse is no archive */
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].off + v[i].size > size || (i && v[i].off < v[i - 1].off + v[i - 1].size))
+			__builtin_trap();
+		for (size_t k = 0; k < v[i].ck->nstorages; k++) {
+			const struct fmt_storage *st = &v[i].ck->storages[k];
+			if (st->file_off + st->nbytes > v[i].size)
+				__builtin_trap();
+		}
+	}
+	fmt_items_free(v, n);
+	if (fmt_budget_used(budget) != 0)
+		__builtin_trap();
+}
+
 static void run(const uint8_t *data, size_t size)
 {
 	struct fmt_budget small;
@@ -101,6 +134,7 @@ static void run(const uint8_t *data, size_t size)
 	run_on(data, size, fmt_budget_process());
 	fmt_budget_init(&small, (uint64_t)64 << (10 + size % 6), (uint64_t)4 << 20);
 	run_on(data, size, &small);
+	run_items(data, size, &small);
 }
 
 static uint8_t *put(uint8_t *p, uint64_t v, int n)

@@ -30,6 +30,11 @@ import hashlib, struct
 def fr(kind, n, payload=b""):
     return kind + struct.pack("<Q", n) + payload
 body = b"PK\x03\x04 a file's first bytes"
+# a .distcp-like file: two torch files back to back with bytes between
+ts = sorted(f for f in os.listdir(d) if f.endswith(".pt") and not f.startswith("legacy"))[:2]
+if len(ts) == 2:
+    parts = [open(os.path.join(d, f), "rb").read() for f in ts]
+    open(os.path.join(d, "two.distcp"), "wb").write(parts[0] + b"PK\x05\x06 bytes" + parts[1])
 open(os.path.join(d, "thin.frames"), "wb").write(
     fr(b"L", len(body), body) + fr(b"R", 4096, hashlib.sha256(b"x").digest()) +
     fr(b"L", 0) + fr(b"L", 3, b"end") + fr(b"E", 32, hashlib.sha256(body).digest()))
@@ -39,7 +44,7 @@ clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	-o "$out/fuzz_formats" tests/fuzz/fuzz_formats.c \
 	formats/budget.c formats/checkpoint.c formats/torch.c formats/torch_walk.c \
 	formats/torch_legacy.c formats/zip.c formats/pickle.c \
-	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c \
+	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c formats/items.c \
 	common/err.c common/hash.c common/dtype.c common/vec.c api/thin.c \
 	$(pkg-config --cflags --libs jansson zlib libdeflate libcrypto 2>/dev/null || echo -ljansson -lz -ldeflate -lcrypto)
 cd "$out"
