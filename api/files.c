@@ -267,8 +267,8 @@ static int tar_entry_make(struct tar_entry *e, const char *name, uint64_t size, 
 	memcpy(e->head + TAR_BLOCK, rec, rlen);
 	free(rec);
 	/* the name field keeps what fits; the size field 0 past its 33 bits */
-	ustar_header(e->head + e->head_len - TAR_BLOCK, name,
-		     size >= (1ULL << 33) ? 0 : size, mtime, '0');
+	ustar_header(e->head + e->head_len - TAR_BLOCK, name, size >= (1ULL << 33) ? 0 : size,
+		     mtime, '0');
 	return 0;
 }
 
@@ -375,8 +375,8 @@ int h_archive(struct resp *out, struct app *app, struct req *r)
 	int64_t id;
 	int err;
 
-	if ((err = resolve_ref(&id, app, r)) < 0 || (err = store_checkpoint(&c, app->store, id)) < 0 ||
-	    (err = files_of(&l, app, id)) < 0)
+	if ((err = resolve_ref(&id, app, r)) < 0 ||
+	    (err = store_checkpoint(&c, app->store, id)) < 0 || (err = files_of(&l, app, id)) < 0)
 		goto out;
 	if (!(t = calloc(1, sizeof(*t))) || !(t->e = calloc(l->nitems + 1, sizeof(*t->e)))) {
 		err = ck_error(CK_ENOMEM, "out of memory");

@@ -111,8 +111,9 @@ static int end_locate(uint64_t *start, uint64_t *end, const struct ck_input *in,
 		return 0;
 	if (ck_input_read(in, h, 4, *start, "zip local header") < 0 || le32(h) != SIG_LOCAL)
 		return 0;
-	return cd_size == 0 || (ck_input_read(in, h, 4, *start + cd_off, "zip central header") == 0 &&
-				le32(h) == SIG_CENTRAL);
+	return cd_size == 0 ||
+	       (ck_input_read(in, h, 4, *start + cd_off, "zip central header") == 0 &&
+		le32(h) == SIG_CENTRAL);
 }
 
 void fmt_items_free(struct fmt_item *v, size_t n)
@@ -158,14 +159,16 @@ int fmt_read_items(struct fmt_item **out, size_t *nout, const struct ck_input *i
 			break;
 		if (n == cap) {
 			size_t nc = cap ? 2 * cap : 16;
-			struct fmt_item *nv = n >= lim->max_records ? NULL : realloc(v, nc * sizeof(*v));
+			struct fmt_item *nv =
+			    n >= lim->max_records ? NULL : realloc(v, nc * sizeof(*v));
 			if (!nv) {
 				fmt_ckpt_free(ck);
-				err = n >= lim->max_records
-					  ? ck_error(CK_ETOOBIG,
-						     "more than %llu torch.save archives in one file",
-						     (unsigned long long)lim->max_records)
-					  : ck_error(CK_ENOMEM, "out of memory");
+				err =
+				    n >= lim->max_records
+					? ck_error(CK_ETOOBIG,
+						   "more than %llu torch.save archives in one file",
+						   (unsigned long long)lim->max_records)
+					: ck_error(CK_ENOMEM, "out of memory");
 				break;
 			}
 			v = nv;

@@ -77,7 +77,8 @@ START_TEST(test_items_finds_each_archive_at_its_offset)
 		ck_assert_uint_eq(v[i].ck->nstorages, alone->nstorages);
 		ck_assert_uint_eq(v[i].ck->ntensors, alone->ntensors);
 		for (size_t k = 0; k < alone->nstorages; k++) {
-			ck_assert_uint_eq(v[i].ck->storages[k].file_off, alone->storages[k].file_off);
+			ck_assert_uint_eq(v[i].ck->storages[k].file_off,
+					  alone->storages[k].file_off);
 			ck_assert_uint_eq(v[i].ck->storages[k].nbytes, alone->storages[k].nbytes);
 		}
 		fmt_ckpt_free(alone);
