@@ -1,6 +1,9 @@
 /*
  * page_checkpoint.js: one checkpoint: its numbers, downloads, tensors, and a
- * diff against the previous epoch of the same run.
+ * diff against the previous epoch of the same run. A checkpoint of several
+ * files (SPEC 3.2) also lists its files, with the rank and bucket of each
+ * torch.distributed.checkpoint data file (__R_S.distcp), and downloads as a
+ * tar archive.
  */
 import { html, render } from './html.js';
 import { fmtBytes, fmtExact, fmtNum, fmtShape, fmtValue } from './format.js';
@@ -9,6 +12,30 @@ import { deleteCkpt, fmtMetrics, tagChips, togglePin } from './ckpt.js';
 import { main, navigate, ready, setTitle, showError, stat, timeEl } from './ui.js';
 
 const TENSOR_PAGE = 200;
+
+/* Rank and write bucket of a DCP data file's name (__R_S.distcp), or null. */
+function dcpRank(name) {
+  const m = /(?:^|\/)__(\d+)_(\d+)\.distcp$/.exec(name);
+  return m ? { rank: Number(m[1]), bucket: Number(m[2]) } : null;
+}
+
+function filesSection(base, files) {
+  const ranks = new Set(files.map((f) => dcpRank(f.name)?.rank).filter((r) => r != null));
+  return html`<section class="card table-card" id="c-files"><div class="card-head pad-h"><h2>Files
+    <span class="muted count">${fmtNum(files.length)}</span>${ranks.size
+      ? html` <span class="muted">· written by ${fmtNum(ranks.size)} rank${ranks.size === 1 ? '' : 's'}</span>` : ''}</h2></div>
+    <div class="table-wrap"><table class="table" id="file-table"><thead><tr><th scope="col">Name</th><th scope="col">Rank</th>
+    <th scope="col">Format</th><th scope="col" class="num">Tensors</th><th scope="col" class="num">Size</th>
+    <th scope="col" class="hide-md">SHA-256</th></tr></thead><tbody>${files.map((f) => {
+      const r = dcpRank(f.name);
+      const href = `${base}/files/${f.name.split('/').map(encodeURIComponent).join('/')}`;
+      return html`<tr data-file="${f.name}"><td class="mono path"><a href="${href}" download>${f.name}</a></td>
+        <td data-rank="${r ? r.rank : ''}">${r ? html`${fmtNum(r.rank)} <span class="muted">(bucket ${fmtNum(r.bucket)})</span>` : html`<span class="muted">—</span>`}</td>
+        <td class="mono">${f.format}</td><td class="num">${fmtNum(f.tensor_count)}</td>
+        <td class="num" title="${fmtNum(f.size)} bytes">${fmtBytes(f.size)}</td>
+        <td class="mono hide-md muted" title="${f.sha256}">${String(f.sha256).slice(0, 12)}</td></tr>`;
+    })}</tbody></table></div></section>`;
+}
 
 /* The checkpoint this one is compared with: the same run's checkpoint at the
  * highest epoch below this one's (else the run's previous upload). */
@@ -39,6 +66,8 @@ export function pageCheckpoint(alive, name, id) {
     st.tensors = c.tensors || [];
     if (String(c.id) !== String(id)) setTitle(`${name} #${c.id} (${id})`);
     const base = apiCkpt(name, c.id);
+    const files = Array.isArray(c.files) ? c.files : null;
+    const fileAction = files ? 'archive' : 'file';
     const tensorBytes = st.tensors.reduce((a, t) => a + (t.nbytes || 0), 0);
     const tags = c.tags?.length ? tagChips(c.tags) : html`<span class="muted">—</span>`;
     render(main, html`<nav class="crumbs" aria-label="Breadcrumb"><a href="/ui/">Models</a><span aria-hidden="true">/</span>
@@ -46,7 +75,8 @@ export function pageCheckpoint(alive, name, id) {
       <div class="page-head"><div><h1>Checkpoint #${c.id}${c.pinned ? html` <span class="badge pin">pinned</span>` : ''}</h1>
         <p class="sub">${name} · run ${c.run}${c.epoch != null ? ` · epoch ${fmtNum(c.epoch)}` : ''} · uploaded ${timeEl(c.created_at)}</p></div>
         <div class="head-actions">
-          <a class="btn btn-primary" href="${`${base}/file`}" download data-dl="file">Download file</a>
+          <a class="btn btn-primary" href="${`${base}/${fileAction}`}" download data-dl="${fileAction}">${
+            files ? 'Download all (tar)' : 'Download file'}</a>
           <a class="btn" href="${`${base}/state_dict`}" download data-dl="state_dict">state_dict</a>
           <a class="btn" href="${`${base}/state_dict?format=safetensors`}" download data-dl="safetensors">safetensors</a>
           <button type="button" class="btn" id="c-pin">${c.pinned ? 'Unpin' : 'Pin'}</button>
@@ -64,8 +94,10 @@ export function pageCheckpoint(alive, name, id) {
         <dt>Created</dt><dd>${fmtExact(c.created_at)}</dd>
         <dt>Metrics</dt><dd id="c-metrics">${fmtMetrics(c.metrics)}</dd>
         <dt>Tags</dt><dd id="c-tags">${tags}</dd>
-        <dt>curl</dt><dd><code class="break">curl -OJ ${location.origin}${base}/file</code></dd>
+        <dt>curl</dt><dd><code class="break">${files ? `curl ${location.origin}${base}/archive | tar x`
+          : `curl -OJ ${location.origin}${base}/file`}</code></dd>
       </dl></section>
+      ${files ? filesSection(base, files) : ''}
       <section class="card table-card" id="c-diff"><div class="card-head pad-h"><h2>Changes since the previous epoch</h2></div>
         <div class="pad-h diff-body"><p class="muted">Looking for the previous checkpoint…</p></div></section>
       <section class="card table-card"><div class="card-head pad-h"><h2>Tensors <span class="muted count">${fmtNum(st.tensors.length)}</span></h2>

@@ -432,6 +432,43 @@ describe('dashboard', { timeout: 600_000 }, () => {
     await shot('checkpoint.png');
   });
 
+  it('shows a checkpoint of several files with its files and ranks, and downloads them as a tar', async () => {
+    const model = 'dcp-job';
+    const res = await request('POST', `/api/v1/models/${model}/checkpoints?staged=1&epoch=1&loss=0.5`);
+    assert.equal(res.status, 201, String(res.body));
+    const id = JSON.parse(res.body.toString()).id;
+    const files = {
+      '__0_0.distcp': Buffer.from('rank 0 bytes'),
+      '__1_0.distcp': Buffer.from('rank 1 bytes, a few more'),
+      '__1_1.distcp': Buffer.from('rank 1, second bucket'),
+      '.metadata': Buffer.from([0x80, 0x04, 0x4e, 0x2e]),
+    };
+    for (const [name, body] of Object.entries(files)) {
+      const r = await request('PUT', `/api/v1/models/${model}/checkpoints/${id}/files/${name}`, body,
+        { 'Content-Type': 'application/octet-stream', 'Content-Length': body.length });
+      assert.equal(r.status, 201, `${name}: ${r.body}`);
+    }
+    const c = await request('POST', `/api/v1/models/${model}/checkpoints/${id}/commit`);
+    assert.equal(c.status, 200, String(c.body));
+    await open(`/ui/models/${model}/checkpoints/${id}`);
+    const rows = await page.$$eval('#file-table tbody tr[data-file]', (trs) =>
+      trs.map((tr) => ({ name: tr.dataset.file, rank: tr.querySelector('[data-rank]').dataset.rank })));
+    assert.deepEqual(rows.map((r) => r.name), Object.keys(files).sort());
+    assert.deepEqual(Object.fromEntries(rows.map((r) => [r.name, r.rank])),
+      { '.metadata': '', '__0_0.distcp': '0', '__1_0.distcp': '1', '__1_1.distcp': '1' });
+    assert.match(await page.locator('#c-files h2').innerText(), /written by 2 ranks/);
+    const dl = await page.locator('a[data-dl="archive"]').getAttribute('href');
+    assert.equal(dl, `/api/v1/models/${model}/checkpoints/${id}/archive`);
+    const tar = await request('GET', dl);
+    assert.equal(tar.status, 200);
+    assert.equal(tar.headers['content-type'], 'application/x-tar');
+    // the first member's name and bytes, as ustar lays them out
+    assert.equal(tar.body.subarray(0, 9).toString(), '.metadata');
+    assert.deepEqual([...tar.body.subarray(512, 516)], [0x80, 0x04, 0x4e, 0x2e]);
+    await shot('checkpoint-files.png');
+    await request('DELETE', `/api/v1/models/${model}`);
+  });
+
   it('shows logical and stored bytes on the storage page', async () => {
     await page.click('nav.nav a[data-section="storage"]');
     await page.waitForSelector('main[data-page="storage"][data-ready]');
