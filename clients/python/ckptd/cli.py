@@ -2,9 +2,11 @@
 
     ckptd-client push ckpt.pth -m resnet [--epoch N --step S --loss L --run R
         --metric acc=0.9 --tag nightly --pin --json]
+    ckptd-client push --dir DIR -m resnet [the same fields] [--parallel N] [--no-thin]
     ckptd-client pull -m resnet [--ref latest|best|ID] [--root /model_state_dict]
         [--keys 'conv*'] [--format pth|safetensors] [--run R] [-o out.pth]
     ckptd-client pull -m resnet --original [--ref ...] [-o ckpt.pth]
+    ckptd-client pull -m resnet --dir DIR [--ref latest|best|ID] [--run R]
     ckptd-client list -m resnet [--run R --epoch N --tag T --order loss --limit N --json]
     ckptd-client info -m resnet [--ref latest|best|ID] [--run R] [--json]
     ckptd-client delete -m resnet ID
@@ -73,8 +75,17 @@ def parser() -> argparse.ArgumentParser:
     model.add_argument("-m", "--model", required=True, help="model name")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("push", parents=[model], help="upload a checkpoint file")
-    p.add_argument("file", help="a torch.save file or a safetensors file")
+    p = sub.add_parser("push", parents=[model],
+                       help="upload a checkpoint file, or a directory as one checkpoint")
+    p.add_argument("file", nargs="?", help="a torch.save file or a safetensors file")
+    p.add_argument("--dir", metavar="DIR",
+                   help="upload every file under DIR (recursively) as one checkpoint of "
+                   "several files, instead of FILE")
+    p.add_argument("--parallel", type=int, default=4, metavar="N",
+                   help="with --dir: files uploaded at once (default 4)")
+    p.add_argument("--no-thin", dest="thin", action="store_false",
+                   help="with --dir: send every file whole, not the tensors the server "
+                   "already has as references")
     p.add_argument("--epoch", type=int)
     p.add_argument("--step", type=int)
     p.add_argument("--loss", type=float)
@@ -86,7 +97,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the server's JSON answer")
 
     p = sub.add_parser("pull", parents=[model],
-                       help="download a checkpoint's state_dict (or its original file)")
+                       help="download a checkpoint's state_dict (or its original file, "
+                       "or all its files)")
     p.add_argument("--ref", default=DEFAULT_REF,
                    help="latest (default), best or a checkpoint id")
     p.add_argument("--root", help="JSON Pointer of the state_dict, e.g. /model_state_dict")
@@ -98,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output",
                    help="file to write, - for stdout (default MODEL-REF.pth, or "
                    "MODEL-ID.pth with --original)")
+    p.add_argument("--dir", metavar="DIR",
+                   help="write every file of the checkpoint, as uploaded, into DIR (made "
+                   "if missing; a checkpoint of one file gives that file)")
 
     p = sub.add_parser("list", parents=[model], help="list a model's checkpoints")
     p.add_argument("--run")
@@ -130,7 +145,14 @@ def _progress(a: argparse.Namespace, label: str) -> Optional[TerminalProgress]:
     return None if a.quiet else TerminalProgress(label)
 
 
-def _push(c: Client, a: argparse.Namespace) -> None:
+def _push(c: Client, a: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
+    if (a.file is None) == (a.dir is None):
+        ap.error("push takes a FILE or --dir DIR (one of them)")
+    if a.parallel < 1:
+        ap.error("--parallel is at least 1")
+    if a.dir is not None:
+        _push_dir(c, a)
+        return
     p = _progress(a, "push %s" % os.path.basename(a.file))
     try:
         j = c.save_file(a.file, a.model, epoch=a.epoch, step=a.step, loss=a.loss, run=a.run,
@@ -147,10 +169,54 @@ def _push(c: Client, a: argparse.Namespace) -> None:
              j["tensor_count"], format_size(d.get("new_bytes", 0))))
 
 
+def _push_dir(c: Client, a: argparse.Namespace) -> None:
+    p = _progress(a, "push %s" % (os.path.basename(os.path.normpath(a.dir)) or a.dir))
+    try:
+        j = c.push_dir(a.model, a.dir, epoch=a.epoch, step=a.step, loss=a.loss, run=a.run,
+                       metrics=dict(a.metric), tags=a.tag, pin=a.pin, parallel=a.parallel,
+                       thin=a.thin, progress=p)
+    finally:
+        if p is not None:
+            p.finish()
+    if a.json:
+        print(json.dumps(j, indent=2))
+        return
+    d = j.get("dedup") or {}
+    print("stored %s checkpoint %s (run %s, epoch %s): %d files, %s, %s tensors, %s sent, "
+          "%s new in the store"
+          % (j["model"], j["id"], j["run"], _dash(j.get("epoch")), len(j.get("files") or []),
+             format_size(j["size"]), j["tensor_count"], format_size(c.last_push_wire or 0),
+             format_size(d.get("new_bytes", 0))))
+
+
 _EXT = {"safetensors": ".safetensors"}
 
 
+def _pull_dir(c: Client, a: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
+    if a.original or a.output or a.root or a.keys or a.format != "pth":
+        ap.error("pull --dir takes the files as uploaded: no --original, -o, --root, --keys "
+                 "or --format")
+    p = _progress(a, "pull %s" % (os.path.basename(os.path.normpath(a.dir)) or a.dir))
+    sizes: List[int] = []
+
+    def progress(done: int, total: Optional[int]) -> None:
+        sizes[:] = [done]
+        if p is not None:
+            p(done, total)
+
+    try:
+        names = c.pull_dir(a.model, a.ref, a.dir, run=a.run, progress=progress)
+    finally:
+        if p is not None:
+            p.finish()
+    print("wrote %d files to %s (%s)" % (len(names), a.dir, format_size(sum(sizes))),
+          file=sys.stderr)
+
+
 def _pull(c: Client, a: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
+    if a.dir is not None:
+        _pull_dir(c, a, ap)
+        return
     if a.original and (a.root or a.keys or a.format != "pth"):
         ap.error("pull --original takes the file as uploaded: no --root, --keys or --format")
     ref = a.ref
@@ -240,7 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with Client(a.url, token=a.token, cafile=a.cafile) as c:
             if a.cmd == "push":
-                _push(c, a)
+                _push(c, a, ap)
             elif a.cmd == "pull":
                 _pull(c, a, ap)
             elif a.cmd == "list":

@@ -25,6 +25,12 @@ memory grows by a 1 MiB coalescing buffer for the small records, not by the
 checkpoint's size. The SHA-256 of the bytes sent is checked against the one
 the server reports.
 
+Directories. push_dir(model, path) uploads every file under path as one
+checkpoint of several files (SPEC 3.2: a staged checkpoint, its files PUT by
+up to `parallel` threads, each streamed from disk and thin when it is a torch
+zip or safetensors file, then one commit); pull_dir(model, ref, path) writes
+them back, each checked against its SHA-256 and renamed into place.
+
 Uploads send "Expect: 100-continue" and wait up to a second for the server's
 interim answer, so a refused write (401, 403, 404) costs no upload. The
 interim answer is read from the connection byte by byte with plain recv()
@@ -40,8 +46,9 @@ retried only when the server cannot have stored it: the connection failed
 before the whole body was sent, or the server answered 503. When the body was
 sent whole and the connection broke before the answer, the upload may have
 been stored; retrying could make a duplicate checkpoint, so
-CkptdConnectionError is raised instead (check with list()). Reads are retried
-on any connection error.
+CkptdConnectionError is raised instead (check with list()). The files of
+push_dir are the exception: a file PUT again replaces the first, so they are
+retried in that case too. Reads are retried on any connection error.
 
 Connections. A Client keeps up to four idle keep-alive connections and reuses
 them; close() (or leaving a with block) closes them. A connection the server
@@ -71,8 +78,11 @@ import logging
 import os
 import socket
 import copy
+import stat
 import ssl
 import struct
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 import tempfile
 import threading
 import time
@@ -89,6 +99,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Set,
     Tuple,
     Type,
     TypeVar,
@@ -98,7 +109,7 @@ from typing import (
 )
 
 from ._version import __version__
-from .errors import CkptdConnectionError, CkptdError, error_from_body
+from .errors import CkptdConnectionError, CkptdError, NotFound, error_from_body
 
 if TYPE_CHECKING:
     import torch
@@ -557,6 +568,8 @@ class Client:
         # bytes the last save() put on the wire (frames or file), for
         # callers that count what a thin save spared
         self.last_save_wire: Optional[int] = None
+        # the request bodies the last push_dir() sent, all files together
+        self.last_push_wire: Optional[int] = None
         if max_background < 1:
             raise ValueError("max_background must be at least 1")
         self.max_background = max_background
@@ -723,9 +736,10 @@ class Client:
 
     def _request(
         self, method: str, path: str, params: Optional[Mapping[str, Any]] = None,
-        body: Any = None,
+        body: Any = None, headers_out: Optional[Dict[str, str]] = None,
     ) -> Tuple[int, bytes]:
-        """A small request with retries -> (status, body bytes)."""
+        """A small request with retries -> (status, body bytes). headers_out,
+        when given, receives the answer's headers."""
         url = self._url(path, params)
         headers = self._headers()
         data: Optional[bytes] = None
@@ -745,15 +759,18 @@ class Client:
             except (OSError, http.client.HTTPException) as e:
                 raise _retry_for(e)
             self._check(r.status, payload, method, url)
+            if headers_out is not None:
+                headers_out.clear()
+                headers_out.update(r.getheaders())
             return r.status, payload
 
         return self._with_retries(method, url, attempt)
 
     def _json(
         self, method: str, path: str, params: Optional[Mapping[str, Any]] = None,
-        body: Any = None,
+        body: Any = None, headers_out: Optional[Dict[str, str]] = None,
     ) -> Any:
-        status, data = self._request(method, path, params, body)
+        status, data = self._request(method, path, params, body, headers_out)
         if status == 204 or not data:
             return None
         return json.loads(data.decode("utf-8"))
@@ -912,15 +929,26 @@ class Client:
         and returns the hex SHA-256 of what it sent (or None). before(), when
         given, runs ahead of each attempt and may change headers."""
         url = self._url("/models/%s/checkpoints" % _q(model), params)
+        return self._stream("POST", url, send_body, headers, before)
 
-        def attempt(conn: http.client.HTTPConnection) -> Checkpoint:
+    def _stream(
+        self, method: str, url: str,
+        send_body: Callable[[socket.socket], Optional[str]], headers: Mapping[str, str],
+        before: Optional[Callable[[], None]] = None, *, replaces: bool = False,
+    ) -> Dict[str, Any]:
+        """_upload's request to any URL. replaces: the request stores the same
+        thing however often it is made (a file of a staged checkpoint, PUT
+        again, replaces the first), so it is retried even when the body was
+        sent whole and the connection broke before the answer."""
+
+        def attempt(conn: http.client.HTTPConnection) -> Dict[str, Any]:
             if before is not None:
                 before()
             h = self._headers(headers)
             h["Expect"] = "100-continue"
-            log.debug("POST %s", url)
+            log.debug("%s %s", method, url)
             try:
-                conn.putrequest("POST", url, skip_accept_encoding=True)
+                conn.putrequest(method, url, skip_accept_encoding=True)
                 for k, v in h.items():
                     conn.putheader(k, v)
                 conn.endheaders()
@@ -932,9 +960,9 @@ class Client:
                     payload = early.read()
                 except (OSError, http.client.HTTPException) as e:
                     raise _retry_for(e)
-                self._check(early.status, payload, "POST", url)
+                self._check(early.status, payload, method, url)
                 raise CkptdError("the server answered %d before the body" % early.status,
-                                 status=early.status, code="unexpected", method="POST",
+                                 status=early.status, code="unexpected", method=method,
                                  path=url)
             assert conn.sock is not None
             try:
@@ -946,25 +974,27 @@ class Client:
                     payload = r.read()
                 except (OSError, http.client.HTTPException):
                     raise _retry_for(e, what="upload broke while sending: ")
-                self._check(r.status, payload, "POST", url)
+                self._check(r.status, payload, method, url)
                 raise _retry_for(e, what="upload broke while sending: ")
             try:
                 r = conn.getresponse()
                 payload = r.read()
             except (OSError, http.client.HTTPException) as e:
+                if replaces:
+                    raise _retry_for(e, what="the connection broke before the answer: ")
                 raise CkptdConnectionError(
                     "the whole checkpoint was sent but the connection broke before the "
                     "answer (%s: %s); it may have been stored: check list() before saving "
-                    "it again" % (type(e).__name__, e), method="POST", path=url) from e
-            self._check(r.status, payload, "POST", url)
-            j = cast(Checkpoint, json.loads(payload.decode("utf-8")))
+                    "it again" % (type(e).__name__, e), method=method, path=url) from e
+            self._check(r.status, payload, method, url)
+            j = cast(Dict[str, Any], json.loads(payload.decode("utf-8")))
             if sha and j.get("sha256") and j["sha256"] != sha:
                 raise CkptdError("the server stored SHA-256 %s but %s was sent"
                                  % (j["sha256"], sha), status=r.status,
-                                 code="sha256_mismatch", method="POST", path=url)
+                                 code="sha256_mismatch", method=method, path=url)
             return j
 
-        return self._with_retries("POST", url, attempt)
+        return self._with_retries(method, url, attempt)
 
     # -- checkpoints ------------------------------------------------------
 
@@ -1222,6 +1252,283 @@ class Client:
             "Content-Length": str(size),
         })
 
+    def push_dir(
+        self,
+        model: str,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        epoch: Optional[int] = None,
+        step: Optional[int] = None,
+        loss: Optional[float] = None,
+        run: Optional[str] = None,
+        metrics: Optional[Mapping[str, float]] = None,
+        tags: Union[str, Iterable[str], None] = None,
+        pin: bool = False,
+        resumed_from: Optional[int] = None,
+        parallel: int = 4,
+        thin: bool = True,
+        progress: Optional[ProgressCallback] = None,
+    ) -> Checkpoint:
+        """Uploads the directory at path as one checkpoint of several files
+        (SPEC 3.2): a sharded safetensors save with its index, a
+        torch.distributed.checkpoint directory, a tokenizer next to the
+        weights. Needs no torch. Same options as save(); returns the
+        committed checkpoint's JSON (its "files" listed, "format" "dcp",
+        "safetensors-sharded" or "files", "sha256" the SHA-256 of the file
+        list in sha256sum's format), after checking that sha256 against the
+        files sent.
+
+        The files: every regular file under path, recursively, named by its
+        path relative to path with '/' between directories. A symbolic link
+        to a file is uploaded as that file's bytes under the link's name,
+        wherever it points (a Hugging Face cache's snapshot links into its
+        blobs directory); a link to a directory, a dangling link, a FIFO, a
+        socket or a device raises ValueError, as does a name the server
+        refuses (control characters, '\\', over 1024 bytes), all before
+        anything is sent. Empty files are uploaded (0 bytes); empty
+        directories are not kept, and a directory without files is a
+        ValueError.
+
+        How: opens a staged checkpoint (POST ?staged=1 with the fields),
+        PUTs the files, up to `parallel` at once (threads, each on its own
+        connection; the largest first), each streamed from disk, then commits.
+        With thin (the default), a torch zip or safetensors file is first
+        read once to hash its storages of 4 KiB and more, the server is asked
+        which it lacks (POST /blobs/missing), and the stored ones are sent as
+        references (SPEC 3.1): a second push of unchanged weights sends a
+        few kilobytes per file. Other files (and *.distcp, which the server
+        keeps as bytes) go raw, as does a file whose thin upload the server
+        refuses (a storage it no longer has, or a file it parses otherwise).
+        self.last_push_wire is the body bytes the last push_dir sent.
+
+        Retries: a file is retried like save() on a connection error or a
+        503; a PUT replaces the file of the same name, so it is retried even
+        when the connection broke after the whole file was sent. If a file
+        fails for good, the error is raised once the uploads under way end
+        and the checkpoint is never committed: the server removes the staged
+        checkpoint and its files after its --stage-timeout. progress, if
+        given, is called with (bytes done of all files, their total size),
+        one call at a time, from the upload threads."""
+        root = os.fspath(path)
+        files = _dir_files(root)
+        if not files:
+            raise ValueError("%s holds no files to push" % root)
+        if parallel < 1:
+            raise ValueError("parallel must be at least 1")
+        params = self._meta(epoch, step, loss, run, metrics, tags, pin)
+        params["resumed_from"] = self._resumed(model, resumed_from)
+        params["staged"] = 1
+        opened = self._json("POST", "/models/%s/checkpoints" % _q(model), params)
+        cid = int(opened["id"])
+
+        self.last_push_wire = None
+        total = sum(size for _n, _p, size in files)
+        lock = threading.Lock()
+        done: Dict[str, int] = {}
+        done_all = 0
+        wire: Dict[str, int] = {}
+        stop = threading.Event()
+        errors: List[BaseException] = []
+
+        def moved(name: str, n: int) -> None:
+            nonlocal done_all
+            if progress is None:
+                return
+            with lock:
+                done_all += n - done.get(name, 0)
+                done[name] = n
+                progress(done_all, total)
+
+        def one(item: Tuple[str, str, int]) -> Optional[Dict[str, Any]]:
+            if stop.is_set():
+                return None
+            name, fpath, size = item
+            try:
+                j, sent = self._put_file(model, cid, name, fpath, size, thin,
+                                         lambda n: moved(name, n))
+            except BaseException as e:
+                stop.set()
+                with lock:
+                    errors.append(e)
+                raise
+            with lock:
+                wire[name] = sent
+            return j
+
+        if progress is not None:
+            progress(0, total)
+        order = sorted(files, key=lambda x: -x[2])  # the largest first
+        answers: Dict[str, Dict[str, Any]] = {}
+        with ThreadPoolExecutor(max_workers=min(parallel, len(files)),
+                                thread_name_prefix="ckptd-push") as ex:
+            futures = [(item[0], ex.submit(one, item)) for item in order]
+            try:
+                for name, fut in futures:
+                    try:
+                        j = fut.result()
+                    except BaseException:
+                        continue  # in errors
+                    if j is not None:
+                        answers[name] = j
+            except BaseException:  # interrupted: start no further file
+                stop.set()
+                raise
+        if errors:
+            raise errors[0]
+        self.last_push_wire = sum(wire.values())
+        sent = [(name, str(answers[name]["sha256"])) for name, _p, _s in files]
+        ck = self._commit(model, cid, dict(sent))
+        want = _list_sha256(sent)
+        if ck.get("sha256") != want:
+            raise CkptdError("checkpoint %d was committed with SHA-256 %s but its files "
+                             "sent make %s" % (cid, ck.get("sha256"), want),
+                             code="sha256_mismatch", method="POST",
+                             path=self._url("/models/%s/checkpoints/%d/commit"
+                                            % (_q(model), cid)))
+        return ck
+
+    def _put_file(
+        self, model: str, cid: int, name: str, path: str, size: int, thin: bool,
+        moved: Callable[[int], None],
+    ) -> Tuple[Dict[str, Any], int]:
+        """PUTs one file of staged checkpoint cid, streamed from path, thin
+        when it can -> (the server's answer, the body bytes sent)."""
+        url = self._url("/models/%s/checkpoints/%d/files/%s" % (_q(model), cid, _q_name(name)))
+        ranges: List[Tuple[int, int]] = []
+        if thin and not name.endswith(".distcp"):
+            ranges = [r for r in _file_storages(path, size) if r[1] >= _THIN_MIN]
+        whole = b""
+        hashes: List[bytes] = []
+        if ranges:
+            whole, hashes = _hash_file(path, ranges)
+        refs: Dict[int, bytes] = {}
+        headers: Dict[str, str] = {}
+        wire = 0
+        attempts = 0
+
+        def ask() -> None:
+            refs.clear()
+            if ranges:
+                refs.update(self._stored_ranges(ranges, hashes))
+            if refs:
+                headers["Content-Type"] = "application/x-ckptd-thin"
+                headers["Content-Length"] = str(_thin_length(size, ranges, refs))
+            else:
+                headers["Content-Type"] = "application/octet-stream"
+                headers["Content-Length"] = str(size)
+
+        def before() -> None:
+            # as save(): a retry asks again, since the server keeps the
+            # storages of a broken-off upload that arrived whole
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and ranges:
+                ask()
+
+        def send_body(sock: socket.socket) -> Optional[str]:
+            nonlocal wire
+            out = _Sender(sock)
+            n = 0
+
+            def step(k: int) -> None:
+                nonlocal n
+                n += k
+                moved(n)
+
+            moved(0)
+            with open(path, "rb") as f:
+                if not refs:
+                    sha = hashlib.sha256()
+                    _copy_range(out, cast(BinaryIO, f), size, path, sha, step)
+                    out.flush()
+                    wire = out.sent
+                    return sha.hexdigest()
+                pos = 0
+                for i, (off, length) in enumerate(ranges):
+                    h = refs.get(i)
+                    if h is None:
+                        continue
+                    if off > pos:
+                        out.put(b"L" + struct.pack("<Q", off - pos))
+                        _copy_range(out, cast(BinaryIO, f), off - pos, path, None, step)
+                    out.put(b"R" + struct.pack("<Q", length) + h)
+                    f.seek(off + length)
+                    step(length)
+                    pos = off + length
+                if size > pos:
+                    out.put(b"L" + struct.pack("<Q", size - pos))
+                    _copy_range(out, cast(BinaryIO, f), size - pos, path, None, step)
+            out.put(b"E" + struct.pack("<Q", 32) + whole)
+            out.flush()
+            wire = out.sent
+            return whole.hex()
+
+        ask()
+        try:
+            j = self._stream("PUT", url, send_body, headers, before, replaces=True)
+        except CkptdError as e:
+            if not refs or (e.code != "missing_blobs" and e.status != 422):
+                raise
+            # a storage deleted since it was asked for, or a file the server
+            # parses otherwise than _file_storages: send it as it is
+            log.warning("thin upload of %s: %s; sending the whole file", name, e.message)
+            ranges = []
+            ask()
+            j = self._stream("PUT", url, send_body, headers, before, replaces=True)
+        if j.get("size") != size:
+            raise CkptdError("the server stored %s bytes of %s, which has %d"
+                             % (j.get("size"), name, size), code="size_mismatch",
+                             method="PUT", path=url)
+        return j, wire
+
+    def _stored_ranges(
+        self, ranges: List[Tuple[int, int]], hashes: List[bytes],
+    ) -> Dict[int, bytes]:
+        """index -> SHA-256 of each range of a file (with its hash) that the
+        server already has (POST /blobs/missing), for a thin file."""
+        missing = set()
+        for i in range(0, len(ranges), _MISSING_BATCH):
+            part = range(i, min(i + _MISSING_BATCH, len(ranges)))
+            j = self._json("POST", "/blobs/missing", body={"blobs": [
+                {"sha256": hashes[k].hex(), "size": ranges[k][1]} for k in part]})
+            missing.update(j["missing"])
+        return {i: h for i, h in enumerate(hashes) if h.hex() not in missing}
+
+    def _commit(self, model: str, cid: int, files: Mapping[str, str]) -> Checkpoint:
+        """Commits staged checkpoint cid, whose files are files (name ->
+        SHA-256) -> its JSON. A 409 is looked into: a commit whose answer was
+        lost and was retried finds the checkpoint committed (with these
+        files: it is the answer); one that finds it still staged (a file
+        whose broken-off attempt the server still writes) is retried with
+        backoff."""
+        path = "/models/%s/checkpoints/%d" % (_q(model), cid)
+        delay = self.backoff
+        for tries in range(self.retries + 1):
+            try:
+                return cast(Checkpoint, self._json("POST", path + "/commit"))
+            except CkptdError as e:
+                if e.status != 409:
+                    raise
+                try:
+                    ck: Optional[Checkpoint] = cast(Checkpoint, self._json("GET", path))
+                except NotFound:
+                    ck = None  # still staged: hidden until committed
+                if ck is None or ck.get("state") == "staged":
+                    if tries == self.retries:
+                        raise e
+                    log.warning("POST %s/commit: %s; retrying in %.1f s", path, e.message,
+                                delay)
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                got = {f["name"]: f["sha256"] for f in ck.get("files") or []}
+                if got != dict(files):
+                    raise e
+                ck.pop("tensors", None)
+                ck["state"] = "committed"
+                return ck
+        raise AssertionError("unreachable")
+
     def load(
         self,
         model: str,
@@ -1285,6 +1592,87 @@ class Client:
         (a path or a binary file) -> bytes written."""
         path = "/models/%s/checkpoints/%s/file" % (_q(model), _q(str(ref)))
         return self._to(out, path, {"run": run}, progress)
+
+    def pull_dir(
+        self,
+        model: str,
+        ref: Ref,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        run: Optional[str] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> List[str]:
+        """Downloads every file of checkpoint ref ("latest", "best" or an id;
+        run narrows latest/best) into the directory path (made if missing,
+        subdirectories too) -> the names written, in the server's order. A
+        checkpoint of one file (a save()) gives its one file, named like its
+        /file download (MODEL-epochN.pth). ref is resolved once, so every
+        file comes from the same checkpoint. Needs no torch.
+
+        Each file streams into a temporary file next to its target, its
+        SHA-256 and size are checked against the server's list (CkptdError
+        "sha256_mismatch" otherwise, and the target is left as it was), and
+        it is renamed into place: no file is ever seen half written. Files
+        already in path with other names are left alone; one with the same
+        name is replaced. Every name is checked before anything is written:
+        one that would leave path ('..', an absolute path, a backslash, a
+        control character), or that goes through a symbolic link in path to
+        somewhere outside it, raises ValueError. progress, if given, is
+        called with (bytes done of all files, their total size)."""
+        hdrs: Dict[str, str] = {}
+        j = self._json("GET", "/models/%s/checkpoints/%s/files" % (_q(model), _q(str(ref))),
+                       {"run": run}, headers_out=hdrs)
+        got_id = {k.lower(): v for k, v in hdrs.items()}.get("x-checkpoint-id", "")
+        cid = got_id if got_id.isdigit() else str(ref)
+        files: List[Dict[str, Any]] = list(j["files"])
+        dirs: Set[str] = set()
+        for f in files:
+            parts = _name_parts(str(f["name"]))
+            dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        clash = sorted(dirs.intersection(str(f["name"]) for f in files))
+        if clash:
+            raise ValueError("checkpoint %s of %s names %r both as a file and as a directory"
+                             % (cid, model, clash[0]))
+        root = os.path.abspath(os.fspath(path))
+        os.makedirs(root, exist_ok=True)
+        real_root = os.path.realpath(root)
+        total = sum(int(f["size"]) for f in files)
+        base = 0
+        if progress is not None:
+            progress(0, total)
+        written: List[str] = []
+        for f in files:
+            name, size, want = str(f["name"]), int(f["size"]), str(f["sha256"])
+            dest = os.path.join(root, *_name_parts(name))
+            parent = os.path.dirname(dest)
+            os.makedirs(parent, exist_ok=True)
+            real = os.path.realpath(parent)
+            if os.path.commonpath([real_root, real]) != real_root:
+                raise ValueError("%r of checkpoint %s would be written to %s, outside %s "
+                                 "(a symbolic link)" % (name, cid, real, root))
+            url = "/models/%s/checkpoints/%s/files/%s" % (_q(model), _q(cid), _q_name(name))
+            each = None if progress is None else _offset_progress(progress, base, total)
+            fd, tmp = tempfile.mkstemp(prefix=".ckptd-", dir=parent)
+            ok = False
+            try:
+                with os.fdopen(fd, "w+b") as out:
+                    hf = _HashingFile(cast(BinaryIO, out))
+                    n = self._download(url, None, cast(BinaryIO, hf), each)
+                    digest = hf.sha.hexdigest()
+                if n != size or digest != want:
+                    raise CkptdError(
+                        "%s of checkpoint %s: %d bytes with SHA-256 %s were downloaded, but "
+                        "the file list says %d bytes with SHA-256 %s"
+                        % (name, cid, n, digest, size, want),
+                        code="sha256_mismatch", method="GET", path=self._url(url))
+                os.replace(tmp, dest)
+                ok = True
+            finally:
+                if not ok:
+                    os.unlink(tmp)
+            base += size
+            written.append(name)
+        return written
 
     def list(
         self,
@@ -1403,3 +1791,266 @@ def _seekable(f: BinaryIO) -> bool:
 
 def _q(s: str) -> str:
     return urllib.parse.quote(s, safe="")
+
+
+# -- directories (SPEC 3.2) -------------------------------------------------
+
+_MAX_NAME = 1024  # bytes in the name of a checkpoint's file (the server's limit)
+_MAX_ST_HEADER = 100 << 20  # a longer safetensors header is not parsed for thin
+
+
+def _name_parts(name: str) -> List[str]:
+    """The '/'-separated segments of the name of a checkpoint's file, checked
+    as the server checks it (SPEC 3.2: 1 to 1024 bytes of UTF-8, relative, no
+    empty, "." or ".." segment, no backslash, no control character) and so
+    that joined under a directory it stays inside it. Raises ValueError."""
+    try:
+        n = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("%r: the name of a checkpoint's file must be UTF-8 text" % name)
+    if not 1 <= n <= _MAX_NAME:
+        raise ValueError("%r: the name of a checkpoint's file has 1 to %d bytes"
+                         % (name[:80], _MAX_NAME))
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "\\" for ch in name):
+        raise ValueError("%r: the name of a checkpoint's file must not hold control "
+                         "characters or '\\'" % name)
+    parts = name.split("/")
+    for p in parts:
+        if p in ("", ".", ".."):
+            raise ValueError("%r: the name of a checkpoint's file is a relative path with no "
+                             "empty, '.' or '..' segment" % name)
+        if os.path.isabs(p) or os.path.splitdrive(p)[0] or (os.altsep and os.altsep in p):
+            raise ValueError("%r: the name of a checkpoint's file would leave the "
+                             "directory" % name)
+    return parts
+
+
+def _offset_progress(progress: ProgressCallback, base: int, total: int) -> ProgressCallback:
+    """progress for one file of several: its bytes after base of total."""
+
+    def each(n: int, _size: Optional[int]) -> None:
+        progress(base + n, total)
+
+    return each
+
+
+def _q_name(name: str) -> str:
+    """A file name in a URL: each segment percent-encoded, the '/' kept."""
+    return "/".join(_q(p) for p in name.split("/"))
+
+
+def _list_sha256(files: Iterable[Tuple[str, str]]) -> str:
+    """The SHA-256 of (name, hex SHA-256) pairs in sha256sum's format, names
+    in byte order: a committed checkpoint's "sha256" (SPEC 3.2)."""
+    lines = sorted(((n.encode("utf-8"), h) for n, h in files), key=lambda x: x[0])
+    sha = hashlib.sha256()
+    for n, h in lines:
+        sha.update(h.encode("ascii") + b"  " + n + b"\n")
+    return sha.hexdigest()
+
+
+def _dir_files(root: str) -> List[Tuple[str, str, int]]:
+    """(name, path, size) of each file under root, recursively, names
+    relative with '/' between segments, in name order. A symbolic link to a
+    file counts as that file, under the link's name, wherever it points; a
+    link to a directory, a dangling link and anything that is not a regular
+    file (a FIFO, a socket, a device) raise ValueError, as does a name the
+    server would refuse. Empty directories give nothing."""
+    if not os.path.isdir(root):
+        raise ValueError("%s is not a directory" % root)
+    out: List[Tuple[str, str, int]] = []
+    todo: List[Tuple[str, str]] = [(root, "")]
+    while todo:
+        d, prefix = todo.pop()
+        with os.scandir(d) as it:
+            entries = list(it)
+        for e in entries:
+            name = prefix + e.name
+            if e.is_dir(follow_symlinks=False):
+                todo.append((e.path, name + "/"))
+                continue
+            try:
+                st = os.stat(e.path)  # through a link
+            except FileNotFoundError:
+                raise ValueError("%s is a symbolic link to nothing" % e.path)
+            if stat.S_ISDIR(st.st_mode):
+                raise ValueError("%s is a symbolic link to a directory: push_dir follows "
+                                 "links to files only" % e.path)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError("%s is not a regular file" % e.path)
+            _name_parts(name)
+            out.append((name, e.path, st.st_size))
+    out.sort(key=lambda x: x[0].encode("utf-8"))
+    return out
+
+
+def _file_storages(path: str, size: int) -> List[Tuple[int, int]]:
+    """(offset, nbytes) of the storages of the file at path as the server
+    parses them (SPEC 3.1: a torch zip's stored data/ records, a safetensors
+    tensor's data_offsets), in file order; [] for any other file, or one
+    this reads otherwise than cleanly. Reads the zip directory or the
+    safetensors header only."""
+    out: List[Tuple[int, int]] = []
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] == b"PK\x03\x04":
+                with zipfile.ZipFile(f) as z:
+                    infos = z.infolist()
+                if not any(zi.filename.endswith("/data.pkl") or zi.filename == "data.pkl"
+                           for zi in infos):
+                    return []  # a zip that is no torch file
+                for zi in infos:
+                    parts = zi.filename.split("/")
+                    if len(parts) < 2 or parts[-2] != "data" or zi.file_size == 0:
+                        continue
+                    if zi.compress_type != zipfile.ZIP_STORED:
+                        return []  # the server refuses it anyway
+                    f.seek(zi.header_offset)
+                    local = f.read(30)
+                    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                        return []
+                    n, e = struct.unpack("<HH", local[26:30])
+                    out.append((zi.header_offset + 30 + n + e, zi.file_size))
+            elif len(head) == 8:
+                (hlen,) = struct.unpack("<Q", head)
+                if hlen < 2 or hlen > _MAX_ST_HEADER or 8 + hlen > size:
+                    return []
+                header = json.loads(f.read(hlen).decode("utf-8"))
+                if not isinstance(header, dict):
+                    return []
+                for k, v in header.items():
+                    if k == "__metadata__":
+                        continue
+                    b, e = v["data_offsets"]
+                    if not (isinstance(b, int) and isinstance(e, int) and 0 <= b <= e):
+                        return []
+                    if e > b:
+                        out.append((8 + hlen + b, e - b))
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, struct.error):
+        return []
+    out.sort()
+    end = 0
+    for off, n in out:
+        if off < end or off + n > size:
+            return []  # overlapping or past the end: not a file the server takes
+        end = off + n
+    return out
+
+
+def _hash_file(path: str, ranges: List[Tuple[int, int]]) -> Tuple[bytes, List[bytes]]:
+    """One pass over the file -> (its SHA-256, the SHA-256 of each range);
+    ranges sorted and apart. Read in pieces of _READ bytes."""
+    whole = hashlib.sha256()
+    hashes: List[bytes] = []
+    i, cur = 0, hashlib.sha256()
+    pos = 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(_READ)
+            if not b:
+                break
+            whole.update(b)
+            mv = memoryview(b)
+            at = 0
+            while at < len(mv) and i < len(ranges):
+                off, n = ranges[i]
+                p = pos + at
+                if p < off:  # before range i
+                    at += min(off - p, len(mv) - at)
+                    continue
+                take = min(off + n - p, len(mv) - at)
+                cur.update(mv[at:at + take])
+                at += take
+                if p + take == off + n:
+                    hashes.append(cur.digest())
+                    i, cur = i + 1, hashlib.sha256()
+            pos += len(b)
+    if i != len(ranges):
+        raise CkptdError("%s changed while it was read: it ends at byte %d" % (path, pos),
+                         code="file_changed")
+    return whole.digest(), hashes
+
+
+class _Sender:
+    """Sends bytes on a socket, gathering small pieces (frame headers, the
+    bytes between storages) into sends of up to _COALESCE bytes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.sent = 0
+
+    def put(self, data: Union[bytes, memoryview]) -> None:
+        self.sent += len(data)
+        if len(data) >= _DIRECT:
+            self.flush()
+            self.sock.sendall(data)
+            return
+        self.buf += data
+        if len(self.buf) >= _COALESCE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            self.sock.sendall(self.buf)
+            self.buf = bytearray()
+
+
+def _copy_range(out: _Sender, f: BinaryIO, n: int, path: str,
+                sha: Optional[Any], on_bytes: Callable[[int], None]) -> None:
+    """Sends the next n bytes of f (hashing them into sha when given)."""
+    while n > 0:
+        b = f.read(min(n, _READ))
+        if not b:
+            raise CkptdError("%s changed while it was sent: it ended %d bytes early"
+                             % (path, n), code="file_changed")
+        if sha is not None:
+            sha.update(b)
+        out.put(b)
+        n -= len(b)
+        on_bytes(len(b))
+
+
+def _thin_length(size: int, ranges: List[Tuple[int, int]], refs: Mapping[int, bytes]) -> int:
+    """The bytes of the thin frames of a file of size bytes whose ranges
+    with an index in refs go as R frames."""
+    total, pos = 0, 0
+    for i, (off, n) in enumerate(ranges):
+        if i not in refs:
+            continue
+        if off > pos:
+            total += 9 + off - pos
+        total += 9 + 32
+        pos = off + n
+    if size > pos:
+        total += 9 + size - pos
+    return total + 9 + 32
+
+
+class _HashingFile:
+    """The binary file _download writes to, hashing what it writes; the
+    rewind of a retried download starts the hash over."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if (pos, whence) != (0, 0):
+            raise io.UnsupportedOperation("only a rewind to the start")
+        self.sha = hashlib.sha256()
+        return self.f.seek(0)
+
+    def truncate(self, size: Optional[int] = None) -> int:
+        return self.f.truncate(size)
+
+    def write(self, b: bytes) -> int:
+        self.sha.update(b)
+        return self.f.write(b)
