@@ -163,16 +163,28 @@ static void json_cache_put(struct json_cache *c, int64_t id, uint64_t gen, const
 static int checkpoint_json(json_t **out, struct app *app, int64_t id, int with_tensors)
 {
 	struct index_checkpoint *c = NULL;
-	struct index_tensors *t = NULL;
+	struct tview v;
 	json_t *o = NULL, *a;
 	int err;
 
+	memset(&v, 0, sizeof(v));
 	if ((err = store_checkpoint(&c, app->store, id)) < 0 ||
-	    (with_tensors && (err = store_tensors(&t, app->store, id)) < 0))
+	    (with_tensors && (err = tview_load(&v, app, id)) < 0))
 		goto out;
-	if (!(o = render_checkpoint(c)) || (with_tensors && !(a = render_tensors(t)))) {
+	if (!(o = render_checkpoint(c)) || (with_tensors && !(a = render_tensors(v.t)))) {
 		err = ck_error(CK_ENOMEM, "out of memory");
 		goto out;
+	}
+	/* an assembled tensor (a DCP checkpoint's) is no stored blob: its
+	 * chunks are, and it says how many */
+	for (size_t i = 0; with_tensors && v.comp && i < v.t->ntensors; i++) {
+		const struct tview_comp *k = v.comp[v.t->tensors[i].storage];
+		json_t *e = json_array_get(a, i);
+		if (k && e) {
+			json_object_set_new(e, "blob", json_null());
+			json_object_del(e, "refs");
+			json_object_set_new(e, "pieces", json_integer((json_int_t)k->n));
+		}
 	}
 	if (with_tensors)
 		json_object_set_new(o, "tensors", a);
@@ -194,7 +206,7 @@ static int checkpoint_json(json_t **out, struct app *app, int64_t id, int with_t
 out:
 	json_decref(o);
 	index_checkpoint_free(c);
-	index_tensors_free(t);
+	tview_free(&v);
 	return err;
 }
 

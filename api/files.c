@@ -79,6 +79,41 @@ int h_file_put(struct resp *out, struct app *app, struct req *r)
 	return json_reply(out, 201, f);
 }
 
+/* Before a commit: a staged checkpoint of model whose .metadata and files
+ * disagree is refused (422), and stays staged (its files can be sent again).
+ * While a file is being written it answers 409 as the commit would. A file
+ * PUT again between this check and the commit is not checked: the writers
+ * of a checkpoint commit once they have all answered.
+ * A checkpoint that is not staged, or not model's, is left to
+ * store_staged_commit's answer. */
+static int commit_check(struct app *app, const struct req *r, int64_t id)
+{
+	struct index_checkpoint *c = NULL;
+	int err = store_checkpoint(&c, app->store, id);
+
+	if (err == CK_ENOTFOUND) {
+		ck_error_clear();
+		return 0;
+	}
+	if (err < 0)
+		return err;
+	int64_t writing = 0;
+	if (c->stage_until && !strcmp(c->model, r->params[0]) &&
+	    (err = store_files_writing(&writing, app->store, id)) == 0) {
+		if (writing > 0) /* as the commit says it, before the files are read */
+			err = ck_error(CK_ECONFLICT,
+				       "%" PRId64 " file%s of checkpoint %" PRId64
+				       " %s still being written: commit once every upload has "
+				       "answered",
+				       writing, writing == 1 ? "" : "s", id,
+				       writing == 1 ? "is" : "are");
+		else
+			err = tview_check(app, id);
+	}
+	index_checkpoint_free(c);
+	return err;
+}
+
 int h_commit(struct resp *out, struct app *app, struct req *r)
 {
 	struct index_checkpoint *c = NULL;
@@ -88,7 +123,7 @@ int h_commit(struct resp *out, struct app *app, struct req *r)
 	int err;
 
 	if ((err = name_check("model", r->params[0])) < 0 ||
-	    (err = staged_id(&id, r->params[1])) < 0 ||
+	    (err = staged_id(&id, r->params[1])) < 0 || (err = commit_check(app, r, id)) < 0 ||
 	    (err = store_staged_commit(app->store, r->params[0], id)) < 0 ||
 	    (err = store_checkpoint(&c, app->store, id)) < 0 ||
 	    (err = store_files(&fl, app->store, id)) < 0)

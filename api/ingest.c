@@ -26,6 +26,7 @@
 
 #include "../common/err.h"
 #include "../formats/zip_scan.h"
+#include "../formats/dcp.h"
 #include "internal.h"
 
 struct fields {
@@ -244,7 +245,15 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 	struct ck_input in = {NULL, r->body_fd, r->body_size, 0};
 	if ((err = upload_thin_check_hash(r)) < 0)
 		goto out;
-	if (part && is_distcp(part->name)) { /* torch.save archives one after another */
+	if (part && dcp_is_metadata_name(part->name)) { /* DCP's: checked, kept as bytes */
+		if ((err = tview_metadata_check(app, &in)) < 0)
+			goto out;
+		if (!(ck = calloc(1, sizeof(struct distcp)))) {
+			err = ck_error(CK_ENOMEM, "out of memory");
+			goto out;
+		}
+		raw = 1;
+	} else if (part && is_distcp(part->name)) { /* torch.save archives one after another */
 		if ((err = distcp_read(&ck, &in, &app->limits)) < 0)
 			goto out;
 		raw = 1;

@@ -155,6 +155,40 @@ void file_gen_ranged(void *ctx);
 int hold_blobs(struct store_hold **out, struct app *app, int64_t id, const struct hash *blobs,
 	       size_t n);
 
+/* The tensors a checkpoint serves (api/dcp.c): a torch.distributed.checkpoint
+ * checkpoint's full tensors, assembled from every rank's chunks; any other
+ * checkpoint's stored tensors. An assembled tensor's storage (a row of t
+ * with comp[row] set) is made of pieces of src's storages: bytes [at, at +
+ * len) of it are bytes [src_off, src_off + len) of src storage src. Its
+ * "blob" is no stored blob: a hash of its pieces, equal when they are. */
+struct tview_piece {
+	uint64_t at, len;
+	size_t src;
+	uint64_t src_off;
+};
+struct tview_comp {
+	struct tview_piece *p; /* in the order of at, tiling the storage */
+	size_t n;
+	int crc_known; /* the row's crc32 is set (else tview_crc reads the pieces) */
+};
+struct tview {
+	struct index_tensors *t;   /* what the outputs serve */
+	struct index_tensors *src; /* a DCP checkpoint's stored tensors, else NULL */
+	struct tview_comp **comp;  /* per row of t->storages: pieces, or NULL */
+};
+/* Loads id's view; for a DCP checkpoint also checks it: CK_ECORRUPT (422)
+ * naming the chunk and the file when .metadata and the files disagree. */
+int tview_load(struct tview *v, struct app *app, int64_t id);
+void tview_free(struct tview *v);
+/* Sets the CRC-32 of assembled storage s, reading its pieces if need be. */
+int tview_crc(struct tview *v, struct app *app, size_t s);
+/* tview_load's checks alone (a commit). */
+int tview_check(struct app *app, int64_t id);
+/* A .metadata file being uploaded (in any folder: DCP's): a Metadata
+ * pickle that dcp_meta_read accepts, else CK_ECORRUPT naming what is wrong. */
+struct ck_input;
+int tview_metadata_check(struct app *app, const struct ck_input *in);
+
 /* Handlers. */
 int h_healthz(struct resp *out, struct app *app, struct req *r);
 int h_stats(struct resp *out, struct app *app, struct req *r);

@@ -24,7 +24,8 @@ struct plan_gen {
 	struct app *app;
 	struct store_hold *hold; /* the storages' blobs, held against deletes */
 	struct plan *plan;
-	struct index_tensors *t; /* owns the geometry views point into */
+	struct tview view;	 /* owns the geometry views point into */
+	struct index_tensors *t; /* view.t */
 	struct plan_view *views; /* one per output tensor */
 	char **names;		 /* the views' names (owned) */
 	size_t nviews;
@@ -40,6 +41,14 @@ struct plan_gen {
 	uint8_t *win; /* gather cache: a window of one storage */
 	size_t win_storage;
 	uint64_t win_off, win_len;
+	/* assembled storages (api/dcp.c): their pieces' stored storages */
+	struct blob_reader *crd; /* the reader of view.src's storage crd_u */
+	size_t crd_u;
+	uint8_t *src_verified; /* per view.src storage */
+	struct hasher *csh;    /* streaming check of a piece that is a whole storage */
+	size_t csh_u;
+	uint64_t csh_pos;
+	int csh_active;
 };
 
 enum { WIN = 1 << 20 };
@@ -58,7 +67,10 @@ static void plan_gen_free(void *ctx)
 	blob_reader_close(g->rd);
 	store_hold_end(g->hold);
 	plan_free(g->plan);
-	index_tensors_free(g->t);
+	blob_reader_close(g->crd);
+	free(g->src_verified);
+	hasher_free(g->csh);
+	tview_free(&g->view);
 	for (size_t i = 0; i < g->nviews; i++)
 		free(g->names[i]);
 	free(g->names);
@@ -68,6 +80,12 @@ static void plan_gen_free(void *ctx)
 	hasher_free(g->sh);
 	free(g->win);
 	free(g);
+}
+
+/* The assembled storage behind plan storage s, or NULL. */
+static const struct tview_comp *comp_of(const struct plan_gen *g, size_t s)
+{
+	return g->view.comp ? g->view.comp[g->storage_map[s]] : NULL;
 }
 
 static int open_storage(struct plan_gen *g, size_t s)
@@ -92,13 +110,88 @@ static int verify_storage(struct plan_gen *g, size_t s)
 {
 	int err;
 
-	if (g->verified[s])
-		return 0;
+	if (g->verified[s] || comp_of(g, s))
+		return 0; /* an assembled storage's pieces are checked as they are read */
 	if ((err = open_storage(g, s)) < 0 ||
 	    (err = blob_reader_verify(g->rd, &g->t->storages[g->storage_map[s]].blob)) < 0)
 		return err;
 	g->verified[s] = 1;
 	return 0;
+}
+
+/* Reads n bytes at in of piece p: its stored storage is checked against
+ * its SHA-256 before any of its bytes go out, or hashed as it streams when
+ * the piece is the whole storage read in order (as range_read does). */
+static int piece_read(struct plan_gen *g, const struct tview_piece *p, uint64_t in, uint8_t *out,
+		      size_t n)
+{
+	const struct index_storage_row *row = &g->view.src->storages[p->src];
+	int whole = p->src_off == 0 && p->len == row->nbytes, err;
+
+	if (!g->crd || g->crd_u != p->src) {
+		blob_reader_close(g->crd);
+		g->crd = NULL;
+		if ((err = store_hold_renew(g->hold)) < 0 ||
+		    (err = store_blob_open(&g->crd, g->app->store, &row->blob)) < 0)
+			return err;
+		g->crd_u = p->src;
+	}
+	if (!g->src_verified[p->src]) {
+		if (whole && in == 0 && !g->csh_active && !g->ranged) {
+			g->csh_active = 1;
+			g->csh_u = p->src;
+			g->csh_pos = 0;
+		}
+		if (!(g->csh_active && g->csh_u == p->src && g->csh_pos == in && whole)) {
+			if ((err = blob_reader_verify(g->crd, &row->blob)) < 0)
+				return err;
+			g->src_verified[p->src] = 1;
+		}
+	}
+	if ((err = blob_reader_read(g->crd, out, n, p->src_off + in)) < 0)
+		return err;
+	if (!g->src_verified[p->src] && g->csh_active && g->csh_u == p->src) {
+		hasher_update(g->csh, out, n);
+		g->csh_pos += n;
+		if (g->csh_pos == p->len) {
+			struct hash got;
+			g->csh_active = 0;
+			hasher_final(g->csh, &got, NULL);
+			if (memcmp(got.b, row->blob.b, 32))
+				return ck_error(CK_ECORRUPT,
+						"a stored storage does not match its SHA-256: the "
+						"store is damaged (run 'ckptd verify')");
+			g->src_verified[p->src] = 1;
+		}
+	}
+	return 0;
+}
+
+/* Reads n bytes at off of assembled storage c. */
+static int comp_read(struct plan_gen *g, const struct tview_comp *c, uint64_t off, uint8_t *out,
+		     size_t n)
+{
+	size_t lo = 0, hi = c->n;
+	int err;
+
+	while (hi - lo > 1) { /* the last piece starting at or before off */
+		size_t mid = (lo + hi) / 2;
+		if (c->p[mid].at <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	for (; n > 0 && lo < c->n; lo++) {
+		const struct tview_piece *p = &c->p[lo];
+		uint64_t in = off - p->at;
+		size_t m = n < p->len - in ? n : (size_t)(p->len - in);
+		if ((err = piece_read(g, p, in, out, m)) < 0)
+			return err;
+		out += m;
+		off += m;
+		n -= m;
+	}
+	return n ? ck_error(CK_EIO, "an assembled tensor ends early") : 0;
 }
 
 /* Reads part of a RANGE segment. A segment that is a whole storage, read
@@ -111,7 +204,10 @@ static int range_read(struct plan_gen *g, const struct plan_seg *sg, uint64_t in
 	size_t s = sg->storage;
 	const struct index_storage_row *row = &g->t->storages[g->storage_map[s]];
 	int whole = sg->src_off == 0 && sg->len == row->nbytes, err;
+	const struct tview_comp *c = comp_of(g, s);
 
+	if (c)
+		return comp_read(g, c, sg->src_off + in_seg, out, m);
 	if (!g->verified[s]) {
 		if (whole && in_seg == 0 && !g->sh_active && !g->ranged) {
 			g->sh_active = 1;
@@ -151,16 +247,19 @@ static int win_read(struct plan_gen *g, size_t s, uint64_t off, uint8_t *out, si
 	if (!g->win || g->win_storage != s || off < g->win_off ||
 	    off + n > g->win_off + g->win_len) {
 		uint64_t size;
-		if ((err = open_storage(g, s)) < 0)
+		const struct tview_comp *c = comp_of(g, s);
+		if (!c && (err = open_storage(g, s)) < 0)
 			return err;
 		if (!g->win && !(g->win = malloc(WIN)))
 			return ck_error(CK_ENOMEM, "out of memory");
-		size = blob_reader_size(g->rd);
+		size = c ? g->t->storages[g->storage_map[s]].nbytes : blob_reader_size(g->rd);
 		if (off + n > size)
 			return ck_error(CK_ECORRUPT, "a tensor view reaches past its storage");
 		g->win_off = off;
 		g->win_len = size - off < WIN ? size - off : WIN;
-		if ((err = blob_reader_read(g->rd, g->win, (size_t)g->win_len, off)) < 0)
+		g->win_storage = (size_t)-1;
+		if ((err = c ? comp_read(g, c, off, g->win, (size_t)g->win_len)
+			     : blob_reader_read(g->rd, g->win, (size_t)g->win_len, off)) < 0)
 			return err;
 		g->win_storage = s;
 	}
@@ -252,13 +351,35 @@ static int plan_hold(struct plan_gen *g, const struct req *r, int64_t id, size_t
 
 	if (!strcmp(r->method, "HEAD"))
 		return 0;
-	if (!(h = calloc(n + 1, sizeof(*h))))
-		return ck_error(CK_ENOMEM, "out of memory");
+	size_t m = 0, k = 0;
 	for (size_t i = 0; i < n; i++)
-		h[i] = g->t->storages[g->storage_map[i]].blob;
-	err = hold_blobs(&g->hold, g->app, id, h, n);
+		m += comp_of(g, i) ? comp_of(g, i)->n : 1;
+	if (!(h = calloc(m + 1, sizeof(*h))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const struct tview_comp *c = comp_of(g, i);
+		for (size_t j = 0; c && j < c->n; j++) /* an assembled one: its pieces' */
+			h[k++] = g->view.src->storages[c->p[j].src].blob;
+		if (!c)
+			h[k++] = g->t->storages[g->storage_map[i]].blob;
+	}
+	err = hold_blobs(&g->hold, g->app, id, h, k);
 	free(h);
 	return err;
+}
+
+/* Loads the tensors checkpoint id serves into g (api/dcp.c). */
+static int gen_load(struct plan_gen *g, struct app *app, int64_t id)
+{
+	int err = tview_load(&g->view, app, id);
+
+	if (err < 0)
+		return err;
+	g->t = g->view.t;
+	if (g->view.src && (!(g->src_verified = calloc(g->view.src->nstorages + 1, 1)) ||
+			    !(g->csh = hasher_new())))
+		return ck_error(CK_ENOMEM, "out of memory");
+	return 0;
 }
 
 /* Makes g (now owned by out) the response body. */
@@ -478,7 +599,7 @@ int h_state_dict(struct resp *out, struct app *app, struct req *r)
 	if (!(g = calloc(1, sizeof(*g))))
 		return ck_error(CK_ENOMEM, "out of memory");
 	g->app = app;
-	if ((err = store_tensors(&g->t, app->store, id)) < 0)
+	if ((err = gen_load(g, app, id)) < 0)
 		goto out;
 	if (!root && (err = default_root(&root, g->t)) < 0)
 		goto out;
@@ -489,6 +610,12 @@ int h_state_dict(struct resp *out, struct app *app, struct req *r)
 			       keys ? " matches keys=" : "", keys ? keys : "");
 		goto out;
 	}
+	for (size_t i = 0; !st_fmt && i < nst; i++) /* zip records carry their CRC-32 */
+		if (comp_of(g, i)) {
+			if ((err = tview_crc(&g->view, app, g->storage_map[i])) < 0)
+				goto out;
+			st[i].crc32 = g->t->storages[g->storage_map[i]].crc32;
+		}
 	err = st_fmt ? plan_safetensors(&g->plan, g->views, g->nviews, st, nst)
 		     : plan_torch_zip(&g->plan, g->views, g->nviews, st, nst, "archive");
 	if (err < 0 || (err = store_checkpoint(&ck, app->store, id)) < 0 ||
@@ -578,7 +705,7 @@ int h_tensor(struct resp *out, struct app *app, struct req *r)
 	want[0] = '/';
 	strcpy(want + 1, r->params[2]);
 	g->app = app;
-	if ((err = store_tensors(&g->t, app->store, id)) < 0)
+	if ((err = gen_load(g, app, id)) < 0)
 		goto out;
 	for (i = 0; i < g->t->ntensors; i++)
 		if (!strcmp(g->t->tensors[i].path, want))
@@ -653,7 +780,8 @@ static const struct index_tensor_row *find_path(const struct index_tensors *t, c
 
 int h_diff(struct resp *out, struct app *app, struct req *r)
 {
-	struct index_tensors *a = NULL, *b = NULL;
+	struct tview va, vb;
+	struct index_tensors *a, *b;
 	int64_t ida, idb;
 	json_t *list = NULL;
 	int64_t n_same = 0, n_changed = 0, n_added = 0, n_removed = 0, changed_bytes = 0;
@@ -667,9 +795,13 @@ int h_diff(struct resp *out, struct app *app, struct req *r)
 	r->nparams = 2;
 	if ((err = resolve_ref(&idb, app, r)) < 0)
 		return err;
-	if ((err = store_tensors(&a, app->store, ida)) < 0 ||
-	    (err = store_tensors(&b, app->store, idb)) < 0)
+	memset(&vb, 0, sizeof(vb));
+	if ((err = tview_load(&va, app, ida)) < 0)
+		return err;
+	if ((err = tview_load(&vb, app, idb)) < 0)
 		goto out;
+	a = va.t;
+	b = vb.t;
 	list = json_array();
 	/* Paths are looked up linearly: checkpoints have hundreds of tensors,
 	 * not millions, and this keeps the order of a. */
@@ -704,7 +836,7 @@ int h_diff(struct resp *out, struct app *app, struct req *r)
 	list = NULL;
 out:
 	json_decref(list);
-	index_tensors_free(a);
-	index_tensors_free(b);
+	tview_free(&va);
+	tview_free(&vb);
 	return err;
 }

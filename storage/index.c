@@ -203,6 +203,11 @@ int index_file_write_end(struct index *idx, int64_t id, int64_t token, int64_t e
 	return idx->file_write_end(idx, id, token, expires_at);
 }
 
+int index_files_writing(int64_t *n, struct index *idx, int64_t id)
+{
+	return idx->files_writing(n, idx, id);
+}
+
 int index_staged_commit(struct index *idx, const char *model, int64_t id, const char *created_at)
 {
 	return idx->staged_commit(idx, model, id, created_at);

@@ -306,6 +306,8 @@ int index_file_write_end(struct index *idx, int64_t id, int64_t token, int64_t e
  * "files". CK_ECONFLICT while a file is being written or when it has no
  * file; CK_ENOTFOUND when there is no such staged checkpoint. */
 int index_staged_commit(struct index *idx, const char *model, int64_t id, const char *created_at);
+/* *n = the files of checkpoint id being written now (marks not expired). */
+int index_files_writing(int64_t *n, struct index *idx, int64_t id);
 
 struct index_file {
 	char *name, *format;

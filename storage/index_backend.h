@@ -61,6 +61,7 @@ struct index {
 	int (*file_write_end)(struct index *idx, int64_t id, int64_t token, int64_t expires_at);
 	int (*staged_commit)(struct index *idx, const char *model, int64_t id,
 			     const char *created_at);
+	int (*files_writing)(int64_t *n, struct index *idx, int64_t id);
 	int (*checkpoint_files)(struct index_file_list **out, struct index *idx, int64_t id);
 	int (*staged_expire)(struct index_freed *freed, int64_t *removed, struct index *idx,
 			     int64_t now);

@@ -2666,6 +2666,40 @@ out:
 	return err;
 }
 
+/* *n = the files of checkpoint id being written now (marks not expired). */
+static int writing_count(int64_t *n, struct sqlx *x, struct sql_conn *c, int64_t id)
+{
+	struct sql_stmt *st;
+	int err, rc;
+
+	*n = 0;
+	if ((err = prep(&st, x, c,
+			"SELECT count(*) FROM file_writes WHERE checkpoint_id = ?1"
+			" AND expires_at > ?2")) < 0)
+		return err;
+	x->d->bind_int(st, 1, id);
+	x->d->bind_int(st, 2, (int64_t)time(NULL));
+	if ((rc = x->d->step(st)) < 0)
+		return rc;
+	if (rc > 0)
+		*n = x->d->column_int(st, 0);
+	return 0;
+}
+
+static int sql_files_writing(int64_t *n, struct index *idx, int64_t id)
+{
+	struct sqlx *x = SQLX(idx);
+	struct sql_conn *c = NULL;
+	int err;
+
+	*n = 0;
+	if ((err = conn_get(&c, x)) < 0)
+		return err;
+	err = writing_count(n, x, c, id);
+	conn_put(x, c);
+	return err;
+}
+
 static int file_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct index_file *)a)->name, ((const struct index_file *)b)->name);
@@ -2768,17 +2802,9 @@ static int sql_staged_commit(struct index *idx, const char *model, int64_t id,
 
 	now_rfc3339(now);
 	if ((err = staged_begin(&c, &mid, x, model, id)) < 0 ||
-	    (err = prep(&st, x, c,
-			"SELECT count(*) FROM file_writes WHERE checkpoint_id = ?1"
-			" AND expires_at > ?2")) < 0)
+	    (err = writing_count(&writing, x, c, id)) < 0)
 		goto out;
-	x->d->bind_int(st, 1, id);
-	x->d->bind_int(st, 2, (int64_t)time(NULL));
-	if ((rc = x->d->step(st)) < 0) {
-		err = rc;
-		goto out;
-	}
-	if ((writing = x->d->column_int(st, 0)) > 0) {
+	if (writing > 0) {
 		err = ck_error(CK_ECONFLICT,
 			       "%" PRId64 " file%s of checkpoint %" PRId64
 			       " %s still being written: commit once every upload has answered",
@@ -2990,6 +3016,7 @@ int index_sql_open(struct index **out, const struct sql_driver *drv, const char 
 	    .file_write_begin = sql_file_write_begin,
 	    .file_write_end = sql_file_write_end,
 	    .staged_commit = sql_staged_commit,
+	    .files_writing = sql_files_writing,
 	    .checkpoint_files = sql_checkpoint_files,
 	    .staged_expire = sql_staged_expire,
 	    .close = sql_close,

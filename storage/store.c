@@ -818,6 +818,11 @@ void store_file_write_end(struct store *s, int64_t id, int64_t token)
 			id, ck_errmsg());
 }
 
+int store_files_writing(int64_t *n, struct store *s, int64_t id)
+{
+	return index_files_writing(n, s->idx, id);
+}
+
 int store_staged_commit(struct store *s, const char *model, int64_t id)
 {
 	int err = index_staged_commit(s->idx, model, id, NULL);

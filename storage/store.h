@@ -140,6 +140,8 @@ void store_file_write_end(struct store *s, int64_t id, int64_t token);
 
 /* Makes it visible (index_staged_commit), then applies retention. */
 int store_staged_commit(struct store *s, const char *model, int64_t id);
+/* *n = files of checkpoint id being written now (index_files_writing). */
+int store_files_writing(int64_t *n, struct store *s, int64_t id);
 
 int store_files(struct index_file_list **out, struct store *s, int64_t id);
 

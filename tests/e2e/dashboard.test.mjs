@@ -437,12 +437,10 @@ describe('dashboard', { timeout: 600_000 }, () => {
     const res = await request('POST', `/api/v1/models/${model}/checkpoints?staged=1&epoch=1&loss=0.5`);
     assert.equal(res.status, 201, String(res.body));
     const id = JSON.parse(res.body.toString()).id;
-    const files = {
-      '__0_0.distcp': Buffer.from('rank 0 bytes'),
-      '__1_0.distcp': Buffer.from('rank 1 bytes, a few more'),
-      '__1_1.distcp': Buffer.from('rank 1, second bucket'),
-      '.metadata': Buffer.from([0x80, 0x04, 0x4e, 0x2e]),
-    };
+    // a directory torch 1.13 wrote from 2 ranks (tests/data/dcp/make.py)
+    const dir = path.join(HERE, '..', 'data', 'dcp', 'small');
+    const files = Object.fromEntries(['.metadata', '__0_0.distcp', '__0_1.distcp', '__0_2.distcp',
+      '__1_0.distcp'].map((n) => [n, readFileSync(path.join(dir, n))]));
     for (const [name, body] of Object.entries(files)) {
       const r = await request('PUT', `/api/v1/models/${model}/checkpoints/${id}/files/${name}`, body,
         { 'Content-Type': 'application/octet-stream', 'Content-Length': body.length });
@@ -455,7 +453,7 @@ describe('dashboard', { timeout: 600_000 }, () => {
       trs.map((tr) => ({ name: tr.dataset.file, rank: tr.querySelector('[data-rank]').dataset.rank })));
     assert.deepEqual(rows.map((r) => r.name), Object.keys(files).sort());
     assert.deepEqual(Object.fromEntries(rows.map((r) => [r.name, r.rank])),
-      { '.metadata': '', '__0_0.distcp': '0', '__1_0.distcp': '1', '__1_1.distcp': '1' });
+      { '.metadata': '', '__0_0.distcp': '0', '__0_1.distcp': '0', '__0_2.distcp': '0', '__1_0.distcp': '1' });
     assert.match(await page.locator('#c-files h2').innerText(), /written by 2 ranks/);
     const dl = await page.locator('a[data-dl="archive"]').getAttribute('href');
     assert.equal(dl, `/api/v1/models/${model}/checkpoints/${id}/archive`);
@@ -464,7 +462,11 @@ describe('dashboard', { timeout: 600_000 }, () => {
     assert.equal(tar.headers['content-type'], 'application/x-tar');
     // the first member's name and bytes, as ustar lays them out
     assert.equal(tar.body.subarray(0, 9).toString(), '.metadata');
-    assert.deepEqual([...tar.body.subarray(512, 516)], [0x80, 0x04, 0x4e, 0x2e]);
+    assert.deepEqual(tar.body.subarray(512, 512 + files['.metadata'].length), files['.metadata']);
+    // its tensors are the full ones, assembled from both ranks
+    const shapes = await page.$$eval('#tensor-table tbody tr[data-path]', (trs) =>
+      trs.map((tr) => [tr.dataset.path, tr.querySelector('[data-shape]').dataset.shape]));
+    assert.deepEqual(Object.fromEntries(shapes), { '/w': '[4,6]', '/b': '[3]' });
     await shot('checkpoint-files.png');
     await request('DELETE', `/api/v1/models/${model}`);
   });

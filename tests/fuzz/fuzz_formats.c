@@ -18,6 +18,10 @@
  * Each input is also read as a file of several archives (a .distcp file,
  * formats/items.c), whose archives must lie in order inside it.
  *
+ * Each input is also read as a torch.distributed.checkpoint .metadata
+ * (formats/dcp.c): what it accepts must hold together (every chunk inside
+ * its tensor with a file), and freeing gives every charge back.
+ *
  * Every input is also fed to the thin-upload frame decoder (api/thin.c),
  * whole and cut in two at a point the input chooses: both must agree, and
  * the literal bytes and references it hands over must tile the file it
@@ -32,6 +36,7 @@
 #include "../../common/err.h"
 #include "../../common/hash.h"
 #include "../../formats/checkpoint.h"
+#include "../../formats/dcp.h"
 #include "../../formats/zip_scan.h"
 
 static void run_on(const uint8_t *data, size_t size, struct fmt_budget *budget)
@@ -127,6 +132,36 @@ static void run_items(const uint8_t *data, size_t size, struct fmt_budget *budge
 		__builtin_trap();
 }
 
+/* The same input as DCP's .metadata pickle. */
+static void run_dcp(const uint8_t *data, size_t size, struct fmt_budget *budget)
+{
+	struct fmt_limits lim;
+	struct dcp_meta *m = NULL;
+
+	fmt_limits_default(&lim);
+	lim.max_pickle_ops = 1u << 20;
+	lim.max_memo = 1u << 16;
+	lim.budget = budget;
+	if (dcp_meta_read(&m, data, size, &lim) == 0) {
+		for (size_t i = 0; i < m->ntensors; i++) {
+			const struct dcp_tensor *t = &m->tensors[i];
+			if (!t->path || t->path[0] != '/' || t->ndim > TENSOR_MAX_NDIM)
+				__builtin_trap();
+			for (size_t c = 0; c < t->nchunks; c++) {
+				if (!t->chunks[c].file || !t->chunks[c].file[0])
+					__builtin_trap();
+				for (int d = 0; d < t->ndim; d++)
+					if (t->chunks[c].offsets[d] + t->chunks[c].sizes[d] >
+					    t->size[d])
+						__builtin_trap();
+			}
+		}
+		dcp_meta_free(m);
+	}
+	if (fmt_budget_used(budget) != 0)
+		__builtin_trap();
+}
+
 static void run(const uint8_t *data, size_t size)
 {
 	struct fmt_budget small;
@@ -135,6 +170,7 @@ static void run(const uint8_t *data, size_t size)
 	fmt_budget_init(&small, (uint64_t)64 << (10 + size % 6), (uint64_t)4 << 20);
 	run_on(data, size, &small);
 	run_items(data, size, &small);
+	run_dcp(data, size, &small);
 }
 
 static uint8_t *put(uint8_t *p, uint64_t v, int n)

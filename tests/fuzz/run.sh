@@ -14,6 +14,9 @@ for d in tests/data/*/valid; do
 done
 cp -f tests/data/compat/torch2/*.pt "$out/corpus/"
 cp -f tests/data/torch/invalid/legacy_*.pt "$out/corpus/"
+# torch.distributed.checkpoint's .metadata pickles and data files
+cp -f tests/data/dcp/ws2.metadata tests/data/dcp/v2.metadata "$out/corpus/"
+cp -f tests/data/dcp/small/__0_0.distcp "$out/corpus/small__0_0.distcp"
 # the pickles alone: fuzz_formats wraps them in a zip (see its header)
 python3 - "$out/corpus" <<'PY' || true
 import os, sys, zipfile
@@ -44,7 +47,7 @@ clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	-o "$out/fuzz_formats" tests/fuzz/fuzz_formats.c \
 	formats/budget.c formats/checkpoint.c formats/torch.c formats/torch_walk.c \
 	formats/torch_legacy.c formats/zip.c formats/pickle.c \
-	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c formats/items.c \
+	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c formats/items.c formats/dcp.c \
 	common/err.c common/hash.c common/dtype.c common/vec.c api/thin.c \
 	$(pkg-config --cflags --libs jansson zlib libdeflate libcrypto 2>/dev/null || echo -ljansson -lz -ldeflate -lcrypto)
 cd "$out"

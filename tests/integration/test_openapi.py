@@ -406,7 +406,7 @@ class Answers(unittest.TestCase):
         base = "/models/oa-files/checkpoints/%d" % cid
         call(self, OPEN, "POST", base + "/commit", 409)  # no file yet
         call(self, OPEN, "PUT", base + "/files/model.pt", 201, body=pt)
-        call(self, OPEN, "PUT", base + "/files/sub/.metadata", 201, body=b"\x80\x04N.")
+        call(self, OPEN, "PUT", base + "/files/sub/notes.pkl", 201, body=b"\x80\x04N.")
         call(self, OPEN, "PUT", base + "/files/a//b.pt", 400, body=pt)
         call(self, OPEN, "PUT", base + "/files/cut.pt", 422, body=pt[:-200])
         call(self, OPEN, "PUT", "/models/oa-files/checkpoints/999999/files/x.pt", 404, body=pt)
@@ -426,7 +426,7 @@ class Answers(unittest.TestCase):
         call(self, OPEN, "GET", "/models/oa-files/checkpoints/first/files", 400)
         call(self, OPEN, "GET", "/models/oa-files/checkpoints/999999/files", 404)
         r = call(self, OPEN, "GET", base + "/files/model.pt", 200)
-        call(self, OPEN, "GET", base + "/files/sub/.metadata", 200)
+        call(self, OPEN, "GET", base + "/files/sub/notes.pkl", 200)
         call(self, OPEN, "GET", base + "/files/model.pt", 206, headers={"Range": "bytes=0-9"})
         call(self, OPEN, "GET", base + "/files/model.pt", 304,
              headers={"If-None-Match": r.header("ETag")})

@@ -2,7 +2,7 @@
 """Checkpoints of several files (SPEC 3.2), against a live daemon.
 
 A staged checkpoint is opened with ?staged=1, its files (a torch file, a
-safetensors file, a .metadata pickle kept as bytes, a file in a
+safetensors file, a pickle of no format ckptd reads kept as bytes, a file in a
 subdirectory) are PUT by several processes at once, and it is invisible to
 lists, latest, best, models and /stats until its commit makes it visible.
 Then: the file list (sizes, SHA-256s, formats), each file byte for byte
@@ -97,7 +97,7 @@ class Staged(ckptd.DaemonCase):
         files = {
             "model.pt": store.save_torch(w),
             "shard.safetensors": safetensors_file({"a": [1.0, 2.0, 3.0], "b": [4.0] * 64}),
-            ".metadata": b"\x80\x04\x95" + os.urandom(300),
+            "notes.pkl": b"\x80\x04\x95" + os.urandom(300),
             "optim/state.pt": store.save_torch({"step": 7, "m": store.randn(9, 1000)}),
         }
         before = self.d.stats()
@@ -112,7 +112,7 @@ class Staged(ckptd.DaemonCase):
             self.assertEqual((j["name"], j["size"], j["sha256"]), (n, len(files[n]), sha(files[n])))
         self.assertEqual(json.loads(answers["model.pt"][1])["format"], "torch-zip")
         self.assertEqual(json.loads(answers["shard.safetensors"][1])["format"], "safetensors")
-        self.assertEqual(json.loads(answers[".metadata"][1])["format"], "raw")
+        self.assertEqual(json.loads(answers["notes.pkl"][1])["format"], "raw")
         # invisible until committed
         self.assertEqual(self.d.get("/models/multi/checkpoints").json()["total"], 0)
         for ref in ("latest", "best", str(cid)):
@@ -128,7 +128,7 @@ class Staged(ckptd.DaemonCase):
         self.assertEqual(r.status, 200, r.body[:300])
         j = r.json()
         self.assertEqual((j["id"], j["state"], j["format"], j["epoch"], j["loss"], j["tags"]),
-                         (cid, "committed", "dcp", 4, 0.25, ["dcp"]))
+                         (cid, "committed", "files", 4, 0.25, ["dcp"]))
         self.assertEqual(j["size"], sum(len(b) for b in files.values()))
         self.assertEqual(j["sha256"], sha(listing(files)))
         self.assertEqual(j["tensor_count"], 4 + 2 + 1)

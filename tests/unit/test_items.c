@@ -17,23 +17,6 @@
 #include "../../formats/checkpoint.h"
 #include "check_main.h"
 
-static uint8_t *slurp(const char *path, size_t *n)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *b;
-	long len;
-
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	len = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	b = malloc((size_t)len);
-	ck_assert_uint_eq(fread(b, 1, (size_t)len, f), (size_t)len);
-	fclose(f);
-	*n = (size_t)len;
-	return b;
-}
-
 static void append(uint8_t **buf, size_t *n, const void *p, size_t len)
 {
 	*buf = realloc(*buf, *n + len);
@@ -56,7 +39,7 @@ START_TEST(test_items_finds_each_archive_at_its_offset)
 	size_t n = 0, len[NFILES], at[NFILES];
 
 	for (size_t i = 0; i < NFILES; i++) {
-		f[i] = slurp(files[i], &len[i]);
+		f[i] = read_test_file(files[i], &len[i]);
 		if (i)
 			append(&all, &n, junk, sizeof(junk));
 		at[i] = n;
@@ -116,7 +99,7 @@ END_TEST
 START_TEST(test_items_passes_over_an_archive_cut_short)
 {
 	size_t len, n = 0;
-	uint8_t *f = slurp(files[0], &len), *all = NULL;
+	uint8_t *f = read_test_file(files[0], &len), *all = NULL;
 
 	append(&all, &n, f, len / 2); /* its end record is gone */
 	size_t second = n;

@@ -12,23 +12,6 @@
 #include "../../formats/zip_scan.h"
 #include "check_main.h"
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *b;
-	long n;
-
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	b = malloc((size_t)n);
-	ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	*len = (size_t)n;
-	return b;
-}
-
 /* Readers take their memory from the process's budget through one meter
  * per reader. */
 static struct fmt_meter meter;
@@ -45,7 +28,7 @@ static int open_mem(struct zip_reader **z, struct ck_input *in, const uint8_t *b
 START_TEST(test_zip_lists_records_with_their_data_offsets)
 {
 	size_t n, len;
-	uint8_t *b = slurp("tests/data/torch/valid/tied.pt", &n), *data;
+	uint8_t *b = read_test_file("tests/data/torch/valid/tied.pt", &n), *data;
 	struct ck_input in;
 	struct zip_reader *z;
 	const struct zip_entry *e;
@@ -76,7 +59,7 @@ END_TEST
 START_TEST(test_zip_inflates_deflated_records)
 {
 	size_t n, len;
-	uint8_t *b = slurp("tests/data/torch/valid/deflated_pkl.pt", &n), *data;
+	uint8_t *b = read_test_file("tests/data/torch/valid/deflated_pkl.pt", &n), *data;
 	struct ck_input in;
 	struct zip_reader *z;
 	const struct zip_entry *e;
@@ -111,7 +94,7 @@ static uint8_t *central(uint8_t *b, size_t n, int which)
 START_TEST(test_zip_rejects_entry_past_end)
 {
 	size_t n;
-	uint8_t *b = slurp("tests/data/torch/valid/tied.pt", &n);
+	uint8_t *b = read_test_file("tests/data/torch/valid/tied.pt", &n);
 	struct ck_input in;
 	struct zip_reader *z;
 
@@ -126,7 +109,7 @@ END_TEST
 START_TEST(test_zip_rejects_overlapping_entries)
 {
 	size_t n;
-	uint8_t *b = slurp("tests/data/torch/valid/tied.pt", &n);
+	uint8_t *b = read_test_file("tests/data/torch/valid/tied.pt", &n);
 	struct ck_input in;
 	struct zip_reader *z;
 	uint8_t *e = central(b, n, 0);
@@ -144,7 +127,7 @@ END_TEST
 START_TEST(test_zip_rejects_crc_mismatch_and_too_many_records)
 {
 	size_t n, len;
-	uint8_t *b = slurp("tests/data/torch/valid/tied.pt", &n), *data;
+	uint8_t *b = read_test_file("tests/data/torch/valid/tied.pt", &n), *data;
 	struct ck_input in;
 	struct zip_reader *z;
 	const struct zip_entry *e;

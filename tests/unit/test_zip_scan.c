@@ -14,21 +14,6 @@
 #include "../../formats/zip_scan.h"
 #include "check_main.h"
 
-static uint8_t *slurp(const char *path, size_t *n)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *b;
-
-	ck_assert_ptr_nonnull(f);
-	fseek(f, 0, SEEK_END);
-	*n = (size_t)ftell(f);
-	fseek(f, 0, SEEK_SET);
-	b = malloc(*n ? *n : 1);
-	ck_assert_uint_eq(fread(b, 1, *n, f), *n);
-	fclose(f);
-	return b;
-}
-
 /* Feeds b[0..n) to s in chunks of `chunk` bytes (0: uneven ones, up to
  * most). */
 static void feed(struct zip_scan *s, const uint8_t *b, size_t n, size_t chunk, size_t most)
@@ -47,7 +32,7 @@ static void feed(struct zip_scan *s, const uint8_t *b, size_t n, size_t chunk, s
 static size_t check_file(const char *path, size_t chunk)
 {
 	size_t n, hits = 0;
-	uint8_t *b = slurp(path, &n);
+	uint8_t *b = read_test_file(path, &n);
 	struct ck_input in = {b, -1, n, 0};
 	struct fmt_ckpt *ck = NULL;
 	struct zip_scan *s = NULL;
@@ -89,7 +74,7 @@ START_TEST(test_zip_scan_hashes_every_record_of_torch_files)
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", dirs[d], e->d_name);
 			size_t n;
-			uint8_t *b = slurp(path, &n);
+			uint8_t *b = read_test_file(path, &n);
 			struct ck_input in = {b, -1, n, 0};
 			struct fmt_ckpt *ck = NULL;
 			int ok = fmt_read(&ck, &in, NULL) == 0;

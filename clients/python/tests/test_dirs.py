@@ -40,6 +40,9 @@ def client(url: str) -> Iterator[Client]:
         yield c
 
 
+# a small torch.distributed.checkpoint directory from the repository's test data
+DCP_SMALL = Path(__file__).resolve().parents[3] / "tests" / "data" / "dcp" / "small"
+
 def safetensors_bytes(tensors: Dict[str, torch.Tensor]) -> bytes:
     """A safetensors file by hand: 8-byte little-endian header length, the
     JSON header (padded with spaces to 8 bytes), then the tensors' bytes."""
@@ -219,7 +222,9 @@ def test_format_and_sha256_of_other_directories(client: Client, tmp_path: Path) 
     ck = client.push_dir("dir-fmt", plain)
     assert ck["format"] == "files"
     assert ck["sha256"] == listing_sha256(read_tree(plain))
-    (plain / ".metadata").write_bytes(b"\x80\x04\x95" + os.urandom(100))
+    # a torch.distributed.checkpoint directory (torch 1.13 wrote it: 2 ranks)
+    for f in DCP_SMALL.iterdir():
+        (plain / f.name).write_bytes(f.read_bytes())
     ck = client.push_dir("dir-fmt", plain)
     assert ck["format"] == "dcp"
     out = tmp_path / "out"
