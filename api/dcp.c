@@ -70,8 +70,9 @@ static int read_file(uint8_t **out, struct app *app, const struct index_file *f,
 
 	*out = NULL;
 	if (f->size > max)
-		return ck_error(CK_ETOOBIG, "%s: %" PRIu64 " bytes, more than the %" PRIu64
-					    " a pickle may have",
+		return ck_error(CK_ETOOBIG,
+				"%s: %" PRIu64 " bytes, more than the %" PRIu64
+				" a pickle may have",
 				f->name, f->size, max);
 	if (!(b = malloc(f->size + 1)))
 		return ck_error(CK_ENOMEM, "out of memory");
@@ -351,8 +352,7 @@ static int chunk_pieces(struct tview_piece **pv, size_t *np, size_t *cap,
 			*pv = p;
 			*cap = nc;
 		}
-		(*pv)[(*np)++] =
-		    (struct tview_piece){at * esz, run * esz, r->storage, src * esz};
+		(*pv)[(*np)++] = (struct tview_piece){at * esz, run * esz, r->storage, src * esz};
 		for (int d = j - 1; d >= 0; d--) { /* next index in C order */
 			if (++idx[d] < (uint64_t)c->sizes[d])
 				break;
@@ -647,8 +647,8 @@ int tview_crc(struct tview *v, struct app *app, size_t s)
 		if (p->src != open) {
 			blob_reader_close(rd);
 			rd = NULL;
-			if ((err = store_blob_open(&rd, app->store, &v->src->storages[p->src].blob)) <
-			    0)
+			if ((err = store_blob_open(&rd, app->store,
+						   &v->src->storages[p->src].blob)) < 0)
 				break;
 			open = p->src;
 		}
@@ -687,7 +687,8 @@ int tview_metadata_check(struct app *app, const struct ck_input *in)
 
 	if (in->size > app->limits.max_pickle_bytes)
 		return ck_error(CK_ETOOBIG,
-				".metadata: %" PRIu64 " bytes, more than the %llu a pickle may have",
+				".metadata: %" PRIu64
+				" bytes, more than the %llu a pickle may have",
 				in->size, (unsigned long long)app->limits.max_pickle_bytes);
 	if (!(buf = malloc(in->size + 1)))
 		return ck_error(CK_ENOMEM, "out of memory");
@@ -698,8 +699,9 @@ int tview_metadata_check(struct app *app, const struct ck_input *in)
 	if (err == CK_EFORMAT) { /* a top-level .metadata is DCP's, or damaged */
 		char msg[1024];
 		snprintf(msg, sizeof(msg), "%s", ck_errmsg());
-		err = ck_error(CK_ECORRUPT, "%s (a file named .metadata is read as "
-					    "torch.distributed.checkpoint's)",
+		err = ck_error(CK_ECORRUPT,
+			       "%s (a file named .metadata is read as "
+			       "torch.distributed.checkpoint's)",
 			       msg);
 	}
 	return err;

@@ -69,10 +69,10 @@ int h_file_put(struct resp *out, struct app *app, struct req *r)
 	char loc[1400];
 	int err;
 
-	if ((err = upload_thin_missing(out, r)) != 0)
+	if ((err = upload_thin_missing(out, r)) != 0 || (err = ingest_file(&f, app, r)) < 0) {
+		upload_file_failed(r);
 		return err < 0 ? err : 0;
-	if ((err = ingest_file(&f, app, r)) < 0)
-		return err;
+	}
 	snprintf(loc, sizeof(loc), "/api/v1/models/%s/checkpoints/%s/files/%s", r->params[0],
 		 r->params[1], r->params[2]);
 	resp_header(out, "Location", loc);

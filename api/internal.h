@@ -126,6 +126,9 @@ int ingest_file(json_t **out, struct app *app, struct req *r);
  * the file's commit ended the mark (so api_upload_free leaves it). */
 int upload_file_token(const struct req *r, int64_t *token);
 void upload_file_written(struct req *r);
+/* A file refused: its write mark goes before the answer, so that a commit
+ * sent once the answer is in does not see it written still. */
+void upload_file_failed(struct req *r);
 
 /* {id} of a staged checkpoint: a decimal id from 1 (CK_EINVALID). */
 int staged_id(int64_t *id, const char *s);

@@ -351,6 +351,16 @@ void upload_file_written(struct req *r)
 		u->written = 1;
 }
 
+void upload_file_failed(struct req *r)
+{
+	struct upload *u = r->upload;
+
+	if (u && u->file_of && !u->written) {
+		store_file_write_end(u->app->store, u->file_of, u->token);
+		u->written = 1;
+	}
+}
+
 int api_upload_begin(struct app *app, const struct route *rt, struct req *r)
 {
 	struct upload *u = calloc(1, sizeof(*u));

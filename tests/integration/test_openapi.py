@@ -34,6 +34,7 @@ except ImportError:  # the test fails with the fix in its message
 
 DATA = os.path.join(ckptd.REPO, "tests", "data")
 TORCH = os.path.join(DATA, "torch", "valid")
+DCP_SMALL = os.path.join(DATA, "dcp", "small")
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 TOKENS = {"r3ad": "read", "wr1te": "write"}
 
@@ -416,6 +417,22 @@ class Answers(unittest.TestCase):
                 b"E" + (32).to_bytes(8, "little") + bytes(32))
         call(self, OPEN, "PUT", base + "/files/thin.pt", 409, body=thin,
              headers={"Content-Type": "application/x-ckptd-thin"})
+        # a torch.distributed.checkpoint's .metadata without its data files
+        r = call(self, OPEN, "POST", "/models/oa-files/checkpoints?staged=1", 201)
+        dcp_base = "/models/oa-files/checkpoints/%d" % r.json()["id"]
+        call(self, OPEN, "PUT", dcp_base + "/files/.metadata", 201,
+             body=read(os.path.join(DCP_SMALL, ".metadata")))
+        call(self, OPEN, "PUT", dcp_base + "/files/bad/.metadata", 422, body=b"\x80\x04N.")
+        call(self, OPEN, "POST", dcp_base + "/commit", 422)
+        for name in sorted(os.listdir(DCP_SMALL)):  # its files: then it commits
+            if name.endswith(".distcp"):
+                call(self, OPEN, "PUT", dcp_base + "/files/" + name, 201,
+                     body=read(os.path.join(DCP_SMALL, name)))
+        r = call(self, OPEN, "POST", dcp_base + "/commit", 200)
+        self.assertEqual(r.json()["format"], "dcp")
+        t = {x["path"]: x for x in call(self, OPEN, "GET", dcp_base, 200).json()["tensors"]}
+        self.assertEqual((t["/w"]["blob"], t["/w"]["pieces"], t["/w"]["shape"]), (None, 2, [4, 6]))
+        call(self, OPEN, "DELETE", dcp_base, 204)
         call(self, OPEN, "POST", "/models/oa-files/checkpoints/x/commit", 400)
         call(self, OPEN, "POST", "/models/oa-files/checkpoints/999999/commit", 404)
         call(self, OPEN, "POST", base + "/commit", 200)
