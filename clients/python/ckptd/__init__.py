@@ -10,7 +10,14 @@
 Standard library only; save() and load() import torch when called. The
 command line is `ckptd-client` (or `python3 -m ckptd`). See ckptd.client for
 streaming, retries, connections and TLS; ckptd.errors for the exceptions.
+
+ckptd.CkptdWriter and ckptd.CkptdReader (from ckptd.dcp) are the storage of
+torch.distributed.checkpoint; they are loaded on first use, so `import ckptd`
+never imports torch.
 """
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._version import __version__
 from .client import DEFAULT_REF, DEFAULT_URL, Checkpoint, Client, ProgressCallback, SaveHandle
@@ -23,6 +30,9 @@ from .errors import (
     ServerError,
 )
 from .progress import TerminalProgress
+
+if _TYPE_CHECKING:
+    from .dcp import CkptdReader, CkptdWriter  # noqa: F401  (for type checkers)
 
 __all__ = [
     "__version__",
@@ -46,3 +56,12 @@ __all__ = [
 import logging as _logging
 
 _logging.getLogger("ckptd").addHandler(_logging.NullHandler())
+
+
+def __getattr__(name: str) -> _Any:
+    # CkptdWriter/CkptdReader import ckptd.dcp, hence torch, only when asked for
+    if name in ("CkptdWriter", "CkptdReader"):
+        from . import dcp
+
+        return getattr(dcp, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
