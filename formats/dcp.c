@@ -29,8 +29,7 @@ static int is_cls(const struct pickle_value *v, const char *name)
 {
 	const struct pickle_value *c;
 
-	if (!v || v->kind != PICKLE_OBJECT || !(c = v->u.obj.callable) ||
-	    c->kind != PICKLE_GLOBAL)
+	if (!v || v->kind != PICKLE_OBJECT || !(c = v->u.obj.callable) || c->kind != PICKLE_GLOBAL)
 		return 0;
 	return !strncmp(c->u.global.module, "torch.distributed.", 18) &&
 	       !strcmp(c->u.global.name, name);
@@ -166,8 +165,8 @@ static int read_entry(struct entry *e, const struct pickle_value *k, const struc
 				"_StorageInfo with relative_path, offset and length",
 				i, e->fqn);
 	tr = field(v, "transform_descriptors");
-	if (!is_none(tr) && !((tr->kind == PICKLE_LIST || tr->kind == PICKLE_TUPLE) &&
-			      tr->u.seq.n == 0))
+	if (!is_none(tr) &&
+	    !((tr->kind == PICKLE_LIST || tr->kind == PICKLE_TUPLE) && tr->u.seq.n == 0))
 		return ck_error(CK_EFORMAT,
 				".metadata: storage_data entry %zu ('%.200s') is stored through "
 				"transforms (torch.distributed.checkpoint extensions), which ckptd "
@@ -296,14 +295,16 @@ static int check_chunks(const struct dcp_tensor *t)
 	for (size_t i = 0; i < t->nchunks; i++) {
 		const struct dcp_chunk *c = &t->chunks[i];
 		for (int d = 0; d < t->ndim; d++)
-			if (c->offsets[d] > t->size[d] || c->sizes[d] > t->size[d] - c->offsets[d]) {
+			if (c->offsets[d] > t->size[d] ||
+			    c->sizes[d] > t->size[d] - c->offsets[d]) {
 				fmt_dims(a, sizeof(a), c->offsets, t->ndim);
 				fmt_dims(b, sizeof(b), c->sizes, t->ndim);
-				return ck_error(CK_ECORRUPT,
-						".metadata: tensor '%.200s' (size %s): chunk %zu at "
-						"offsets %s with sizes %s reaches past the tensor in "
-						"dimension %d",
-						t->fqn, s, i, a, b, d);
+				return ck_error(
+				    CK_ECORRUPT,
+				    ".metadata: tensor '%.200s' (size %s): chunk %zu at "
+				    "offsets %s with sizes %s reaches past the tensor in "
+				    "dimension %d",
+				    t->fqn, s, i, a, b, d);
 			}
 		volume(&v, c->sizes, t->ndim);
 		covered += v;
@@ -319,18 +320,20 @@ static int check_chunks(const struct dcp_tensor *t)
 			if (!apart) {
 				fmt_dims(a, sizeof(a), c->offsets, t->ndim);
 				fmt_dims(b, sizeof(b), o->offsets, t->ndim);
-				return ck_error(CK_ECORRUPT,
-						".metadata: tensor '%.200s' (size %s): chunk %zu at "
-						"offsets %s overlaps chunk %zu at offsets %s",
-						t->fqn, s, i, a, j, b);
+				return ck_error(
+				    CK_ECORRUPT,
+				    ".metadata: tensor '%.200s' (size %s): chunk %zu at "
+				    "offsets %s overlaps chunk %zu at offsets %s",
+				    t->fqn, s, i, a, j, b);
 			}
 		}
 	}
 	if (covered != total)
-		return ck_error(CK_ECORRUPT,
-				".metadata: tensor '%.200s' (size %s): its %zu chunks cover %" PRIu64
-				" of its %" PRIu64 " elements: the rest is a hole",
-				t->fqn, s, t->nchunks, covered, total);
+		return ck_error(
+		    CK_ECORRUPT,
+		    ".metadata: tensor '%.200s' (size %s): its %zu chunks cover %" PRIu64
+		    " of its %" PRIu64 " elements: the rest is a hole",
+		    t->fqn, s, t->nchunks, covered, total);
 	return 0;
 }
 
@@ -355,12 +358,13 @@ static int no_twice(struct fmt_meter *m, const struct dcp_meta *r)
 		qsort(v, n, sizeof(*v), str_cmp);
 		for (size_t i = 1; i < n; i++)
 			if (!strcmp(v[i - 1], v[i]))
-				return ck_error(CK_ECORRUPT,
-						pass ? ".metadata: two keys have the same path %.200s "
-						       "(planner_data)"
-						     : ".metadata: key '%.200s' is in "
-						       "state_dict_metadata twice",
-						v[i]);
+				return ck_error(
+				    CK_ECORRUPT,
+				    pass ? ".metadata: two keys have the same path %.200s "
+					   "(planner_data)"
+					 : ".metadata: key '%.200s' is in "
+					   "state_dict_metadata twice",
+				    v[i]);
 	}
 	return 0;
 }
@@ -413,8 +417,8 @@ static int read_tensor(struct dcp_tensor *t, struct fmt_meter *m, const char *fq
 	if (t->nchunks > DCP_MAX_CHUNKS) /* the overlap check compares every pair */
 		return ck_error(CK_ETOOBIG, ".metadata: tensor '%.200s' has more than %d chunks",
 				fqn, DCP_MAX_CHUNKS);
-	if (!(t->chunks = fmt_alloc(m, FMT_RESULT, t->nchunks + 1, sizeof(*t->chunks),
-				    "dcp: chunks")))
+	if (!(t->chunks =
+		  fmt_alloc(m, FMT_RESULT, t->nchunks + 1, sizeof(*t->chunks), "dcp: chunks")))
 		return m->err;
 	for (size_t i = 0; i < t->nchunks; i++) {
 		const struct pickle_value *c = chunks->u.seq.items[i];
@@ -473,8 +477,9 @@ int dcp_meta_read(struct dcp_meta **out, const uint8_t *buf, size_t len,
 		lim = &def;
 	}
 	if (len > lim->max_pickle_bytes)
-		return ck_error(CK_ETOOBIG, ".metadata: %zu bytes, more than the %llu a pickle may have",
-				len, (unsigned long long)lim->max_pickle_bytes);
+		return ck_error(CK_ETOOBIG,
+				".metadata: %zu bytes, more than the %llu a pickle may have", len,
+				(unsigned long long)lim->max_pickle_bytes);
 	fmt_meter_begin(&meter, lim->budget);
 	pl.max_ops = lim->max_pickle_ops;
 	pl.max_memo = lim->max_memo;
@@ -577,21 +582,23 @@ int dcp_meta_read(struct dcp_meta **out, const uint8_t *buf, size_t len,
 	 * copy them into the result region before it goes */
 	for (size_t i = 0; i < r->ntensors; i++) {
 		struct dcp_tensor *t = &r->tensors[i];
-		if (!(t->fqn = fmt_strndup(&meter, FMT_RESULT, t->fqn, strlen(t->fqn), "dcp: keys"))) {
+		if (!(t->fqn =
+			  fmt_strndup(&meter, FMT_RESULT, t->fqn, strlen(t->fqn), "dcp: keys"))) {
 			err = meter.err;
 			goto out;
 		}
 		for (size_t c = 0; c < t->nchunks; c++)
-			if (!(t->chunks[c].file = fmt_strndup(&meter, FMT_RESULT, t->chunks[c].file,
-							      strlen(t->chunks[c].file),
-							      "dcp: files"))) {
+			if (!(t->chunks[c].file =
+				  fmt_strndup(&meter, FMT_RESULT, t->chunks[c].file,
+					      strlen(t->chunks[c].file), "dcp: files"))) {
 				err = meter.err;
 				goto out;
 			}
 	}
 	for (size_t i = 0; i < r->nbytes; i++) {
 		struct dcp_bytes *b = &r->bytes[i];
-		if (!(b->fqn = fmt_strndup(&meter, FMT_RESULT, b->fqn, strlen(b->fqn), "dcp: keys")) ||
+		if (!(b->fqn =
+			  fmt_strndup(&meter, FMT_RESULT, b->fqn, strlen(b->fqn), "dcp: keys")) ||
 		    !(b->file = fmt_strndup(&meter, FMT_RESULT, b->file, strlen(b->file),
 					    "dcp: files"))) {
 			err = meter.err;

@@ -145,9 +145,10 @@ START_TEST(test_dcp_names_what_is_wrong)
 			if (p > b && (p[-1] == 125 || p[-1] == 124 || p[-1] == 126) && p[-2] == 'K')
 				p[-1] = (uint8_t)to;
 		ck_assert_int_eq(dcp_meta_read(&m, b, n, NULL), CK_ECORRUPT);
-		ck_assert_msg(strstr(ck_errmsg(), "'embed.weight' (size [250, 160])") &&
-				  strstr(ck_errmsg(), to == 124 ? "overlaps" : "reaches past the tensor"),
-			      "%s", ck_errmsg());
+		ck_assert_msg(
+		    strstr(ck_errmsg(), "'embed.weight' (size [250, 160])") &&
+			strstr(ck_errmsg(), to == 124 ? "overlaps" : "reaches past the tensor"),
+		    "%s", ck_errmsg());
 	}
 	free(b);
 }
