@@ -54,7 +54,8 @@ INDEX_N = int(os.environ.get("BENCH_INDEX_N", "10000"))
 REPS = max(1, int(os.environ.get("BENCH_REPS", "3")))
 WRK_SECS = max(1, int(os.environ.get("BENCH_WRK_SECS", "10")))
 KEEP = os.environ.get("BENCH_KEEP") == "1"
-# sections to run (comma-separated: files, nginx, memory, codec, index, s3); all when unset
+# sections to run (comma-separated: files, nginx, memory, codec, index, s3, client, dcp);
+# all when unset
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 
 
@@ -822,19 +823,26 @@ def bench_s3(scratch, big):
     rgw.stop()
 
 
+def torch_child(scratch, name, script, args, timeout):
+    """Runs bench/SCRIPT URL ARGS... under the torch interpreter against a
+    fresh SQLite daemon -> the JSON object its last stdout line holds."""
+    d = Ckptd(scratch, name)
+    p = subprocess.run([PY, os.path.join(HERE, script), d.url] + args,
+                       capture_output=True, text=True, timeout=timeout)
+    d.stop()
+    if p.returncode != 0:
+        raise RuntimeError("%s failed:\n%s" % (script, p.stderr[-3000:]))
+    j = json.loads(p.stdout.strip().splitlines()[-1])
+    log("%s: %s" % (name, json.dumps(j)))
+    return j
+
+
 def bench_client(scratch):
     """The Python client (bench/client_bench.py, a child with torch): thin
     saves against a plain one, and the stall of a background save against a
     synchronous one, on a SQLite + local-disk ckptd."""
     mib = 64 if QUICK else 256
-    d = Ckptd(scratch, "client")
-    p = subprocess.run([PY, os.path.join(HERE, "client_bench.py"), d.url, str(mib), str(REPS)],
-                       capture_output=True, text=True, timeout=1800)
-    d.stop()
-    if p.returncode != 0:
-        raise RuntimeError("client_bench.py failed:\n" + p.stderr[-3000:])
-    j = json.loads(p.stdout.strip().splitlines()[-1])
-    log("client: %s" % json.dumps(j))
+    j = torch_child(scratch, "client", "client_bench.py", [str(mib), str(REPS)], 1800)
     mb = j["file_size"] / 1e6
     section("Python client (ckptd.Client.save; SQLite, local disk): a %.0f MB state_dict of "
             "%d float32 tensors, median of %d" % (mb, j["tensors"], REPS))
@@ -858,6 +866,27 @@ def bench_client(scratch):
     w = j["resumed_wire"] / j["file_size"]
     row("save cut off at 90%, retried by the client: bytes of the retry vs the file (one run)",
         "%d B" % j["resumed_wire"], "%d B" % j["file_size"], "%.3f" % w, "<= 0.15", w <= 0.15)
+
+
+def bench_dcp(scratch):
+    """torch.distributed.checkpoint from 4 gloo ranks (bench/dcp_bench.py, a
+    child with torch): CkptdWriter to a SQLite + local-disk ckptd against
+    torch's FileSystemWriter to a local directory (fsync on, one file per
+    rank), then the wire bytes of a save of unchanged weights."""
+    mib = 128 if QUICK else 512
+    work = os.path.join(scratch, "dcp")
+    os.makedirs(work, exist_ok=True)
+    j = torch_child(scratch, "dcp", "dcp_bench.py", [str(mib), str(REPS), work], 3600)
+    section("torch.distributed.checkpoint, %d gloo ranks on this machine: a %.0f MB state_dict "
+            "(row-sharded float32), new weights each save, median of %d"
+            % (j["world"], j["size"] / 1e6, REPS))
+    r = j["ckptd_median_s"] / j["fs_median_s"]
+    row("save through ckptd.dcp.CkptdWriter vs torch's FileSystemWriter to a local directory",
+        "%.2f s" % j["ckptd_median_s"], "%.2f s" % j["fs_median_s"], "%.2fx" % r, "<= 1.5x",
+        r <= 1.5)
+    w = j["thin_wire"] / j["size"]
+    row("a second save of unchanged weights: request bytes vs the checkpoint's bytes",
+        "%d B" % j["thin_wire"], "%d B" % j["size"], "%.4f" % w, "<= 0.01", w <= 0.01)
 
 
 def main():
@@ -890,6 +919,8 @@ def main():
             bench_s3(scratch, files[0])
         if wanted("client"):
             bench_client(scratch)
+        if wanted("dcp"):
+            bench_dcp(scratch)
         ok = True
     except Exception:  # print what was measured, then the failure
         traceback.print_exc()
