@@ -749,11 +749,13 @@ def _put_file(c: Client, model: str, cid: int, name: str, path: str, size: int,
 
         with open(path, "rb") as f:
             if not refs:
-                sha = hashlib.sha256()
+                # hashed already when it was offered thin (the spool is this
+                # writer's own file): once is enough
+                sha = None if whole else hashlib.sha256()
                 _copy_range(out, cast(BinaryIO, f), size, path, sha, step)
                 out.flush()
                 wire = out.sent
-                return sha.hexdigest()
+                return sha.hexdigest() if sha is not None else whole.hex()
             pos = 0
             for i, (off, length) in enumerate(ranges):
                 h = refs.get(i)
