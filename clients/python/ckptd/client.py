@@ -255,6 +255,23 @@ class _ChunkedWriter:
     def seekable(self) -> bool:
         return False
 
+    def save(self, obj: Any) -> None:
+        """torch.save(obj) into this writer; a failed send is raised as
+        itself, not as the error torch makes of it."""
+        import torch
+
+        try:
+            torch.save(obj, cast(BinaryIO, self))
+        except Exception:
+            if self.error is not None:
+                raise self.error
+            raise
+
+    @property
+    def body_bytes(self) -> int:
+        """The bytes of the request body so far (the file's, for this writer)."""
+        return self.sent
+
 
 class _ThinWriter(_ChunkedWriter):
     """torch.save's output as thin-upload frames (SPEC 3.1), sent as HTTP
@@ -312,6 +329,17 @@ class _ThinWriter(_ChunkedWriter):
         self._flush_lit()
         self._emit(b"E" + struct.pack("<Q", 32) + self.sha.digest())
         super().finish()
+
+    @property
+    def body_bytes(self) -> int:
+        return self.wire
+
+
+def _body_writer(sock: socket.socket, progress: Optional[ProgressCallback],
+                 refs: Mapping[Tuple[int, int], bytes]) -> _ChunkedWriter:
+    """The writer torch.save streams a request body into: thin frames when
+    some storages are stored (refs), else the plain file."""
+    return _ThinWriter(sock, progress, refs) if refs else _ChunkedWriter(sock, progress)
 
 
 def _storages(obj: Any) -> List[Tuple[int, int, Any]]:
@@ -1154,17 +1182,12 @@ class Client:
         attempts = 0
 
         def send_body(sock: socket.socket) -> Optional[str]:
-            w = _ThinWriter(sock, progress, refs) if refs else _ChunkedWriter(sock, progress)
+            w = _body_writer(sock, progress, refs)
             if progress is not None:
                 progress(0, None)
-            try:
-                torch.save(obj, cast(BinaryIO, w))
-            except Exception:
-                if w.error is not None:
-                    raise w.error
-                raise
+            w.save(obj)
             w.finish()
-            self.last_save_wire = w.wire if isinstance(w, _ThinWriter) else w.sent
+            self.last_save_wire = w.body_bytes
             return w.sha.hexdigest()
 
         headers = {"Content-Type": "application/x-ckptd-thin" if refs

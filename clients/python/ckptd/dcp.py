@@ -21,10 +21,11 @@ laid out as torch's FileSystemWriter lays out a directory:
   items first, raw; then each tensor with torch.save, after the same trim:
   detached, on the CPU, cloned when it is a view into a larger storage) into
   `__{rank}_0.distcp` (single_file_per_rank, the default, as torch 2.x) or one
-  file per item (`__{rank}_{n}.distcp`, torch 1.13's default). The file is
-  written to a temporary spool file, then PUT. With thin (the default), the
-  tensors' storages of 4 KiB and more are hashed, the server is asked which
-  it lacks, and the stored ones go as 41-byte references: a save of unchanged
+  file per item (`__{rank}_{n}.distcp`, torch 1.13's default). Nothing is
+  written to disk: torch.save writes into the PUT's body (chunked), as
+  Client.save streams. With thin (the default), the tensors' storages of
+  4 KiB and more are hashed in memory first, the server is asked which it
+  lacks, and the stored ones go as 41-byte references: a save of unchanged
   weights sends a few kilobytes per file. `_StorageInfo(name, offset,
   length)` of each item goes back in its WriteResult, as torch's.
 - finish (the coordinator) puts the results' storage_data into the Metadata,
@@ -84,12 +85,10 @@ import os
 import pickle
 import re
 import socket
-import struct
 import tempfile
 import threading
 import urllib.parse
 import uuid
-import zipfile
 from typing import (
     IO,
     TYPE_CHECKING,
@@ -112,16 +111,13 @@ from .client import (
     DEFAULT_URL,
     Checkpoint,
     Client,
+    _body_writer,
     _Retry,
-    _Sender,
-    _THIN_MIN,
-    _copy_range,
-    _hash_file,
     _list_sha256,
     _q,
     _q_name,
     _retry_for,
-    _thin_length,
+    _storages,
 )
 from .errors import CkptdError, NotFound
 
@@ -336,10 +332,11 @@ class _Writer(_Remote):
     used. thin: send the storages the server has as references.
     single_file_per_rank: one file per rank (`__R_0.distcp`), else one file
     per item (`__R_N.distcp`). parallel: uploads at once per rank when a
-    rank writes several files. spool_dir: where each file is written before
-    it is sent (default: the system's temporary directory); a rank needs room
-    for `parallel` of its files. token, timeout, retries, backoff, cafile: as
-    for Client, for the Client each process makes.
+    rank writes several files (each is streamed as torch.save writes it:
+    nothing goes to disk; the tensors of up to `parallel` files are held,
+    views cloned as FileSystemWriter clones them). token, timeout,
+    retries, backoff, cafile: as for Client, for the Client each process
+    makes.
 
     After a save: .checkpoint is the committed checkpoint's JSON (on the
     coordinator; None elsewhere), .staged_id its id (every rank), .files the
@@ -362,7 +359,6 @@ class _Writer(_Remote):
         thin: bool = True,
         single_file_per_rank: bool = True,
         parallel: int = 4,
-        spool_dir: Optional[str] = None,
         token: Optional[str] = None,
         timeout: Optional[float] = 600.0,
         retries: int = 4,
@@ -386,7 +382,6 @@ class _Writer(_Remote):
         self.thin = thin
         self.single_file_per_rank = single_file_per_rank
         self.parallel = parallel
-        self.spool_dir = spool_dir
         self.is_coordinator = False
         self.staged_id: Optional[int] = None
         self.checkpoint: Optional[Checkpoint] = None
@@ -487,24 +482,27 @@ class _Writer(_Remote):
         stop = threading.Event()
         with concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.parallel, thread_name_prefix="ckptd-dcp") as ex:
-            pending: List[Tuple[concurrent.futures.Future[Tuple[str, int]], str,
-                                List[Tuple[Any, int, int]]]] = []
+            pending: List[Tuple[concurrent.futures.Future[Tuple[str, List[Tuple[Any, int, int]]]],
+                                str]] = []
             try:
                 for n, group in enumerate(groups):
-                    running = [f for f, _n, _w in pending if not f.done()]
+                    # at most `parallel` files' items resolved (and views
+                    # cloned) at once
+                    running = [f for f, _n in pending if not f.done()]
                     if len(running) >= self.parallel:
                         concurrent.futures.wait(running,
                                                 return_when=concurrent.futures.FIRST_COMPLETED)
-                    failed = [f for f, _n, _w in pending if f.done() and f.exception()]
-                    if failed:
+                    if any(f.done() and f.exception() for f, _n in pending):
                         break
                     name = "%s%d.distcp" % (sd.prefix, n)
-                    path, written, ranges = self._spool(group, planner, t)
-                    fut = ex.submit(self._send_spooled, c, sd.checkpoint, name, path, ranges,
-                                    stop)
-                    pending.append((fut, name, written))
-                for fut, name, written in pending:
-                    sha, _size = fut.result()
+                    byte_items = [(wi, planner.resolve_data(wi)) for wi in group
+                                  if wi.type == t.WriteItemType.BYTE_IO]
+                    tensor_items = [(wi, _trim(planner.resolve_data(wi))) for wi in group
+                                    if wi.type != t.WriteItemType.BYTE_IO]
+                    pending.append((ex.submit(self._send_items, c, sd.checkpoint, name,
+                                              byte_items, tensor_items, t, stop), name))
+                for fut, name in pending:
+                    sha, written = fut.result()
                     for wi, offset, length in written:
                         wr = t.WriteResult(index=wi.index, size_in_bytes=length,
                                            storage_data=t.StorageInfo(name, offset, length))
@@ -519,49 +517,75 @@ class _Writer(_Remote):
         fut_out.set_result(results)
         return fut_out
 
-    def _spool(self, items: List[Any], planner: Any,
-               t: _TorchDCP) -> Tuple[str, List[Tuple[Any, int, int]], List[Tuple[int, int]]]:
-        """Writes items into a new spool file as FileSystemWriter writes a
-        file -> (its path, (item, offset, length) of each, the (offset,
-        length) of the tensors' storages in it)."""
-        fd, path = tempfile.mkstemp(prefix="ckptd-dcp-", suffix=".distcp", dir=self.spool_dir)
+    def _send_items(self, c: Client, cid: int, name: str, byte_items: List[Tuple[Any, Any]],
+                    tensor_items: List[Tuple[Any, Any]], t: _TorchDCP,
+                    stop: threading.Event) -> Tuple[str, List[Tuple[Any, int, int]]]:
+        """Streams items as file `name` of staged checkpoint cid, laid out as
+        FileSystemWriter lays out a file (the bytes items raw, then each
+        tensor by torch.save), with no copy on disk: torch.save writes
+        straight into the request (chunked), as Client.save does, and with
+        thin the storages the server has go as R frames -> (the file's
+        SHA-256, (item, offset, length) of each item in it)."""
+        if stop.is_set():
+            raise CkptdError("not sent: another file of this rank failed", code="stopped")
+        found = _storages([x for _wi, x in tensor_items]) if self.thin else []
+        hashes = [hashlib.sha256(x.numpy()).digest() for _a, _n, x in found]
+        refs = c._stored_refs(found, hashes)
         written: List[Tuple[Any, int, int]] = []
-        ranges: List[Tuple[int, int]] = []
-        try:
-            with os.fdopen(fd, "w+b") as f:
-                for wi in [i for i in items if i.type == t.WriteItemType.BYTE_IO]:
-                    data = planner.resolve_data(wi)
-                    offset = f.tell()
-                    f.write(data.getbuffer())
-                    written.append((wi, offset, f.tell() - offset))
-                for wi in [i for i in items if i.type != t.WriteItemType.BYTE_IO]:
-                    tensor = _trim(planner.resolve_data(wi))
-                    offset = f.tell()
-                    t.torch.save(tensor, f)
-                    length = f.tell() - offset
-                    written.append((wi, offset, length))
-                    if self.thin:
-                        ranges.extend(_zip_storages(cast(BinaryIO, f), offset, length))
-                        f.seek(0, os.SEEK_END)
-        except BaseException:
-            os.unlink(path)
-            raise
-        return path, written, ranges
+        headers = {"Transfer-Encoding": "chunked"}
+        wire = 0
+        attempts = 0
 
-    def _send_spooled(self, c: Client, cid: int, name: str, path: str,
-                      ranges: List[Tuple[int, int]], stop: threading.Event) -> Tuple[str, int]:
-        """PUTs a spooled file (then removes it) -> (its SHA-256, its size)."""
+        def kind() -> None:
+            headers["Content-Type"] = ("application/x-ckptd-thin" if refs
+                                       else "application/octet-stream")
+
+        def before() -> None:
+            # a retry after a cut: ask again (the server may keep what came whole)
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and found:
+                refs.clear()
+                refs.update(c._stored_refs(found, hashes))
+                kind()
+
+        def send_body(sock: socket.socket) -> Optional[str]:
+            nonlocal wire
+            w = _body_writer(sock, None, refs)
+            written.clear()
+            for wi, data in byte_items:
+                at = w.sent
+                w.write(data.getbuffer())
+                written.append((wi, at, w.sent - at))
+            for wi, tensor in tensor_items:
+                at = w.sent
+                w.save(tensor)
+                written.append((wi, at, w.sent - at))
+            w.finish()
+            wire = w.body_bytes
+            return w.sha.hexdigest()
+
+        url = _file_url(c, self.model, cid, name)
+        kind()
         try:
-            if stop.is_set():
-                raise CkptdError("not sent: another file of this rank failed", code="stopped")
-            size = os.path.getsize(path)
-            j, sent = _put_file(c, self.model, cid, name, path, size, ranges)
-            with _stats_lock:
-                self.wire_bytes += sent
-                self.files[name] = j
-            return str(j["sha256"]), size
-        finally:
-            os.unlink(path)
+            j = c._stream("PUT", url, send_body, headers, before, replaces=True)
+        except CkptdError as e:
+            if not refs or (e.code != "missing_blobs" and e.status != 422):
+                raise
+            # a blob the server had when asked was deleted since: send it all
+            log.warning("thin upload of %s: %s; sending the whole file", name, e.message)
+            refs.clear()
+            kind()
+            j = c._stream("PUT", url, send_body, headers, replaces=True)
+        size = written[-1][1] + written[-1][2] if written else 0
+        if j.get("size") != size:
+            raise CkptdError("the server stored %s bytes of %s, which has %d"
+                             % (j.get("size"), name, size), code="size_mismatch",
+                             method="PUT", path=url)
+        with _stats_lock:
+            self.wire_bytes += wire
+            self.files[name] = j
+        return str(j["sha256"]), list(written)
 
     def finish(self, metadata: Any, results: List[List[Any]]) -> None:
         """(the coordinator) Puts every item's storage_data into metadata,
@@ -671,125 +695,8 @@ class _Slice(io.RawIOBase):
         return len(data)
 
 
-def _zip_storages(f: BinaryIO, offset: int, length: int) -> List[Tuple[int, int]]:
-    """(file offset, nbytes) of the storages (the data/N records) of the
-    torch.save zip at [offset, offset+length) of f: what the server parses
-    as the file's storages. [] when the zip is not one it would read so."""
-    out: List[Tuple[int, int]] = []
-    view = _Slice(f, offset, length)
-    try:
-        with zipfile.ZipFile(cast(IO[bytes], view)) as z:
-            infos = z.infolist()
-        for zi in infos:
-            parts = zi.filename.split("/")
-            if len(parts) < 2 or parts[-2] != "data" or zi.file_size == 0:
-                continue
-            if zi.compress_type != zipfile.ZIP_STORED:
-                return []
-            view.seek(zi.header_offset)
-            local = view.read(30) or b""
-            if len(local) != 30 or local[:4] != b"PK\x03\x04":
-                return []
-            n, e = struct.unpack("<HH", local[26:30])
-            start = zi.header_offset + 30 + n + e
-            if start + zi.file_size > length:
-                return []
-            out.append((offset + start, zi.file_size))
-    except (OSError, ValueError, zipfile.BadZipFile, struct.error):
-        return []
-    out.sort()
-    return out
-
-
 def _file_url(c: Client, model: str, cid: Ref, name: str) -> str:
     return c._url("/models/%s/checkpoints/%s/files/%s" % (_q(model), _q(str(cid)), _q_name(name)))
-
-
-def _put_file(c: Client, model: str, cid: int, name: str, path: str, size: int,
-              ranges: List[Tuple[int, int]]) -> Tuple[Dict[str, Any], int]:
-    """PUTs the file at path as file `name` of staged checkpoint cid, thin
-    when some of its storages (ranges, sorted and apart) are 4 KiB or more
-    and the server has them -> (the server's answer, the body bytes sent).
-    As Client.push_dir's files: retried like them, and sent whole when the
-    server refuses the references (a blob deleted since it was asked for)."""
-    url = _file_url(c, model, cid, name)
-    ranges = [r for r in ranges if r[1] >= _THIN_MIN]
-    whole = b""
-    hashes: List[bytes] = []
-    if ranges:
-        whole, hashes = _hash_file(path, ranges)
-    refs: Dict[int, bytes] = {}
-    headers: Dict[str, str] = {}
-    wire = 0
-    attempts = 0
-
-    def ask() -> None:
-        refs.clear()
-        if ranges:
-            refs.update(c._stored_ranges(ranges, hashes))
-        if refs:
-            headers["Content-Type"] = "application/x-ckptd-thin"
-            headers["Content-Length"] = str(_thin_length(size, ranges, refs))
-        else:
-            headers["Content-Type"] = "application/octet-stream"
-            headers["Content-Length"] = str(size)
-
-    def before() -> None:
-        nonlocal attempts
-        attempts += 1
-        if attempts > 1 and ranges:
-            ask()
-
-    def send_body(sock: socket.socket) -> Optional[str]:
-        nonlocal wire
-        out = _Sender(sock)
-
-        def step(_k: int) -> None:
-            pass
-
-        with open(path, "rb") as f:
-            if not refs:
-                # hashed already when it was offered thin (the spool is this
-                # writer's own file): once is enough
-                sha = None if whole else hashlib.sha256()
-                _copy_range(out, cast(BinaryIO, f), size, path, sha, step)
-                out.flush()
-                wire = out.sent
-                return sha.hexdigest() if sha is not None else whole.hex()
-            pos = 0
-            for i, (off, length) in enumerate(ranges):
-                h = refs.get(i)
-                if h is None:
-                    continue
-                if off > pos:
-                    out.put(b"L" + struct.pack("<Q", off - pos))
-                    _copy_range(out, cast(BinaryIO, f), off - pos, path, None, step)
-                out.put(b"R" + struct.pack("<Q", length) + h)
-                f.seek(off + length)
-                pos = off + length
-            if size > pos:
-                out.put(b"L" + struct.pack("<Q", size - pos))
-                _copy_range(out, cast(BinaryIO, f), size - pos, path, None, step)
-        out.put(b"E" + struct.pack("<Q", 32) + whole)
-        out.flush()
-        wire = out.sent
-        return whole.hex()
-
-    ask()
-    try:
-        j = c._stream("PUT", url, send_body, headers, before, replaces=True)
-    except CkptdError as e:
-        if not refs or (e.code != "missing_blobs" and e.status != 422):
-            raise
-        log.warning("thin upload of %s: %s; sending the whole file", name, e.message)
-        ranges = []
-        ask()
-        j = c._stream("PUT", url, send_body, headers, before, replaces=True)
-    if j.get("size") != size:
-        raise CkptdError("the server stored %s bytes of %s, which has %d"
-                         % (j.get("size"), name, size), code="size_mismatch",
-                         method="PUT", path=url)
-    return j, wire
 
 
 def _put_bytes(c: Client, model: str, cid: int, name: str,

@@ -309,6 +309,39 @@ def test_one_process_one_file_per_item(url: str, client: Client) -> None:
     assert out["meta"] == {"lr": 0.1}
 
 
+def test_a_reference_the_server_lost_makes_the_file_go_whole(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server deletes the blobs a rank was told it has before the rank
+    streams its file: the thin PUT is refused (409 missing_blobs) and the
+    writer sends the file again whole, byte for byte the same file."""
+    from ckptd.dcp import CkptdWriter
+
+    dcpmod = dcplib.shim()
+    g = torch.Generator().manual_seed(5)
+    sd = {"w": torch.randn(128, 64, generator=g), "v": torch.randn(4096, generator=g)}
+    w1 = CkptdWriter(client, "dcp-lost", epoch=1)
+    dcpmod.save_state_dict(sd, storage_writer=w1, no_dist=True)
+    assert w1.checkpoint is not None
+    first = w1.checkpoint
+    real = Client._stored_refs
+
+    def asked_then_deleted(self: Client, found: Any, hashes: Any) -> Any:
+        refs = real(self, found, hashes)
+        assert refs, "the first save's storages are stored"
+        self.delete("dcp-lost", first["id"])
+        return refs
+
+    monkeypatch.setattr(Client, "_stored_refs", asked_then_deleted)
+    w2 = CkptdWriter(client, "dcp-lost", epoch=2)
+    dcpmod.save_state_dict(sd, storage_writer=w2, no_dist=True)
+    assert w2.checkpoint is not None
+    sizes = {f["name"]: (f["size"], f["sha256"]) for f in first["files"]}
+    assert {f["name"]: (f["size"], f["sha256"]) for f in w2.checkpoint["files"]} == sizes
+    distcp = sum(n for name, (n, _h) in sizes.items() if name != ".metadata")
+    assert w2.wire_bytes >= distcp  # the .distcp file went whole
+    assert w2.checkpoint["dedup"]["new_bytes"] >= 128 * 64 * 4 + 4096 * 4
+
+
 def test_torch2_method_names(url: str, client: Client) -> None:
     """The calls torch 2.x's save/load make (reset with a checkpoint_id,
     storage_meta, set_up_storage_writer/reader with extra arguments), driven
