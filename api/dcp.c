@@ -588,8 +588,9 @@ static int parts_tensors(struct index_tensors **out, struct app *app,
 			r->storage += all->nstorages;
 			all->ntensors++;
 		}
-		memcpy(all->storages + all->nstorages, t->storages,
-		       t->nstorages * sizeof(*t->storages));
+		if (t->nstorages) /* a file without storages (.metadata) */
+			memcpy(all->storages + all->nstorages, t->storages,
+			       t->nstorages * sizeof(*t->storages));
 		all->nstorages += t->nstorages;
 		index_tensors_free(t);
 		t = NULL;

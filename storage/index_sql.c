@@ -2834,7 +2834,6 @@ static int sql_staged_commit(struct index *idx, const char *model, int64_t id,
 		size += l->items[i].size;
 	}
 	hasher_final(h, &digest, NULL);
-	h = NULL;
 	if ((err =
 		 prep(&st, x, c,
 		      "SELECT coalesce(sum(p.tensor_count), 0), coalesce(sum(p.storage_count), 0),"
@@ -2873,8 +2872,7 @@ static int sql_staged_commit(struct index *idx, const char *model, int64_t id,
 	    (err = x->d->commit(c)) < 0)
 		goto out;
 out:
-	if (h)
-		hasher_final(h, &digest, NULL);
+	hasher_free(h);
 	index_file_list_free(l);
 	conn_put(x, c);
 	return err;
