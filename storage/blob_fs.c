@@ -28,6 +28,17 @@
  * is harmless), then flushes each touched shard directory once (the root too
  * if a shard had to be re-created).
  *
+ * The page cache: once flushed, a new blob's pages are dropped
+ * (POSIX_FADV_DONTNEED; they are clean then, so this costs no I/O). A store
+ * writes gigabytes an epoch and reads few of them back soon, while the
+ * training job beside it lives on its own cached files (datasets, shards);
+ * keeping every checkpoint cached would grow the page cache by each upload
+ * and evict theirs. Pages freed this way are reused by the next upload,
+ * which on a virtual machine also spares the host faulting in fresh memory:
+ * measured here, 1 GB written + fsync'ed took 4.8-6.6 s into pages the
+ * guest had not used and 0.7-0.9 s into pages it had. Reads (downloads,
+ * thin uploads' references) go to the disk and are cached as usual.
+ *
  * Several processes may share DIR: temp names carry the instance id and a
  * counter, so they never collide, and clean_tmp removes only temp files last
  * written before its cutoff.
@@ -496,7 +507,8 @@ static int fs_batch_commit(struct blob_objbatch *b)
 	if (nnew == 0)
 		return 0;
 
-	/* 1. the data */
+	/* 1. the data; then its pages leave the page cache (see the top: not
+	 * worth an open per file for a batch of many, which are small) */
 	if (nnew > SYNC_EACH_MAX) {
 		if (syncfs(fs->root) < 0)
 			return sys_error(fs, errno, "flushing", "tmp");
@@ -513,6 +525,7 @@ static int fs_batch_commit(struct blob_objbatch *b)
 				close(fd);
 				return err;
 			}
+			posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 			close(fd);
 		}
 	}

@@ -220,5 +220,62 @@ class Compression(unittest.TestCase):
         self.assertLess(ckptd.pick(s, "stored_bytes"), len(self.data) - 2 * 1024 * 1024 + 20000, s)
 
 
+def resident_pages(path):
+    """(pages of the file in the page cache, pages of the file), by mincore(2)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    size = os.path.getsize(path)
+    npages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap %s" % path)
+        try:
+            vec = ctypes.create_string_buffer(npages)
+            if libc.mincore(addr, size, vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore %s" % path)
+            return sum(b & 1 for b in vec.raw), npages
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
+@unittest.skipIf(os.environ.get("CKPTD_IT_S3"), "blobs on S3: no blob files here")
+class PageCache(unittest.TestCase):
+    """A new blob's pages leave the page cache once it is flushed (storage/
+    blob_fs.c): an epoch's checkpoint does not evict the training job's
+    cached files. Reading it back caches it as usual."""
+
+    def test_new_blobs_are_not_left_in_the_page_cache(self):
+        import torch
+
+        path = os.path.join(ckptd.work_dir(), "pagecache.pt")
+        torch.save({"w": torch.randn(1024, 1024), "b": torch.randn(4096)}, path)
+        with open(path, "rb") as f:
+            data = f.read()
+        with ckptd.Daemon(name="pagecache", args=["--compress", "off"]) as d:
+            j = d.upload_ok("pc", data)
+            blobs = os.path.join(d.data_dir, "blobs")
+            files = [os.path.join(r, n) for r, _ds, ns in os.walk(blobs) for n in ns
+                     if os.path.basename(r) != "tmp"]
+            big = [p for p in files if os.path.getsize(p) >= 1024 * 1024 * 4]
+            self.assertEqual(len(big), 1, files)
+            cached, pages = resident_pages(big[0])
+            self.assertEqual(cached, 0, "%d of %d pages of %s cached" % (cached, pages, big[0]))
+            f = d.get("/models/pc/checkpoints/%d/file" % j["id"])
+            self.assertEqual(ckptd.sha256_bytes(f.body), ckptd.sha256_bytes(data))
+            cached, pages = resident_pages(big[0])
+            self.assertGreater(cached, pages // 2)
+
+
 if __name__ == "__main__":
     harness.main()
