@@ -21,26 +21,13 @@
 
 #include "../common/err.h"
 #include "checkpoint.h"
+#include "le.h"
+#include "sig.h"
 
 #define SIG_LOCAL   0x04034b50u
 #define SIG_CENTRAL 0x02014b50u
 #define SIG_Z64_END 0x06064b50u
 #define SIG_Z64_LOC 0x07064b50u
-
-static uint32_t le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint16_t le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
 
 /* The next offset from `from` where the 4-byte signature sig stands, or
  * in->size when none does. */
@@ -58,7 +45,7 @@ static int next_signature(uint64_t *at, const struct ck_input *in, uint64_t from
 		size_t n = in->size - from < CHUNK ? (size_t)(in->size - from) : CHUNK;
 		if ((err = ck_input_read(in, buf, n, from, "data")) < 0)
 			break;
-		const uint8_t *hit = memmem(buf, n, sig, 4);
+		const uint8_t *hit = sig_find(buf, n, sig);
 		if (hit) {
 			*at = from + (uint64_t)(hit - buf);
 			break;

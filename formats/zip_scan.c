@@ -18,12 +18,10 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "../common/err.h"
 #include "le.h"
+#include "sig.h"
 
 enum state { HEAD, NAME, DATA, DATA_UNKNOWN, DESC, STOP };
 
@@ -224,32 +222,6 @@ static void carry_resolve(struct zip_scan *s)
 	unknown_feed(s, rest, len - 1);
 }
 
-/* The first data descriptor signature in p[0..n), or NULL. glibc's memmem
- * goes at about 2.5 GB/s on payload bytes (a tenth of an upload's CPU); four
- * shifted byte compares, 16 positions at a time, go several times faster. */
-static const uint8_t *find_desc(const uint8_t *p, size_t n)
-{
-	size_t i = 0;
-#ifdef __SSE2__
-	const __m128i c0 = _mm_set1_epi8((char)desc_sig[0]), c1 = _mm_set1_epi8((char)desc_sig[1]),
-		      c2 = _mm_set1_epi8((char)desc_sig[2]), c3 = _mm_set1_epi8((char)desc_sig[3]);
-
-	for (; i + 19 <= n; i += 16) { /* positions i..i+15, bytes up to i+18 */
-		__m128i m = _mm_and_si128(
-		    _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), c0),
-		    _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i + 1)), c1));
-		m = _mm_and_si128(
-		    m, _mm_and_si128(
-			   _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i + 2)), c2),
-			   _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i + 3)), c3)));
-		int bits = _mm_movemask_epi8(m);
-		if (bits)
-			return p + i + __builtin_ctz((unsigned)bits);
-	}
-#endif
-	return memmem(p + i, n - i, desc_sig, 4);
-}
-
 /* Hashes payload bytes of a record of unknown size, watching for its
  * descriptor. */
 static void unknown_feed(struct zip_scan *s, const uint8_t *p, size_t n)
@@ -262,7 +234,7 @@ static void unknown_feed(struct zip_scan *s, const uint8_t *p, size_t n)
 			carry_resolve(s);
 			continue;
 		}
-		const uint8_t *q = find_desc(p, n);
+		const uint8_t *q = sig_find(p, n, desc_sig);
 		size_t k = 0;
 		if (q) {
 			k = (size_t)(q - p);

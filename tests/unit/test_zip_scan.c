@@ -11,6 +11,7 @@
 
 #include "../../common/err.h"
 #include "../../formats/checkpoint.h"
+#include "../../formats/sig.h"
 #include "../../formats/zip_scan.h"
 #include "check_main.h"
 
@@ -171,6 +172,31 @@ START_TEST(test_zip_scan_ends_a_record_at_its_descriptor_only)
 }
 END_TEST
 
+/* sig_find against a plain search: every position of a signature in
+ * buffers of every length around the 16-byte steps of its vector loop, with
+ * near misses (3 of 4 bytes) before it and a signature cut by the end. */
+START_TEST(test_sig_find_agrees_with_a_plain_search)
+{
+	static const uint8_t sig[4] = {'P', 'K', 7, 8};
+	uint8_t b[80];
+
+	for (size_t n = 0; n <= sizeof(b); n++) {
+		for (size_t at = 0; at <= n + 2 && at < sizeof(b); at++) {
+			memset(b, 'P', sizeof(b));
+			for (size_t i = 0; i + 3 < at; i += 5)
+				memcpy(b + i, "PK\x07", 3); /* near misses */
+			for (size_t k = 0; k < 4 && at + k < sizeof(b); k++)
+				b[at + k] = sig[k];
+			const uint8_t *want = NULL;
+			for (size_t i = 0; i + 4 <= n && !want; i++)
+				if (!memcmp(b + i, sig, 4))
+					want = b + i;
+			ck_assert_ptr_eq(sig_find(b, n, sig), want);
+		}
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("zip_scan");
@@ -179,6 +205,7 @@ int main(void)
 	tcase_add_test(tc, test_zip_scan_hashes_every_record_of_torch_files);
 	tcase_add_test(tc, test_zip_scan_stops_quietly_on_garbage);
 	tcase_add_test(tc, test_zip_scan_ends_a_record_at_its_descriptor_only);
+	tcase_add_test(tc, test_sig_find_agrees_with_a_plain_search);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
