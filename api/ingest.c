@@ -218,6 +218,41 @@ static int raw_file(const struct ck_input *in, const char *name)
 	return k == FMT_UNKNOWN;
 }
 
+/* Parses r's body as the file part names (or as an upload of one file):
+ * *ck and *raw (1: a struct distcp, kept as bytes; 0: fmt_read's). On
+ * failure *ck is NULL. */
+static int parse_body(struct fmt_ckpt **ck, int *raw, struct app *app, struct req *r,
+		      const struct part_of *part)
+{
+	struct ck_input in = {NULL, r->body_fd, r->body_size, 0};
+	int err = 0;
+
+	*ck = NULL;
+	*raw = 0;
+	if (part && dcp_is_metadata_name(part->name)) { /* DCP's: checked, kept as bytes */
+		if ((err = tview_metadata_check(app, &in)) < 0)
+			return err;
+		*raw = 1;
+	} else if (part && is_distcp(part->name)) { /* torch.save archives one after another */
+		if ((err = distcp_read(ck, &in, &app->limits)) < 0)
+			return err;
+		*raw = 1;
+		return 0;
+	} else if (part && raw_file(&in, part->name)) { /* kept byte for byte, no tensors */
+		*raw = 1;
+	} else if ((err = fmt_read(ck, &in, &app->limits)) == CK_EFORMAT && part) {
+		/* a file of no format ckptd reads (a pickle that is no torch
+		 * file, DCP's .metadata): its bytes */
+		ck_error_clear();
+		*raw = 1;
+	} else {
+		return err;
+	}
+	if (!(*ck = calloc(1, sizeof(struct distcp))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	return 0;
+}
+
 static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 		  const struct part_of *part)
 {
@@ -226,6 +261,7 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 	struct fmt_ckpt *ck = NULL;
 	struct index_storage *stor = NULL;
 	struct index_tensor *tens = NULL;
+	uint8_t *referenced = NULL;
 	struct store_upload u;
 	struct index_dedup dedup;
 	struct index_checkpoint *row = NULL;
@@ -242,55 +278,41 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 					    "'file' part of a multipart form");
 		goto out;
 	}
-	struct ck_input in = {NULL, r->body_fd, r->body_size, 0};
 	if ((err = upload_thin_check_hash(r)) < 0)
 		goto out;
-	if (part && dcp_is_metadata_name(part->name)) { /* DCP's: checked, kept as bytes */
-		if ((err = tview_metadata_check(app, &in)) < 0)
-			goto out;
-		if (!(ck = calloc(1, sizeof(struct distcp)))) {
-			err = ck_error(CK_ENOMEM, "out of memory");
-			goto out;
-		}
-		raw = 1;
-	} else if (part && is_distcp(part->name)) { /* torch.save archives one after another */
-		if ((err = distcp_read(&ck, &in, &app->limits)) < 0)
-			goto out;
-		raw = 1;
-	} else if (part && (raw = raw_file(&in, part->name))) { /* kept byte for byte, no tensors */
-		if (!(ck = calloc(1, sizeof(struct distcp)))) {
-			err = ck_error(CK_ENOMEM, "out of memory");
-			goto out;
-		}
-	} else if ((err = fmt_read(&ck, &in, &app->limits)) == CK_EFORMAT && part) {
-		/* a file of no format ckptd reads (a pickle that is no torch
-		 * file, DCP's .metadata): its bytes */
+	/* A thin upload's spool has holes where its R frames' bytes are, and
+	 * the parsers never read a storage's bytes; a parse that fails may
+	 * have read a hole (an R frame over bytes that are no storage), so the
+	 * holes are filled from the store and it is parsed again, for the
+	 * error it would give on the real file. */
+	if ((err = parse_body(&ck, &raw, app, r, part)) < 0 && err != CK_ENOMEM &&
+	    upload_thin_fill(r) > 0) {
 		ck_error_clear();
-		if (!(ck = calloc(1, sizeof(struct distcp)))) {
-			err = ck_error(CK_ENOMEM, "out of memory");
-			goto out;
-		}
-		raw = 1;
-	} else if (err < 0) {
-		goto out;
+		err = parse_body(&ck, &raw, app, r, part);
 	}
+	if (err < 0)
+		goto out;
 	if ((err = upload_thin_check_refs(r, ck)) < 0)
 		goto out;
 
 	stor = calloc(ck->nstorages + 1, sizeof(*stor));
 	tens = calloc(ck->ntensors + 1, sizeof(*tens));
-	if (!stor || !tens) {
+	referenced = calloc(ck->nstorages + 1, 1);
+	if (!stor || !tens || !referenced) {
 		err = ck_error(CK_ENOMEM, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < ck->nstorages; i++) {
 		const struct fmt_storage *s = &ck->storages[i];
 		const struct zip_scan *scan = upload_zip_scan(r);
-		if ((!scan || zip_scan_lookup(scan, s->file_off, s->nbytes, &stor[i].blob,
-					      &stor[i].crc32) < 0) &&
-		    (err = hash_fd_range(&stor[i].blob, &stor[i].crc32, r->body_fd, s->file_off,
-					 s->nbytes)) < 0)
+		if (upload_thin_storage(r, s->file_off, s->nbytes, &stor[i].blob, &stor[i].crc32)) {
+			referenced[i] = 1; /* a thin upload's R frame: not in the spool */
+		} else if ((!scan || zip_scan_lookup(scan, s->file_off, s->nbytes, &stor[i].blob,
+						     &stor[i].crc32) < 0) &&
+			   (err = hash_fd_range(&stor[i].blob, &stor[i].crc32, r->body_fd,
+						s->file_off, s->nbytes)) < 0) {
 			goto out;
+		}
 		if (s->zip_crc && s->zip_crc != stor[i].crc32) {
 			err = ck_error(CK_ECORRUPT,
 				       "record '%s' at offset %llu: CRC-32 is %08x but the zip "
@@ -349,6 +371,7 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 	u.ck.tensors = tens;
 	u.ck.ntensors = ck->ntensors;
 	u.fd_disposable = 1; /* the spool: nothing reads it after the commit */
+	u.referenced = referenced;
 	if ((err = store_commit(&id, &dedup, app->store, &u)) < 0)
 		goto out;
 	/* The committed row as stored; retention never removes the checkpoint
@@ -371,6 +394,7 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 out:
 	index_checkpoint_free(row);
 	free(stor);
+	free(referenced);
 	free(tens);
 	free(f);
 	if (raw) /* not the parser's: no budget */

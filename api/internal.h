@@ -104,10 +104,20 @@ const struct zip_scan *upload_zip_scan(const struct req *r);
  * upload_thin_missing fills out with 409 missing_blobs and returns 1 when
  * its R frames named blobs the store lacks; check_hash: CK_ECORRUPT when
  * the rebuilt file's SHA-256 is not the E frame's; check_refs: CK_ECORRUPT
- * when an R frame is not exactly one storage of the parsed file. */
+ * when an R frame is not exactly one storage of the parsed file, or a
+ * storage overlaps one without being it. */
 int upload_thin_missing(struct resp *out, const struct req *r);
 int upload_thin_check_hash(const struct req *r);
 int upload_thin_check_refs(const struct req *r, const struct fmt_ckpt *ck);
+/* 1 when [off, off+len) of a thin upload is exactly one of its R frames,
+ * whose bytes are not in the spool: *h is its blob, *crc the CRC-32 of its
+ * bytes (read at api_upload_end); 0 otherwise. */
+int upload_thin_storage(const struct req *r, uint64_t off, uint64_t len, struct hash *h,
+			uint32_t *crc);
+/* Writes a thin upload's R frames' bytes into the holes of its spool (for
+ * a parse that failed, to be run again on the real file) -> 1 when it did,
+ * 0 when there was nothing to fill, or an error. */
+int upload_thin_fill(struct req *r);
 /* What the upload's store sent while it arrived (store.h), or NULL. */
 struct store_early *upload_early(const struct req *r);
 

@@ -18,14 +18,25 @@
  * more is there, so uploads share the threads in turn.
  *
  * A thin upload (SPEC 3.1, Content-Type application/x-ckptd-thin) is
- * decoded as it arrives (thin.c): literal bytes go to the spool, and each
- * reference to a stored blob is checked in the index and its bytes read
- * from the blob store into the spool, so the spool ends up holding the very
- * file the frames stand for, hashed and parsed like any upload. Its sha256
- * is therefore computed by the server over bytes it holds; the E frame's
- * hash only has to agree (upload_thin_check_hash). Blobs the store lacks are
- * collected (the spool is left incomplete from the first one) and answered
- * with 409 missing_blobs.
+ * decoded as it arrives (thin.c): literal bytes go to the spool at their
+ * offsets in the file, and each reference to a stored blob is checked in
+ * the index and leaves a hole of its length in the spool (a sparse file:
+ * nothing written, nothing read yet). The parsers read the file's
+ * structure from the spool, never a storage's bytes, and every R frame must
+ * be exactly one storage (upload_thin_check_refs), so the holes are never
+ * read as bytes: a referenced storage's hash is its blob's, its CRC-32 the
+ * one computed below (upload_thin_storage), and the store is told its bytes
+ * are not in the spool (store_upload.referenced: it must exist, it is never
+ * written from the hole). At the end the referenced blobs are held against
+ * deletes and checked again (store_hold, store_blobs_have), then one pass
+ * reads the file the frames stand for, literal bytes from the spool and
+ * each referenced blob from the store, into the file's SHA-256: sha256 is
+ * computed by the server over bytes it holds, and the E frame's hash only
+ * has to agree (upload_thin_check_hash). Blobs the store lacks are
+ * collected and answered with 409 missing_blobs. A thin upload is not
+ * hashed by the pool while it arrives (its body is small: the work is the
+ * final pass), so a thin upload that breaks off keeps nothing for a retry,
+ * and sends nothing early.
  *
  * On a store that gains from it (store_early_begin: S3 without compression),
  * each torch storage record the scanner finishes hashing is offered to the
@@ -112,7 +123,9 @@ struct upload {
 	struct thin t;
 	struct hash *missing; /* R frames' blobs the store lacks */
 	size_t nmissing, mcap;
-	uint8_t *rbuf; /* for copying a referenced blob */
+	uint32_t *ref_crc;	 /* of each R frame's bytes, after api_upload_end */
+	int filled;		 /* upload_thin_fill wrote the R frames' bytes */
+	struct store_hold *hold; /* the R frames' blobs, from api_upload_end on */
 	/* resuming: the storages hashed in full so far, kept by
 	 * api_upload_free when the body broke off (store_keep) */
 	struct store_piece *pieces; /* owned by the records job until claim() */
@@ -410,7 +423,8 @@ static int spool_append(struct upload *u, const uint8_t *b, size_t n)
 				"(--max-upload-size)",
 				(unsigned long long)max);
 	while (n > 0) {
-		ssize_t w = write(u->fd, b, n);
+		/* at the file's offset: a thin upload leaves holes (thin_ref) */
+		ssize_t w = pwrite(u->fd, b, n, (off_t)u->size);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0)
@@ -440,35 +454,26 @@ static int add_missing(struct upload *u, const struct hash *h)
 	return 0;
 }
 
-/* An R frame: the blob's bytes into the spool, or the blob noted missing. */
+/* An R frame: a hole of its length in the spool, or the blob noted
+ * missing. */
 static int thin_ref(void *arg, const struct thin_ref *ref)
 {
-	enum { CHUNK = 1 << 20 };
 	struct upload *u = arg;
-	struct store *s = u->app->store;
-	struct blob_reader *br = NULL;
+	uint64_t max = u->app->cfg.max_upload;
 	uint8_t have = 0;
 	int err;
 
-	if ((err = store_blobs_have(&have, s, &ref->h, &ref->len, 1)) < 0)
+	if ((err = store_blobs_have(&have, u->app->store, &ref->h, &ref->len, 1)) < 0)
 		return err;
-	if (have && !u->nmissing && ref->len > 0) {
-		if (!u->rbuf && !(u->rbuf = malloc(CHUNK)))
-			return ck_error(CK_ENOMEM, "out of memory");
-		err = store_blob_open(&br, s, &ref->h);
-		for (uint64_t off = 0; err == 0 && off < ref->len;) {
-			size_t k = ref->len - off < CHUNK ? (size_t)(ref->len - off) : CHUNK;
-			if ((err = blob_reader_read(br, u->rbuf, k, off)) == 0 &&
-			    (err = spool_append(u, u->rbuf, k)) == 0)
-				off += k;
-		}
-		blob_reader_close(br);
-		if (err == CK_ENOTFOUND) /* deleted since the index said so */
-			have = 0;
-		else if (err < 0)
-			return err;
-	}
-	return have ? 0 : add_missing(u, &ref->h);
+	if (!have)
+		return add_missing(u, &ref->h);
+	if (max && u->size + ref->len > max)
+		return ck_error(CK_ETOOBIG,
+				"the upload is larger than this server's limit of %llu bytes "
+				"(--max-upload-size)",
+				(unsigned long long)max);
+	u->size += ref->len;
+	return 0;
 }
 
 int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
@@ -481,8 +486,8 @@ int api_upload_write(struct app *app, struct req *r, const void *p, size_t n)
 		err = thin_feed(&u->t, p, n, &sink);
 	} else {
 		err = spool_append(u, p, n);
+		publish(u);
 	}
-	publish(u);
 	if (err < 0)
 		u->failed = 1;
 	/* a long file keeps its write mark alive (a commit waits for it) */
@@ -528,6 +533,96 @@ static void catch_up(struct upload *u, uint8_t *buf, int first)
 	}
 }
 
+/* A thin upload's end: the spool sized (it may end in a hole), the
+ * referenced blobs held against deletes and checked again, then one pass
+ * over the file the frames stand for (literal bytes from the spool, each
+ * referenced blob from the store) into the file's SHA-256, with each R
+ * frame's CRC-32. A blob gone meanwhile is noted missing (409). */
+static int thin_end(struct upload *u)
+{
+	struct store *s = u->app->store;
+	const struct thin *t = &u->t;
+	size_t n = t->nrefs;
+	struct hash *hs = malloc((n ? n : 1) * sizeof(*hs));
+	uint64_t *sizes = malloc((n ? n : 1) * sizeof(*sizes));
+	uint8_t *have = malloc(n ? n : 1), *buf = malloc(READ_CHUNK);
+	uint64_t pos = 0;
+	int err = 0;
+
+	u->ref_crc = calloc(n ? n : 1, sizeof(*u->ref_crc));
+	if (!hs || !sizes || !have || !buf || !u->ref_crc) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (u->nmissing) /* upload_thin_missing answers */
+		goto out;
+	if (ftruncate(u->fd, (off_t)u->size) < 0) {
+		err = ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
+			       "cannot size the upload spool: %s", strerror(errno));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		hs[i] = t->refs[i].h;
+		sizes[i] = t->refs[i].len;
+	}
+	if (n && ((err = store_hold(&u->hold, s, hs, n)) < 0 ||
+		  (err = store_blobs_have(have, s, hs, sizes, n)) < 0))
+		goto out;
+	for (size_t i = 0; i < n && !err; i++)
+		if (!have[i])
+			err = add_missing(u, &hs[i]);
+	if (err < 0 || u->nmissing)
+		goto out;
+	for (size_t i = 0; i <= n; i++) {
+		uint64_t lit_end = i < n ? t->refs[i].off : u->size;
+		while (pos < lit_end) {
+			size_t k =
+			    lit_end - pos < READ_CHUNK ? (size_t)(lit_end - pos) : READ_CHUNK;
+			ssize_t got = pread(u->fd, buf, k, (off_t)pos);
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0) {
+				err = ck_error(
+				    CK_EIO, "the upload spool could not be read back to hash it");
+				goto out;
+			}
+			hasher_update(u->h, buf, (size_t)got);
+			pos += (uint64_t)got;
+		}
+		if (i == n)
+			break;
+		const struct thin_ref *ref = &t->refs[i];
+		struct blob_reader *br = NULL;
+		uint32_t crc = 0;
+		err = store_blob_open(&br, s, &ref->h);
+		for (uint64_t off = 0; err == 0 && off < ref->len;) {
+			size_t k =
+			    ref->len - off < READ_CHUNK ? (size_t)(ref->len - off) : READ_CHUNK;
+			if ((err = blob_reader_read(br, buf, k, off)) == 0) {
+				hasher_update(u->h, buf, k);
+				crc = crc32_update(crc, buf, k);
+				off += k;
+			}
+		}
+		blob_reader_close(br);
+		if (err == CK_ENOTFOUND) { /* lost despite the hold: damage */
+			ck_error_clear();
+			err = add_missing(u, &ref->h);
+			goto out;
+		}
+		if (err < 0)
+			goto out;
+		u->ref_crc[i] = crc;
+		pos += ref->len;
+	}
+out:
+	free(hs);
+	free(sizes);
+	free(have);
+	free(buf);
+	return err;
+}
+
 int api_upload_end(struct req *r)
 {
 	struct upload *u = r->upload;
@@ -535,8 +630,13 @@ int api_upload_end(struct req *r)
 	int err = 0;
 
 	u->ended = 1;
-	if (u->thin && (err = thin_finish(&u->t)) < 0)
-		return err;
+	if (u->thin) {
+		if ((err = thin_finish(&u->t)) < 0 || (err = thin_end(u)) < 0)
+			return err;
+		hasher_final(u->h, &r->body_sha256, NULL);
+		r->body_size = u->size;
+		return 0;
+	}
 	claim(u);
 	if ((u->job[0].done < u->size || u->job[1].done < u->size) && !(buf = malloc(READ_CHUNK)))
 		u->job[0].err = CK_ENOMEM;
@@ -563,7 +663,7 @@ static void keep_broken_off(struct upload *u)
 	/* the grace counts from the cut, not from when the storing ends */
 	int64_t until = (int64_t)time(NULL) + app->cfg.resume_grace;
 
-	if (u->ended || u->failed || app->cfg.resume_grace <= 0 || u->size == 0)
+	if (u->ended || u->failed || u->thin || app->cfg.resume_grace <= 0 || u->size == 0)
 		return;
 	store_keep_begin(app->store);
 	if (u->job[1].done < u->size) {
@@ -600,7 +700,8 @@ void api_upload_free(struct req *r)
 	zip_scan_free(u->scan);
 	thin_free(&u->t);
 	free(u->missing);
-	free(u->rbuf);
+	store_hold_end(u->hold);
+	free(u->ref_crc);
 	free(u->pieces);
 	free(u);
 	r->upload = NULL;
@@ -650,6 +751,43 @@ int upload_thin_missing(struct resp *out, const struct req *r)
 	return 1;
 }
 
+int upload_thin_fill(struct req *r)
+{
+	struct upload *u = r->upload;
+	uint8_t *buf;
+	int err = 0;
+
+	if (!u || !u->thin || u->filled || !u->t.nrefs || u->nmissing)
+		return 0;
+	if (!(buf = malloc(READ_CHUNK)))
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (size_t i = 0; i < u->t.nrefs && !err; i++) {
+		const struct thin_ref *ref = &u->t.refs[i];
+		struct blob_reader *br = NULL;
+		err = store_blob_open(&br, u->app->store, &ref->h);
+		for (uint64_t off = 0; err == 0 && off < ref->len;) {
+			size_t k =
+			    ref->len - off < READ_CHUNK ? (size_t)(ref->len - off) : READ_CHUNK;
+			if ((err = blob_reader_read(br, buf, k, off)) < 0)
+				break;
+			ssize_t w = pwrite(u->fd, buf, k, (off_t)(ref->off + off));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				err = ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
+					       "cannot spool the upload: %s", strerror(errno));
+			else
+				off += (uint64_t)w;
+		}
+		blob_reader_close(br);
+	}
+	free(buf);
+	if (err < 0)
+		return err;
+	u->filled = 1;
+	return 1;
+}
+
 int upload_thin_check_hash(const struct req *r)
 {
 	const struct upload *u = r->upload;
@@ -663,6 +801,31 @@ int upload_thin_check_hash(const struct req *r)
 			"thin upload: the frames stand for a file whose SHA-256 is %s, not the "
 			"%s its E frame names; nothing was stored",
 			got, want);
+}
+
+int upload_thin_storage(const struct req *r, uint64_t off, uint64_t len, struct hash *h,
+			uint32_t *crc)
+{
+	const struct upload *u = r->upload;
+	size_t lo = 0, hi;
+
+	if (!u || !u->thin || !u->ended || u->nmissing || !u->ref_crc)
+		return 0;
+	hi = u->t.nrefs;
+	while (lo < hi) { /* the first R frame at or after off */
+		size_t mid = lo + (hi - lo) / 2;
+		if (u->t.refs[mid].off < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < u->t.nrefs && u->t.refs[lo].off == off; lo++)
+		if (u->t.refs[lo].len == len) {
+			*h = u->t.refs[lo].h;
+			*crc = u->ref_crc[lo];
+			return 1;
+		}
+	return 0;
 }
 
 int upload_thin_check_refs(const struct req *r, const struct fmt_ckpt *ck)
@@ -691,6 +854,27 @@ int upload_thin_check_refs(const struct req *r, const struct fmt_ckpt *ck)
 			    "safetensors tensor); nothing was stored",
 			    (unsigned long long)ref->off,
 			    (unsigned long long)(ref->off + ref->len));
+	}
+	/* a storage that covers part of a hole (an R frame's bytes are not in
+	 * the spool) but is not that R frame would be read from it */
+	for (size_t i = 0, j = 0; i < ck->nstorages; i++) {
+		const struct fmt_storage *st = &ck->storages[i];
+		while (j < u->t.nrefs && u->t.refs[j].off + u->t.refs[j].len <= st->file_off)
+			j++;
+		for (size_t m = j; m < u->t.nrefs && u->t.refs[m].off < st->file_off + st->nbytes;
+		     m++) {
+			const struct thin_ref *ref = &u->t.refs[m];
+			if (ref->len && (ref->off != st->file_off || ref->len != st->nbytes))
+				return ck_error(
+				    CK_ECORRUPT,
+				    "thin upload: storage '%s' (bytes %llu to %llu of the "
+				    "file) overlaps the R frame for bytes %llu to %llu "
+				    "without being it; nothing was stored",
+				    st->key ? st->key : "?", (unsigned long long)st->file_off,
+				    (unsigned long long)(st->file_off + st->nbytes),
+				    (unsigned long long)ref->off,
+				    (unsigned long long)(ref->off + ref->len));
+		}
 	}
 	return 0;
 }

@@ -566,6 +566,25 @@ static void undo_writes(struct store *s, const struct blob_meta *metas, size_t n
 	free(mine);
 }
 
+/* A storage whose bytes the upload does not hold (store_upload.referenced)
+ * must be stored: it is claimed by now, so it stays; if it is not there
+ * (a store damaged from outside), writing it from the upload would store
+ * the wrong bytes under its name, so the upload is refused. */
+static int referenced_there(struct store *s, const struct hash *h)
+{
+	char hex[65];
+	int err = s->blobs->exists(s->blobs, h);
+
+	if (err != CK_ENOTFOUND)
+		return err;
+	ck_error_clear();
+	hash_to_hex(hex, h);
+	return ck_error(CK_ECONFLICT,
+			"blob %s, which the upload refers to, is not in the blob store although "
+			"the index names it (run ckptd verify); send the whole file",
+			hex);
+}
+
 int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 		 const struct store_upload *u)
 {
@@ -618,6 +637,9 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 			it->used = 1; /* committed below, or undone with metas */
 			continue;
 		}
+		if (u->referenced && u->referenced[i] &&
+		    (err = referenced_there(s, &metas[i].hash)) < 0)
+			goto out;
 		if ((err = s->blobs->batch_put_fd(bt, &metas[i], u->fd, stor[i].file_off,
 						  stor[i].dtype)) < 0)
 			goto out;

@@ -88,6 +88,9 @@ struct store_upload {
 	int fd;			   /* the upload's bytes, size ck.size */
 	int fd_disposable;	   /* 1: the store may truncate fd once it has copied it */
 	struct store_early *early; /* NULL, or what was sent while it arrived */
+	/* NULL, or per storage: 1 when its bytes are not in fd (a thin
+	 * upload's R frame): its blob must be stored, it is never written */
+	const uint8_t *referenced;
 };
 
 /* Stores the blobs (each once), commits the checkpoint, then applies the

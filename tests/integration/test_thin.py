@@ -196,6 +196,40 @@ class Refusals(ckptd.DaemonCase):
                     self.assertIn(needle, j["message"])
 
 
+@unittest.skipIf(os.environ.get("CKPTD_IT_S3"), "removes a blob file by hand")
+class LostBlob(ckptd.DaemonCase):
+    """A thin upload's referenced storages are not written to the server's
+    spool: their bytes are read from the store once, for the file's
+    SHA-256. A blob the index names but the blob directory lost (damage
+    from outside) answers 409 missing_blobs, nothing is stored under its
+    name from the upload, and a plain upload of the file puts it back."""
+
+    NAME = "thin-lost"
+    ARGS = ("--compress", "off")
+
+    def test_a_blob_lost_from_the_directory_is_missing_not_rewritten(self):
+        import torch
+
+        torch.manual_seed(11)
+        path = sd_file(ckptd.work_dir(), "thin-lost.pt",
+                       {"a": torch.randn(128, 64), "b": torch.randn(64, 64)})
+        data, ranges = read(path), thin.storage_ranges(path)
+        self.d.upload_ok("lost", data)
+        off, n = ranges[0]
+        h = hashlib.sha256(data[off:off + n]).hexdigest()
+        blob = os.path.join(self.d.data_dir, "blobs", h[:2], h[2:])
+        os.unlink(blob)
+        r = self.d.upload("lost", thin.frames(data, ranges), headers=THIN)
+        j = checks.error_json(self, r, 409, "a reference to a lost blob")
+        self.assertEqual((j["error"], j["missing"]), ("missing_blobs", [h]))
+        self.assertFalse(os.path.exists(blob), "the lost blob was written from the upload")
+        self.assertEqual(len(self.d.get_json("/models/lost/checkpoints")["checkpoints"]), 1)
+        again = self.d.upload_ok("lost", data)
+        self.assertEqual(again["sha256"], hashlib.sha256(data).hexdigest())
+        with open(blob, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), h)
+
+
 class BlobsMissing(ckptd.DaemonCase):
     NAME = "blobs-missing"
 
