@@ -396,7 +396,7 @@ int api_upload_begin(struct app *app, const struct route *rt, struct req *r)
 	}
 	const char *ct = r->header ? r->header(r, "Content-Type") : NULL;
 	u->thin = ct && !strncasecmp(ct, THIN_CONTENT_TYPE, strlen(THIN_CONTENT_TYPE));
-	if (!(u->h = hasher_new()) || zip_scan_new(&u->scan, SCAN_MIN_RECORD) < 0)
+	if (!(u->h = hasher_new_sha256()) || zip_scan_new(&u->scan, SCAN_MIN_RECORD) < 0)
 		return ck_error(CK_ENOMEM, "out of memory");
 	r->body_fd = open(store_tmp_dir(app->store), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (r->body_fd < 0)
@@ -533,11 +533,172 @@ static void catch_up(struct upload *u, uint8_t *buf, int first)
 	}
 }
 
+/* The pass over a thin upload's file at its end: a reader (a thread of
+ * its own) reads the literal bytes from the spool and each referenced blob
+ * from the store (decoding it) into a ring of PASS_SLOTS buffers, taking
+ * each R frame's CRC-32 as it goes; the caller hashes the buffers in order
+ * into the file's SHA-256. Reading and decoding on one core, SHA-256 on
+ * the other: the two took about as long as each other, one after the
+ * other. Without a thread the reader runs on the caller, buffer by buffer. */
+enum { PASS_SLOTS = 3 };
+
+struct thin_pass {
+	struct upload *u;
+	uint8_t *buf[PASS_SLOTS];
+	size_t len[PASS_SLOTS];
+	int threaded;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t produced, consumed; /* buffers, under mu when threaded */
+	int done;		     /* the reader ended */
+	int err;		     /* the reader's, with its message: */
+	char msg[512];
+	size_t lost; /* the R frame whose blob was gone (err CK_ENOTFOUND) */
+};
+
+/* The next buffer to fill, once the caller has hashed what it held. */
+static uint8_t *pass_slot(struct thin_pass *p)
+{
+	if (!p->threaded)
+		return p->buf[0];
+	pthread_mutex_lock(&p->mu);
+	while (p->produced - p->consumed == PASS_SLOTS)
+		pthread_cond_wait(&p->cv, &p->mu);
+	uint8_t *b = p->buf[p->produced % PASS_SLOTS];
+	pthread_mutex_unlock(&p->mu);
+	return b;
+}
+
+/* The buffer pass_slot gave holds n bytes of the file. */
+static void pass_put(struct thin_pass *p, size_t n)
+{
+	if (!p->threaded) {
+		hasher_update(p->u->h, p->buf[0], n);
+		return;
+	}
+	pthread_mutex_lock(&p->mu);
+	p->len[p->produced % PASS_SLOTS] = n;
+	p->produced++;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+static int pass_read(struct thin_pass *p)
+{
+	struct upload *u = p->u;
+	const struct thin *t = &u->t;
+	uint64_t pos = 0;
+	uint8_t *b;
+
+	for (size_t i = 0; i <= t->nrefs; i++) {
+		uint64_t lit_end = i < t->nrefs ? t->refs[i].off : u->size;
+		while (pos < lit_end) {
+			size_t k =
+			    lit_end - pos < READ_CHUNK ? (size_t)(lit_end - pos) : READ_CHUNK;
+			b = pass_slot(p);
+			ssize_t got = pread(u->fd, b, k, (off_t)pos);
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0)
+				return ck_error(
+				    CK_EIO, "the upload spool could not be read back to hash it");
+			pass_put(p, (size_t)got);
+			pos += (uint64_t)got;
+		}
+		if (i == t->nrefs)
+			break;
+		const struct thin_ref *ref = &t->refs[i];
+		struct blob_reader *br = NULL;
+		uint32_t crc = 0;
+		int err = store_blob_open(&br, u->app->store, &ref->h);
+		for (uint64_t off = 0; err == 0 && off < ref->len;) {
+			size_t k =
+			    ref->len - off < READ_CHUNK ? (size_t)(ref->len - off) : READ_CHUNK;
+			b = pass_slot(p);
+			if ((err = blob_reader_read(br, b, k, off)) == 0) {
+				crc = crc32_update(crc, b, k);
+				pass_put(p, k);
+				off += k;
+			}
+		}
+		blob_reader_close(br);
+		if (err == CK_ENOTFOUND)
+			p->lost = i;
+		if (err < 0)
+			return err;
+		u->ref_crc[i] = crc;
+		pos += ref->len;
+	}
+	return 0;
+}
+
+static void *pass_thread(void *arg)
+{
+	struct thin_pass *p = arg;
+	int err = pass_read(p);
+
+	pthread_mutex_lock(&p->mu);
+	p->err = err;
+	if (err < 0)
+		snprintf(p->msg, sizeof(p->msg), "%s", ck_errmsg());
+	p->done = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/* Hashes the file the frames stand for into u->h, each R frame's CRC-32
+ * into u->ref_crc; a blob gone (damage: it is held) is noted missing. */
+static int thin_pass(struct upload *u)
+{
+	struct thin_pass p = {.u = u, .lost = (size_t)-1};
+	pthread_t th;
+	int err = 0;
+
+	for (int i = 0; i < PASS_SLOTS; i++)
+		if (!(p.buf[i] = malloc(READ_CHUNK)))
+			err = ck_error(CK_ENOMEM, "out of memory");
+	if (err == 0) {
+		pthread_mutex_init(&p.mu, NULL);
+		pthread_cond_init(&p.cv, NULL);
+		p.threaded = pthread_create(&th, NULL, pass_thread, &p) == 0;
+		if (!p.threaded) {
+			err = pass_read(&p);
+		} else {
+			pthread_mutex_lock(&p.mu);
+			for (;;) {
+				while (p.consumed == p.produced && !p.done)
+					pthread_cond_wait(&p.cv, &p.mu);
+				if (p.consumed == p.produced)
+					break; /* done, all hashed */
+				size_t slot = p.consumed % PASS_SLOTS;
+				pthread_mutex_unlock(&p.mu);
+				hasher_update(u->h, p.buf[slot], p.len[slot]);
+				pthread_mutex_lock(&p.mu);
+				p.consumed++;
+				pthread_cond_broadcast(&p.cv);
+			}
+			pthread_mutex_unlock(&p.mu);
+			pthread_join(th, NULL);
+			if ((err = p.err) < 0)
+				ck_error(err, "%s", p.msg);
+		}
+		pthread_mutex_destroy(&p.mu);
+		pthread_cond_destroy(&p.cv);
+	}
+	for (int i = 0; i < PASS_SLOTS; i++)
+		free(p.buf[i]);
+	if (err == CK_ENOTFOUND && p.lost != (size_t)-1) { /* lost despite the hold */
+		ck_error_clear();
+		return add_missing(u, &u->t.refs[p.lost].h);
+	}
+	return err;
+}
+
 /* A thin upload's end: the spool sized (it may end in a hole), the
- * referenced blobs held against deletes and checked again, then one pass
- * over the file the frames stand for (literal bytes from the spool, each
- * referenced blob from the store) into the file's SHA-256, with each R
- * frame's CRC-32. A blob gone meanwhile is noted missing (409). */
+ * referenced blobs held against deletes and checked again, then the pass
+ * over the file the frames stand for (thin_pass). A blob gone meanwhile is
+ * noted missing (409). */
 static int thin_end(struct upload *u)
 {
 	struct store *s = u->app->store;
@@ -545,12 +706,11 @@ static int thin_end(struct upload *u)
 	size_t n = t->nrefs;
 	struct hash *hs = malloc((n ? n : 1) * sizeof(*hs));
 	uint64_t *sizes = malloc((n ? n : 1) * sizeof(*sizes));
-	uint8_t *have = malloc(n ? n : 1), *buf = malloc(READ_CHUNK);
-	uint64_t pos = 0;
+	uint8_t *have = malloc(n ? n : 1);
 	int err = 0;
 
 	u->ref_crc = calloc(n ? n : 1, sizeof(*u->ref_crc));
-	if (!hs || !sizes || !have || !buf || !u->ref_crc) {
+	if (!hs || !sizes || !have || !u->ref_crc) {
 		err = ck_error(CK_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -573,53 +733,11 @@ static int thin_end(struct upload *u)
 			err = add_missing(u, &hs[i]);
 	if (err < 0 || u->nmissing)
 		goto out;
-	for (size_t i = 0; i <= n; i++) {
-		uint64_t lit_end = i < n ? t->refs[i].off : u->size;
-		while (pos < lit_end) {
-			size_t k =
-			    lit_end - pos < READ_CHUNK ? (size_t)(lit_end - pos) : READ_CHUNK;
-			ssize_t got = pread(u->fd, buf, k, (off_t)pos);
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got <= 0) {
-				err = ck_error(
-				    CK_EIO, "the upload spool could not be read back to hash it");
-				goto out;
-			}
-			hasher_update(u->h, buf, (size_t)got);
-			pos += (uint64_t)got;
-		}
-		if (i == n)
-			break;
-		const struct thin_ref *ref = &t->refs[i];
-		struct blob_reader *br = NULL;
-		uint32_t crc = 0;
-		err = store_blob_open(&br, s, &ref->h);
-		for (uint64_t off = 0; err == 0 && off < ref->len;) {
-			size_t k =
-			    ref->len - off < READ_CHUNK ? (size_t)(ref->len - off) : READ_CHUNK;
-			if ((err = blob_reader_read(br, buf, k, off)) == 0) {
-				hasher_update(u->h, buf, k);
-				crc = crc32_update(crc, buf, k);
-				off += k;
-			}
-		}
-		blob_reader_close(br);
-		if (err == CK_ENOTFOUND) { /* lost despite the hold: damage */
-			ck_error_clear();
-			err = add_missing(u, &ref->h);
-			goto out;
-		}
-		if (err < 0)
-			goto out;
-		u->ref_crc[i] = crc;
-		pos += ref->len;
-	}
+	err = thin_pass(u);
 out:
 	free(hs);
 	free(sizes);
 	free(have);
-	free(buf);
 	return err;
 }
 

@@ -16,6 +16,7 @@
 struct hasher {
 	EVP_MD_CTX *md;
 	uint32_t crc;
+	int no_crc; /* hasher_new_sha256: the SHA-256 alone */
 };
 
 uint32_t crc32_update(uint32_t crc, const void *p, size_t n)
@@ -38,12 +39,22 @@ struct hasher *hasher_new(void)
 	return h;
 }
 
+struct hasher *hasher_new_sha256(void)
+{
+	struct hasher *h = hasher_new();
+
+	if (h)
+		h->no_crc = 1;
+	return h;
+}
+
 void hasher_update(struct hasher *h, const void *p, size_t n)
 {
 	const uint8_t *b = p;
 
 	EVP_DigestUpdate(h->md, p, n);
-	h->crc = libdeflate_crc32(h->crc, b, n);
+	if (!h->no_crc)
+		h->crc = libdeflate_crc32(h->crc, b, n);
 }
 
 void hasher_final(struct hasher *h, struct hash *out, uint32_t *crc)

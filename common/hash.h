@@ -21,6 +21,9 @@ struct hasher;
 
 /* Returns a new hasher (caller frees with hasher_free), or NULL on OOM. */
 struct hasher *hasher_new(void);
+/* The same for the SHA-256 alone (hasher_final's CRC-32 is then 0): the
+ * whole file's hash of an upload, whose CRC-32 nothing needs. */
+struct hasher *hasher_new_sha256(void);
 void hasher_update(struct hasher *h, const void *p, size_t n);
 /* Writes the digest and CRC-32 (crc may be NULL) and resets h for reuse. */
 void hasher_final(struct hasher *h, struct hash *out, uint32_t *crc);
