@@ -27,6 +27,7 @@
 #include "../common/err.h"
 #include "../formats/zip_scan.h"
 #include "../formats/dcp.h"
+#include "../formats/le.h"
 #include "internal.h"
 
 struct fields {
@@ -198,22 +199,40 @@ static int distcp_read(struct fmt_ckpt **out, const struct ck_input *in,
 	return 0;
 }
 
+static int has_suffix(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), m = strlen(suffix);
+
+	return n >= m && !strcmp(name + n - m, suffix);
+}
+
 static int is_distcp(const char *name)
 {
-	size_t n = strlen(name);
-
-	return n >= 7 && !strcmp(name + n - 7, ".distcp");
+	return has_suffix(name, ".distcp");
 }
 
 /* Whether a file of a checkpoint of several files is kept as bytes only:
- * no format ckptd reads. */
+ * no format ckptd reads. Any file may be in a directory checkpoint, so a
+ * file is safetensors by its first bytes (a JSON object after an 8-byte
+ * length) only when that length fits in it or its name says .safetensors:
+ * one file of random bytes in 256 has a '{' at byte 8, and a directory
+ * pushed whole must not be refused for it. (A single upload keeps the
+ * stricter reading: a damaged safetensors file answers 4xx.) */
 static int raw_file(const struct ck_input *in, const char *name)
 {
 	enum fmt_kind k = FMT_UNKNOWN;
+	uint8_t b[8];
 
 	if (fmt_detect(&k, in) < 0) {
 		ck_error_clear();
 		return 1;
+	}
+	if (k == FMT_SAFETENSORS && !has_suffix(name, ".safetensors")) {
+		if (ck_input_read(in, b, 8, 0, "file header") < 0) {
+			ck_error_clear();
+			return 1;
+		}
+		return le64(b) > in->size - 8;
 	}
 	return k == FMT_UNKNOWN;
 }

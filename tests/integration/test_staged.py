@@ -246,6 +246,20 @@ class Staged(ckptd.DaemonCase):
         self.assertEqual(st, 409, body[:200])
         self.assertEqual(json.loads(body)["error"], "conflict")
 
+    def test_3b_any_bytes_are_a_file_unless_named_for_a_format(self):
+        # a '{' at byte 8 after a length past the file's end (one random
+        # file in 256 starts so): named .safetensors, a damaged safetensors
+        # file (4xx); named otherwise, a file of a directory, kept as bytes
+        cid = self.open("odd")
+        odd = struct.pack("<Q", 10829412376824900207) + b"{" + bytes(range(256)) * 11
+        st, body = self.put("odd", cid, "odd.safetensors", odd)
+        self.assertIn(st, (413, 422), body[:200])
+        st, body = self.put("odd", cid, "odd.bin", odd)
+        self.assertEqual(st, 201, body[:200])
+        self.assertEqual(json.loads(body)["size"], len(odd))
+        self.assertEqual(self.commit("odd", cid).status, 200)
+        self.assertEqual(self.d.get("/models/odd/checkpoints/%d/files/odd.bin" % cid).body, odd)
+
     def test_4_a_file_put_again_replaces_the_first(self):
         cid = self.open("replace")
         first = store.save_torch({"x": store.randn(41, 50000)})
