@@ -14,8 +14,8 @@ started with the project's own tests/services/pg.sh and rgw.sh.
 
 Environment:
   BENCH_QUICK=1      256 MB checkpoints instead of 1 GB
-  BENCH_ONLY=a,b     only these sections: nginx, memory, codec, index, s3, client
-                     (default all)
+  BENCH_ONLY=a,b     only these sections: nginx, memory, codec, index, s3, client,
+                     dcp, run (default all)
   BENCH_INDEX_N=N    checkpoints in the index-scale test (default 10000)
   BENCH_REPS=N       repetitions of each upload/download timing (default 3)
   BENCH_WRK_SECS=N   duration of each wrk run (default 10)
@@ -54,7 +54,8 @@ INDEX_N = int(os.environ.get("BENCH_INDEX_N", "10000"))
 REPS = max(1, int(os.environ.get("BENCH_REPS", "3")))
 WRK_SECS = max(1, int(os.environ.get("BENCH_WRK_SECS", "10")))
 KEEP = os.environ.get("BENCH_KEEP") == "1"
-# sections to run (comma-separated: files, nginx, memory, codec, index, s3, client, dcp);
+# sections to run (comma-separated: files, nginx, memory, codec, index, s3, client, dcp,
+# run);
 # all when unset
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 
@@ -889,6 +890,58 @@ def bench_dcp(scratch):
         "%d B" % j["thin_wire"], "%d B" % j["size"], "%.4f" % w, "<= 0.01", w <= 0.01)
 
 
+def stats(d):
+    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=120)
+    c.request("GET", API + "/stats")
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    if r.status != 200:
+        raise RuntimeError("GET /stats: %d" % r.status)
+    return json.loads(body)
+
+
+def bench_training_run(scratch):
+    """The store over examples/train_digits.py's pre-training run (every
+    epoch a general checkpoint: fp32 weights and Adam state) with deltas
+    between epochs, against the same files stored without a previous
+    checkpoint (each in a run of its own: byte planes alone) and zstd -1 on
+    each file."""
+    d = Ckptd(scratch, "run")
+    p = subprocess.run([PY, os.path.join(REPO, "examples", "train_digits.py"), "--url", d.url,
+                        "--model", "digits", "--epochs", "8", "--finetune-epochs", "0",
+                        "--threads", "2"], capture_output=True, text=True, timeout=900)
+    if p.returncode != 0:
+        raise RuntimeError("train_digits.py failed:\n%s" % p.stderr[-3000:])
+    ours = stats(d)
+    alone = Ckptd(scratch, "run-alone")
+    files, zbytes = [], 0
+    for i in range(1, 9):
+        path = os.path.join(scratch, "epoch-%d.pt" % i)
+        curl([d.ckpt_url("digits", "/%d/file" % i)], (200,), body=path)
+        curl(["-T", path, alone.ckpt_url("digits", "?run=epoch-%d&epoch=%d" % (i, i))], (201,))
+        zbytes += len(subprocess.run(["zstd", "-1", "-c", path], check=True,
+                                     stdout=subprocess.PIPE).stdout)
+        files.append(path)
+    planes = stats(alone)
+    d.stop()
+    alone.stop()
+    raw = ours["logical_bytes"]
+    r, rp, rz = ours["stored_bytes"] / raw, planes["stored_bytes"] / planes["logical_bytes"], \
+        zbytes / raw
+    log("training run: %s; without deltas %s; zstd -1 %d bytes" % (json.dumps(ours),
+                                                                   json.dumps(planes), zbytes))
+    section("store over a training run: examples/train_digits.py, 8 epochs of a general "
+            "checkpoint (%.2f MB each: fp32 weights + Adam state), --compress auto"
+            % (raw / 8 / 1e6))
+    row("stored vs raw bytes, deltas between epochs vs byte planes alone", "%.4f" % r,
+        "%.4f" % rp, "%.3fx" % (r / rp), "<= 0.72", r <= 0.72)
+    row("  zstd -1 on each file (for scale)", "%.4f" % r, "%.4f" % rz, "%.3fx" % (r / rz),
+        "(info)", None)
+    for f in files:
+        os.unlink(f)
+
+
 def main():
     if not os.access(BIN, os.X_OK):
         print("bench: %s is missing; run make first" % BIN, file=sys.stderr)
@@ -921,6 +974,8 @@ def main():
             bench_client(scratch)
         if wanted("dcp"):
             bench_dcp(scratch)
+        if wanted("run"):
+            bench_training_run(scratch)
         ok = True
     except Exception:  # print what was measured, then the failure
         traceback.print_exc()

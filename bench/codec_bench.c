@@ -6,6 +6,10 @@
  *                                    float32 and bfloat16, 64 MiB each
  *   codec_bench FILE DTYPE [OFFSET]  the raw bytes of FILE from OFFSET as
  *                                    DTYPE (float32, bfloat16, float16, ...)
+ *   codec_bench FILE DTYPE OFFSET BASE
+ *                                    the same, and as deltas (difference and
+ *                                    XOR) against BASE's bytes from OFFSET:
+ *                                    the same tensors one epoch earlier
  *
  * Build: cc -std=c11 -O2 -D_GNU_SOURCE -o build/codec_bench bench/codec_bench.c
  *        storage/codec.c -lzstd -lz -lm (plus common/err.c)
@@ -136,6 +140,58 @@ static int bench(const char *label, const uint8_t *data, size_t n, enum dtype dt
 	return 0;
 }
 
+static int read_base(void *arg, void *buf, size_t n, uint64_t off)
+{
+	memcpy(buf, (const uint8_t *)arg + off, n);
+	return 0;
+}
+
+/* Ratio and speed of deltas of data against base (n bytes each). */
+static int bench_delta(const uint8_t *data, const uint8_t *base, size_t n, enum dtype dt)
+{
+	static const char *const kinds[] = {"", "xor", "sub"};
+	int in = memfd_create("in", 0), out = memfd_create("out", 0), codec = 0, err = 0;
+	struct codec_enc *e = NULL;
+	uint8_t *back = malloc(n);
+
+	if (in < 0 || out < 0 || !back || write(in, data, n) != (ssize_t)n || codec_enc_new(&e) < 0)
+		return 1;
+	for (int kind = CODEC_DELTA_XOR; kind <= CODEC_DELTA_SUB; kind++) {
+		struct codec_base b = {read_base, (void *)base, n, {{0}}, NULL, 0};
+		struct codec_reader *r = NULL;
+		uint64_t stored = 0;
+		double t0 = now(), t_enc, t_dec;
+
+		ftruncate(out, 0);
+		err = codec_encode_delta_fd(&codec, &stored, e, out, in, 0, n, dt, &b, kind);
+		t_enc = now() - t0;
+		if (err < 0 || codec != CODEC_DELTA) {
+			printf("delta %-4s does not pay (%s)\n", kinds[kind],
+			       err < 0 ? ck_errmsg() : "");
+			continue;
+		}
+		if (codec_reader_open_fd(&r, out) < 0)
+			return 1;
+		codec_reader_set_base(r, read_base, (void *)base);
+		t0 = now();
+		err = codec_reader_read(r, back, n, 0);
+		t_dec = now() - t0;
+		if (err < 0 || memcmp(back, data, n) != 0) {
+			fprintf(stderr, "delta decode mismatch: %s\n", ck_errmsg());
+			return 1;
+		}
+		printf("delta %-4s ratio %.4f  enc %6.0f MB/s  dec %6.0f MB/s\n", kinds[kind],
+		       (double)stored / (double)n, (double)n / 1e6 / t_enc,
+		       (double)n / 1e6 / t_dec);
+		codec_reader_free(r);
+	}
+	codec_enc_free(e);
+	free(back);
+	close(in);
+	close(out);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 3) {
@@ -163,6 +219,17 @@ int main(int argc, char **argv)
 		if (!buf || pread(fd, buf, n, off) != (ssize_t)n)
 			return 1;
 		int rc = bench(argv[2], buf, n, dt);
+		if (argc > 4) {
+			int bfd = open(argv[4], O_RDONLY);
+			uint8_t *base = malloc(n);
+			if (bfd < 0 || !base || pread(bfd, base, n, off) != (ssize_t)n) {
+				perror(argv[4]);
+				return 1;
+			}
+			rc |= bench_delta(buf, base, n, dt);
+			free(base);
+			close(bfd);
+		}
 		free(buf);
 		close(fd);
 		return rc;

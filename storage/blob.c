@@ -17,6 +17,7 @@ static const char *const codec_names[] = {
     [CODEC_RAW] = "raw",
     [CODEC_ZSTD] = "zstd",
     [CODEC_PLANES] = "planes",
+    [CODEC_DELTA] = "delta",
 };
 
 const char *blob_codec_name(int codec)
@@ -39,7 +40,10 @@ void blob_object_name(char *out, const struct hash *h, int form)
 	char hex[65];
 
 	hash_to_hex(hex, h);
-	snprintf(out, 72, "%.2s/%s%s", hex, hex + 2, form == BLOB_FORM_Z ? ".z" : "");
+	snprintf(out, 72, "%.2s/%s%s", hex, hex + 2,
+		 form == BLOB_FORM_Z   ? ".z"
+		 : form == BLOB_FORM_D ? ".d"
+				       : "");
 }
 
 static int is_hex(const char *s, size_t n)
@@ -58,6 +62,8 @@ int blob_object_parse(struct hash *h, int *form, const char *name, size_t len)
 		*form = BLOB_FORM_RAW;
 	else if (len == 67 && memcmp(name + 65, ".z", 2) == 0)
 		*form = BLOB_FORM_Z;
+	else if (len == 67 && memcmp(name + 65, ".d", 2) == 0)
+		*form = BLOB_FORM_D;
 	else
 		return -1;
 	if (name[2] != '/' || !is_hex(name, 2) || !is_hex(name + 3, 62))

@@ -21,6 +21,14 @@
  * planes with zstd, other blobs as plain zstd, each only when that pays
  * (storage/codec.c); readers always see the raw bytes.
  *
+ * Deltas: in a store that makes them (a local directory), a floating-point
+ * blob given a delta_base may be stored as its difference from that blob
+ * (codec.h), when that is smaller than its own encoding. Its reads then need
+ * the base and the base's own chain: put reports them (blob_meta.chain), and
+ * whoever refers to the blob keeps them (storage/store.c). A blob stored
+ * whole (raw or compressed) is always read whole, so a delta's chain
+ * matters only while no whole form exists.
+ *
  * Several processes may share one store (several ckptd instances behind a
  * load balancer): temporary names carry an instance id, and clean_tmp only
  * removes temporaries older than a cutoff.
@@ -38,11 +46,16 @@ enum blob_codec {
 	CODEC_RAW = 0,	  /* the bytes as they are */
 	CODEC_ZSTD = 1,	  /* zstd of the bytes */
 	CODEC_PLANES = 2, /* byte planes, each raw or zstd (floating point) */
+	CODEC_DELTA = 3,  /* planes of the difference from a base blob (codec.h) */
 };
 
 /* "raw", "zstd", "planes"; and back (-1 when unknown). */
 const char *blob_codec_name(int codec);
 int blob_codec_from_name(const char *name);
+
+/* At most this many blobs a delta needs to be read (codec.h's
+ * CODEC_MAX_CHAIN). */
+#define BLOB_MAX_CHAIN 3
 
 struct blob_meta {
 	struct hash hash;     /* SHA-256 of the raw bytes (set by the caller) */
@@ -51,6 +64,18 @@ struct blob_meta {
 	uint64_t stored_size; /* set by put: bytes on disk */
 	int codec;	      /* set by put: enum blob_codec */
 	int existed;	      /* set by put: 1 when the blob was already stored */
+	/* Set by the caller: a stored blob of the same size (the same tensor
+	 * one checkpoint earlier) to store this one as a delta against, when
+	 * the store makes deltas and that is smaller; NULL: none. */
+	const struct hash *delta_base;
+	/* Set by the caller: 1 = store a whole form (raw or compressed) even
+	 * when only a delta of this blob is stored. */
+	int full_only;
+	/* Set by put: the blobs a read of the stored blob needs (a delta's
+	 * chain, base first; nchain 0 when it is stored whole). Whatever
+	 * refers to the blob must keep these too (storage/store.c). */
+	int nchain;
+	struct hash chain[BLOB_MAX_CHAIN];
 };
 
 struct blob_reader;
@@ -58,6 +83,8 @@ struct blob_batch;
 
 struct blob_backend {
 	const char *name; /* "fs", "s3" */
+	/* 1 when the store makes deltas (blob_meta.delta_base) */
+	int deltas;
 	/* 1 when batch_put_fd may still read its fd's bytes until
 	 * batch_commit returns (the S3 store sends its PUTs concurrently): the
 	 * caller may close fd, but must not change those bytes until then. */
@@ -98,6 +125,11 @@ struct blob_backend {
 	 * so, on several threads). Errors as open and blob_reader_read. */
 	int (*read)(struct blob_backend *b, const struct hash *h, void *buf, size_t n,
 		    uint64_t off);
+
+	/* The blobs a read of blob h needs besides h (a delta's chain) into
+	 * chain[0..*n); *n = 0 when h is stored whole. CK_ENOTFOUND when h is
+	 * absent, CK_EIO, CK_EUNAVAIL, CK_ECORRUPT. */
+	int (*chain)(struct blob_backend *b, const struct hash *h, struct hash *chain, int *n);
 
 	/* Deletes blob h; CK_ENOTFOUND when absent. The caller makes sure no
 	 * index row or upload in flight refers to it (storage/gc.c). */

@@ -8,6 +8,8 @@
  *                       SHA-256's hex; "ab" is the first two digits)
  *   DIR/ab/<62 hex>.z   a compressed blob: a codec container (codec.h), whose
  *                       header says zstd or planes
+ *   DIR/ab/<62 hex>.d   a delta: a codec container encoded against other
+ *                       blobs, which its header names (codec.h)
  *   DIR/tmp/<64 hex>.<instance>.<n>   an object being written by the process
  *                       <instance> ("<host>-<pid>", or the id it was given);
  *                       stores written before instance ids have
@@ -25,7 +27,9 @@
  * flushes every temp file (fdatasync each, or one syncfs for a batch of many
  * files, which costs one journal commit instead of one per file), renames
  * each into place (an existing target holds the same bytes, so replacing it
- * is harmless), then flushes each touched shard directory once (the root too
+ * is harmless; but a delta's ".d" is never replaced: the first in place
+ * stays, so the blobs it needs are those its header names, whoever wrote
+ * it, renameat2 RENAME_NOREPLACE), then flushes each touched shard directory once (the root too
  * if a shard had to be re-created).
  *
  * The page cache: once flushed, a new blob's pages are dropped
@@ -250,11 +254,15 @@ static int fs_list(struct blob_objstore *o,
 			snprintf(name, sizeof(name), "%s/%s", shard, de->d_name);
 			if (blob_object_parse(&h, &form, name, len + 3) < 0)
 				continue;
-			if (form == BLOB_FORM_Z) {
-				char raw[72];
-				/* stored both ways: reported with the raw name */
-				blob_object_name(raw, &h, BLOB_FORM_RAW);
-				if (fstatat(fs->root, raw, &st, 0) == 0)
+			if (form != BLOB_FORM_RAW) {
+				char other[72];
+				/* stored several ways: reported with the raw name,
+				 * else the ".z" one */
+				blob_object_name(other, &h, BLOB_FORM_RAW);
+				if (fstatat(fs->root, other, &st, 0) == 0)
+					continue;
+				blob_object_name(other, &h, BLOB_FORM_Z);
+				if (form == BLOB_FORM_D && fstatat(fs->root, other, &st, 0) == 0)
 					continue;
 			}
 			if (fstatat(dfd, de->d_name, &st, 0) < 0) {
@@ -494,6 +502,22 @@ static void fs_unstage(struct blob_objbatch *b)
 	unlinkat(bt->fs->root, bt->staged.tmp, 0);
 }
 
+/* Renames p's temp file into place: over an existing object, except a
+ * delta's (".d"), which stays as it is (the temp file is then removed). */
+static int publish(struct fs_store *fs, struct pending *p)
+{
+	size_t n = strlen(p->final);
+
+	if (n < 2 || strcmp(p->final + n - 2, ".d") != 0)
+		return renameat(fs->root, p->tmp, fs->root, p->final);
+	if (renameat2(fs->root, p->tmp, fs->root, p->final, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EEXIST)
+		return -1;
+	unlinkat(fs->root, p->tmp, 0);
+	return 0;
+}
+
 static int fs_batch_commit(struct blob_objbatch *b)
 {
 	struct fs_batch *bt = (struct fs_batch *)b;
@@ -536,11 +560,11 @@ static int fs_batch_commit(struct blob_objbatch *b)
 		char shard[3] = {p->final[0], p->final[1], 0};
 		if (p->done)
 			continue;
-		if (renameat(fs->root, p->tmp, fs->root, p->final) < 0) {
+		if (publish(fs, p) < 0) {
 			if (errno != ENOENT || mkdirat(fs->root, shard, 0755) < 0)
 				return sys_error(fs, errno, "renaming into place", p->final);
 			root_dirty = 1;
-			if (renameat(fs->root, p->tmp, fs->root, p->final) < 0)
+			if (publish(fs, p) < 0)
 				return sys_error(fs, errno, "renaming into place", p->final);
 		}
 		p->done = 1;
@@ -678,6 +702,7 @@ int blob_fs_objstore_open(struct blob_objstore **out, const char *dir, const cha
 	}
 
 	fs->base.name = "fs";
+	fs->base.deltas = 1;
 	fs->base.stat = fs_stat;
 	fs->base.batch_begin = fs_batch_begin;
 	fs->base.put_fd = fs_put_fd;

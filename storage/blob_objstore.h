@@ -10,10 +10,12 @@
  * an object.
  *
  * An object is named by a blob's hash and its form: BLOB_FORM_RAW (the
- * blob's raw bytes) or BLOB_FORM_Z (a codec container, codec.h). Backends
- * keep the form in the name (".z" suffix), so a reader needs no index to
- * tell one from the other. A blob may be stored in both forms (the same
- * bytes put once raw, once compressed): both hold the same raw bytes.
+ * blob's raw bytes), BLOB_FORM_Z (a codec container, codec.h) or BLOB_FORM_D
+ * (a delta container, which needs other blobs to be read: only in a store
+ * with `deltas`). Backends keep the form in the name (".z", ".d" suffix),
+ * so a reader needs no index to tell them apart. A blob may be stored in
+ * several forms (the same bytes put once raw, once compressed): all hold the
+ * same raw bytes.
  *
  * Errors: CK_ENOTFOUND (no such object), CK_EIO, CK_ENOSPC, CK_EUNAVAIL (the
  * store is unreachable or busy after retries: retry later), CK_ECORRUPT
@@ -32,6 +34,7 @@
 enum blob_form {
 	BLOB_FORM_RAW = 0, /* the blob's raw bytes */
 	BLOB_FORM_Z = 1,   /* a codec container */
+	BLOB_FORM_D = 2,   /* a delta container (codec.h) */
 };
 
 struct blob_objbatch;
@@ -39,6 +42,11 @@ struct blob_objbatch;
 struct blob_objstore {
 	const char *name; /* "fs", "s3" */
 	int async_put;	  /* put_fd/put_staged only queue: see put_fd */
+	/* 1 when batch_commit never replaces an existing BLOB_FORM_D object
+	 * (the one first in place stays; a later one is dropped): a delta's
+	 * object then always names the chain it was encoded against, which
+	 * deltas need (blob_store.c). Only then are deltas made. */
+	int deltas;
 
 	/* 0 and the object's size in *size when object (h, form) is stored;
 	 * CK_ENOTFOUND (without a message) when not. */
@@ -115,11 +123,11 @@ void blob_instance_id(char *out, const char *id);
 /* The local-directory object store (blob_fs.c). */
 int blob_fs_objstore_open(struct blob_objstore **out, const char *dir, const char *instance);
 
-/* "ab/<62 hex>" or "ab/<62 hex>.z" into out[72]: the name of object
+/* "ab/<62 hex>", "ab/<62 hex>.z" or "ab/<62 hex>.d" into out[72]: the name of object
  * (h, form) under the store's root or prefix, the same in every backend. */
 void blob_object_name(char *out, const struct hash *h, int form);
 
-/* The inverse for a name's last two components ("ab/<62 hex>[.z]"): 0 and
+/* The inverse for a name's last two components ("ab/<62 hex>[.z|.d]"): 0 and
  * the hash and form, or -1 when the name is not a blob's. */
 int blob_object_parse(struct hash *h, int *form, const char *name, size_t len);
 

@@ -218,6 +218,46 @@ static void planes_merge(uint8_t *dst, const uint8_t *src, size_t m, int E, int 
 	}
 }
 
+/* ---- deltas ---- */
+
+/* One width of delta_apply: T an unsigned type of BITS bits. */
+#define DELTA_LOOP(T, BITS)                                                                        \
+	for (size_t i = 0; i < m; i++) {                                                           \
+		T x, y, d;                                                                         \
+		memcpy(&x, v + sizeof(T) * i, sizeof(T));                                          \
+		memcpy(&y, b + sizeof(T) * i, sizeof(T));                                          \
+		if (undo) {                                                                        \
+			d = (T)((T)((T)(x >> 1) ^ (T)(0u - (T)(x & 1u))) + y);                     \
+		} else {                                                                           \
+			d = (T)(x - y);                                                            \
+			d = (T)((T)(d << 1) ^ (T)(0u - (T)(d >> (BITS - 1))));                     \
+		}                                                                                  \
+		memcpy(v + sizeof(T) * i, &d, sizeof(T));                                          \
+	}
+
+/* v[i] (m elements of E bytes) becomes its delta from b[i] of the kind, or
+ * with undo, the element again from that delta. */
+static void delta_apply(uint8_t *v, const uint8_t *b, size_t m, int E, int kind, int undo)
+{
+	if (kind == CODEC_DELTA_XOR) {
+		for (size_t i = 0; i < m * (size_t)E; i++)
+			v[i] ^= b[i];
+		return;
+	}
+	switch (E) {
+	case 2: DELTA_LOOP(uint16_t, 16) break;
+	case 4: DELTA_LOOP(uint32_t, 32) break;
+	default: DELTA_LOOP(uint64_t, 64) break;
+	}
+}
+
+#undef DELTA_LOOP
+
+static size_t chain_ext_size(int nchain)
+{
+	return nchain ? 8 + 32 * (size_t)nchain : 0;
+}
+
 /* ---- encoder ---- */
 
 struct codec_enc {
@@ -226,6 +266,7 @@ struct codec_enc {
 	uint8_t *in;	  /* one raw chunk */
 	uint8_t *planes;  /* the chunk split into planes */
 	uint8_t *out;	  /* the encoded chunk */
+	uint8_t *base;	  /* a delta's base chunk (made on the first delta) */
 	size_t out_cap;
 	int skip[MAX_PLANES]; /* chunks left to store plane p raw untried */
 };
@@ -277,6 +318,7 @@ void codec_enc_free(struct codec_enc *e)
 	free(e->in);
 	free(e->planes);
 	free(e->out);
+	free(e->base);
 	free(e);
 }
 
@@ -286,9 +328,13 @@ static int pays(size_t stored, size_t raw)
 }
 
 /* Encodes n raw bytes (e->in) as E planes into e->out; lens[p] get the
- * table's length words. Returns the encoded size in *len. */
+ * table's length words. Returns the encoded size in *len. A delta's planes
+ * have runs of zero bytes (elements that did not change), which zstd's
+ * matches catch and its literals alone do not: they are compressed with the
+ * plain zstd -1 context (2-3% smaller on a training run's epochs, see
+ * bench/RESULTS.md). */
 static int encode_chunk(size_t *len, uint32_t *lens, struct codec_enc *e, size_t n, int E,
-			int transform, int trial)
+			int transform, int trial, int delta)
 {
 	size_t m = n / (size_t)E, pos = 0;
 	const uint8_t *src = e->in;
@@ -302,7 +348,7 @@ static int encode_chunk(size_t *len, uint32_t *lens, struct codec_enc *e, size_t
 		size_t z = 0;
 
 		if (trial || e->skip[p] == 0) {
-			z = ZSTD_compress2(E > 1 ? e->plane : e->cctx, e->out + pos,
+			z = ZSTD_compress2(E > 1 && !delta ? e->plane : e->cctx, e->out + pos,
 					   e->out_cap - pos, plane, m);
 			if (ZSTD_isError(z))
 				return ck_error(CK_EIO, "codec: zstd: %s", ZSTD_getErrorName(z));
@@ -324,13 +370,16 @@ static int encode_chunk(size_t *len, uint32_t *lens, struct codec_enc *e, size_t
 	return 0;
 }
 
-int codec_encode_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int out_fd, int in_fd,
-		    uint64_t in_off, uint64_t raw_size, enum dtype hint)
+/* codec_encode_fd, or with base (not NULL) codec_encode_delta_fd. */
+static int encode(int *codec, uint64_t *stored_size, struct codec_enc *e, int out_fd, int in_fd,
+		  uint64_t in_off, uint64_t raw_size, enum dtype hint,
+		  const struct codec_base *base, int kind)
 {
-	int transform = 0, E = float_elem_size(hint, &transform), err;
-	uint64_t nchunks, table_off = CODEC_HEADER_SIZE, data_off, done = 0;
-	uint8_t hdr[CODEC_HEADER_SIZE], ent[12 + 4 * MAX_PLANES];
+	int transform = 0, E = float_elem_size(hint, &transform), nchain = 0, err;
+	uint64_t nchunks, table_off, data_off, done = 0;
+	uint8_t hdr[CODEC_HEADER_SIZE + 8 + 32 * CODEC_MAX_CHAIN], ent[12 + 4 * MAX_PLANES];
 	uint32_t lens[MAX_PLANES];
+	size_t ext, whole = 0;
 
 	*codec = CODEC_RAW;
 	*stored_size = raw_size;
@@ -338,11 +387,22 @@ int codec_encode_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int 
 		E = 1;
 		transform = 0;
 	}
+	if (base) {
+		nchain = base->nchain + 1;
+		if (E < 2 || base->raw_size != raw_size || nchain > CODEC_MAX_CHAIN ||
+		    (kind != CODEC_DELTA_XOR && kind != CODEC_DELTA_SUB))
+			return 0;
+		transform = 0;
+		if (!e->base && !(e->base = malloc(CODEC_CHUNK_SIZE)))
+			return ck_error(CK_ENOMEM, "codec: out of memory");
+	}
 	if (raw_size == 0)
 		return 0;
 	nchunks = (raw_size + CODEC_CHUNK_SIZE - 1) / CODEC_CHUNK_SIZE;
 	if (nchunks > UINT32_MAX)
 		return 0; /* 4 PiB: not worth a format of its own */
+	ext = chain_ext_size(nchain);
+	table_off = CODEC_HEADER_SIZE + ext;
 	data_off = table_off + nchunks * entry_size(E);
 	memset(e->skip, 0, sizeof(e->skip));
 
@@ -353,10 +413,24 @@ int codec_encode_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int 
 
 		if ((err = pread_all(in_fd, e->in, n, in_off + done, "blob source")) < 0)
 			return err;
-		if ((err = encode_chunk(&len, lens, e, n, E, transform, ci == 0)) < 0)
+		if (base && ci == 0) {
+			/* the first chunk decides: a delta only when it is smaller
+			 * than the chunk's own encoding */
+			int t;
+			float_elem_size(hint, &t);
+			if ((err = encode_chunk(&whole, lens, e, n, E, t, 1, 0)) < 0)
+				return err;
+			memset(e->skip, 0, sizeof(e->skip));
+		}
+		if (base) {
+			if ((err = base->read(base->arg, e->base, n, done)) < 0)
+				return err;
+			delta_apply(e->in, e->base, n / (size_t)E, E, kind, 0);
+		}
+		if ((err = encode_chunk(&len, lens, e, n, E, transform, ci == 0, base != NULL)) < 0)
 			return err;
 		/* The first chunk is the sample: if it does not pay, store raw. */
-		if (ci == 0 && !pays(len, n))
+		if (ci == 0 && (!pays(len, n) || (base && len >= whole)))
 			return 0;
 		put64(ent, data_off);
 		for (int p = 0; p < E; p++)
@@ -374,20 +448,42 @@ int codec_encode_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int 
 		return 0;
 
 	memcpy(hdr, MAGIC, 4);
-	hdr[4] = E == 1 ? CODEC_ZSTD : CODEC_PLANES;
+	hdr[4] = base ? CODEC_DELTA : E == 1 ? CODEC_ZSTD : CODEC_PLANES;
 	hdr[5] = (uint8_t)E;
 	hdr[6] = (uint8_t)transform;
-	hdr[7] = 0;
+	hdr[7] = (uint8_t)(base ? kind : 0);
 	put32(hdr + 8, CODEC_CHUNK_SIZE);
 	put32(hdr + 12, (uint32_t)nchunks);
 	put64(hdr + 16, raw_size);
 	put32(hdr + 24, 0);
 	put32(hdr + 28, crc(hdr, 28));
-	if ((err = pwrite_all(out_fd, hdr, sizeof(hdr), 0)) < 0)
+	if (base) {
+		uint8_t *x = hdr + CODEC_HEADER_SIZE;
+		memset(x, 0, 4);
+		x[0] = (uint8_t)nchain;
+		memcpy(x + 4, base->hash.b, 32);
+		for (int i = 0; i < base->nchain; i++)
+			memcpy(x + 36 + 32 * i, base->chain[i].b, 32);
+		put32(x + ext - 4, crc(x, ext - 4));
+	}
+	if ((err = pwrite_all(out_fd, hdr, CODEC_HEADER_SIZE + ext, 0)) < 0)
 		return err;
 	*codec = hdr[4];
 	*stored_size = data_off;
 	return 0;
+}
+
+int codec_encode_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int out_fd, int in_fd,
+		    uint64_t in_off, uint64_t raw_size, enum dtype hint)
+{
+	return encode(codec, stored_size, e, out_fd, in_fd, in_off, raw_size, hint, NULL, 0);
+}
+
+int codec_encode_delta_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int out_fd,
+			  int in_fd, uint64_t in_off, uint64_t raw_size, enum dtype hint,
+			  const struct codec_base *base, int kind)
+{
+	return encode(codec, stored_size, e, out_fd, in_fd, in_off, raw_size, hint, base, kind);
 }
 
 /* ---- reader ---- */
@@ -400,6 +496,12 @@ struct codec_reader {
 	uint32_t chunk_size;
 	uint32_t nchunks;
 	int codec, E, transform;
+	int kind, nchain;		    /* a delta's (CODEC_DELTA) */
+	struct hash chain[CODEC_MAX_CHAIN]; /* its base first */
+	uint64_t table_off;		    /* where the chunk table starts */
+	codec_read_fn base_read;	    /* the base's raw bytes */
+	void *base_arg;
+	uint8_t *base; /* one chunk of them */
 	ZSTD_DCtx *dctx;
 	uint8_t *comp; /* one chunk's stored bytes */
 	size_t comp_cap;
@@ -407,6 +509,40 @@ struct codec_reader {
 	uint8_t *cache;	 /* the last chunk decoded for a partial read */
 	int64_t cached;	 /* its index, -1 when none */
 };
+
+/* A delta's kind and chain (codec.h), after the header. */
+static int chain_read(struct codec_reader *r)
+{
+	uint8_t x[8 + 32 * CODEC_MAX_CHAIN];
+	size_t ext;
+	int err;
+
+	if (r->kind != CODEC_DELTA_XOR && r->kind != CODEC_DELTA_SUB)
+		return ck_error(CK_ECORRUPT, "codec: unknown delta kind %d (offset 7)", r->kind);
+	if (r->transform)
+		return ck_error(CK_ECORRUPT, "codec: delta with transform %d (offset 6)",
+				r->transform);
+	if (r->file_size < CODEC_HEADER_SIZE + 40)
+		return ck_error(CK_ECORRUPT,
+				"codec: delta container without its chain (offset 32)");
+	if ((err = r->read(r->arg, x, 4, CODEC_HEADER_SIZE)) < 0)
+		return err;
+	if (x[0] < 1 || x[0] > CODEC_MAX_CHAIN || x[1] || x[2] || x[3])
+		return ck_error(CK_ECORRUPT, "codec: delta chain of length %u (offset 32)", x[0]);
+	r->nchain = x[0];
+	ext = chain_ext_size(r->nchain);
+	if (CODEC_HEADER_SIZE + ext > r->file_size)
+		return ck_error(CK_ECORRUPT, "codec: delta chain past end of file (offset 32)");
+	if ((err = r->read(r->arg, x, ext, CODEC_HEADER_SIZE)) < 0)
+		return err;
+	if (get32(x + ext - 4) != crc(x, ext - 4))
+		return ck_error(CK_ECORRUPT, "codec: delta chain checksum mismatch (offset %zu)",
+				CODEC_HEADER_SIZE + ext - 4);
+	for (int i = 0; i < r->nchain; i++)
+		memcpy(r->chain[i].b, x + 4 + 32 * i, 32);
+	r->table_off = CODEC_HEADER_SIZE + ext;
+	return 0;
+}
 
 /* codec_reader_open_fd's callback: arg is the fd. */
 static int read_fd(void *arg, void *buf, size_t n, uint64_t off)
@@ -451,10 +587,12 @@ int codec_reader_open(struct codec_reader **out, codec_read_fn read, void *arg, 
 	r->codec = hdr[4];
 	r->E = hdr[5];
 	r->transform = hdr[6];
+	r->kind = hdr[7];
 	r->chunk_size = get32(hdr + 8);
 	r->nchunks = get32(hdr + 12);
 	r->raw_size = get64(hdr + 16);
 	r->cached = -1;
+	r->table_off = CODEC_HEADER_SIZE;
 
 	if (r->codec == CODEC_ZSTD) {
 		if (r->E != 1 || r->transform != 0) {
@@ -462,11 +600,13 @@ int codec_reader_open(struct codec_reader **out, codec_read_fn read, void *arg, 
 				       "codec: zstd container with %d planes (offset 5)", r->E);
 			goto out;
 		}
-	} else if (r->codec == CODEC_PLANES) {
+	} else if (r->codec == CODEC_PLANES || r->codec == CODEC_DELTA) {
 		if ((r->E != 2 && r->E != 4 && r->E != 8) || r->transform > 1) {
 			err = ck_error(CK_ECORRUPT, "codec: bad plane count %d (offset 5)", r->E);
 			goto out;
 		}
+		if (r->codec == CODEC_DELTA && (err = chain_read(r)) < 0)
+			goto out;
 	} else {
 		err = ck_error(CK_ECORRUPT, "codec: unknown codec %d (offset 4)", r->codec);
 		goto out;
@@ -484,7 +624,7 @@ int codec_reader_open(struct codec_reader **out, codec_read_fn read, void *arg, 
 			     (unsigned long long)r->raw_size, r->nchunks);
 		goto out;
 	}
-	if (CODEC_HEADER_SIZE + (uint64_t)r->nchunks * entry_size(r->E) > r->file_size) {
+	if (r->table_off + (uint64_t)r->nchunks * entry_size(r->E) > r->file_size) {
 		err = ck_error(CK_ECORRUPT,
 			       "codec: chunk table of %u entries past end of file (%llu bytes)",
 			       r->nchunks, (unsigned long long)r->file_size);
@@ -510,6 +650,7 @@ void codec_reader_free(struct codec_reader *r)
 	free(r->comp);
 	free(r->planes);
 	free(r->cache);
+	free(r->base);
 	free(r);
 }
 
@@ -523,12 +664,25 @@ int codec_reader_codec(const struct codec_reader *r)
 	return r->codec;
 }
 
+int codec_reader_chain(const struct codec_reader *r, struct hash *chain)
+{
+	if (chain)
+		memcpy(chain, r->chain, sizeof(r->chain[0]) * (size_t)r->nchain);
+	return r->codec == CODEC_DELTA ? r->nchain : 0;
+}
+
+void codec_reader_set_base(struct codec_reader *r, codec_read_fn read, void *arg)
+{
+	r->base_read = read;
+	r->base_arg = arg;
+}
+
 /* Decodes chunk ci (n raw bytes) into dst. */
 static int decode_chunk(struct codec_reader *r, uint8_t *dst, uint32_t ci, size_t n)
 {
 	uint8_t ent[12 + 4 * MAX_PLANES];
 	size_t esz = entry_size(r->E), m = n / (size_t)r->E, total = 0, pos = 0;
-	uint64_t eoff = CODEC_HEADER_SIZE + (uint64_t)ci * esz, doff;
+	uint64_t eoff = r->table_off + (uint64_t)ci * esz, doff;
 	uint8_t *pl;
 	int err;
 
@@ -547,7 +701,7 @@ static int decode_chunk(struct codec_reader *r, uint8_t *dst, uint32_t ci, size_
 					p, len, (unsigned long long)(eoff + 8 + 4 * p));
 		total += len;
 	}
-	if (doff < CODEC_HEADER_SIZE + (uint64_t)r->nchunks * esz || doff > r->file_size ||
+	if (doff < r->table_off + (uint64_t)r->nchunks * esz || doff > r->file_size ||
 	    total > r->file_size - doff)
 		return ck_error(CK_ECORRUPT,
 				"codec: chunk %u: data at %llu+%zu outside the file (offset %llu)",
@@ -581,6 +735,15 @@ static int decode_chunk(struct codec_reader *r, uint8_t *dst, uint32_t ci, size_
 	}
 	if (r->E > 1)
 		planes_merge(dst, r->planes, m, r->E, r->transform);
+	if (r->codec == CODEC_DELTA) {
+		if (!r->base_read)
+			return ck_error(CK_ECORRUPT, "codec: a delta read without its base");
+		if (!r->base && !(r->base = malloc(r->chunk_size)))
+			return ck_error(CK_ENOMEM, "codec: out of memory");
+		if ((err = r->base_read(r->base_arg, r->base, n, (uint64_t)ci * r->chunk_size)) < 0)
+			return err;
+		delta_apply(dst, r->base, m, r->E, r->kind, 1);
+	}
 	return 0;
 }
 

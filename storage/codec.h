@@ -36,6 +36,20 @@
  * Entries carry absolute offsets so a reader seeks to any chunk with one
  * small read and no table held in memory. zstd frames carry their content
  * size and checksum, so damage is caught (CK_ECORRUPT) rather than served.
+ *
+ * Deltas (CODEC_DELTA, codec byte 3): a floating-point blob encoded against
+ * a base blob of the same size, the same tensor one checkpoint earlier.
+ * Each element (E = 2, 4 or 8 bytes, read as an unsigned integer) becomes
+ * its difference from the base's element, zigzag-coded (byte 7 = 2: small
+ * changes of either sign give small numbers, whose high bytes are zero), or
+ * its XOR with it (byte 7 = 1), then byte planes (transform 0) as above.
+ * Between byte 7 and the chunk table (which then starts at 32 + 8 + 32 D)
+ * the header has a chain:
+ *     32 u8 D, the chain's length (1..CODEC_MAX_CHAIN); 3 bytes 0
+ *     36 D SHA-256 hashes: the base, then the base's own base, ...
+ *     36 + 32 D  u32 CRC-32 of bytes 32 .. 36 + 32 D
+ * so the whole chain a read needs is known from the one header. A reader
+ * of a delta needs its base's raw bytes (codec_reader_set_base).
  */
 #ifndef CK_CODEC_H
 #define CK_CODEC_H
@@ -44,6 +58,7 @@
 #include <stdint.h>
 
 #include "../common/dtype.h"
+#include "../common/hash.h"
 
 #define CODEC_CHUNK_SIZE  (1u << 20)
 #define CODEC_HEADER_SIZE 32
@@ -79,6 +94,39 @@ struct codec_reader;
  * store read with range requests. */
 typedef int (*codec_read_fn)(void *arg, void *buf, size_t n, uint64_t off);
 
+/* Deltas: at most this many blobs a delta's read depends on (its base, the
+ * base's base, ...): a full blob every CODEC_MAX_CHAIN + 1 epochs, as video
+ * codecs keep key frames. */
+#define CODEC_MAX_CHAIN 3
+
+enum codec_delta_kind {
+	CODEC_DELTA_XOR = 1, /* element XOR base element */
+	CODEC_DELTA_SUB = 2, /* zigzag(element - base element), as integers */
+};
+
+/* The blob a delta is encoded against: its raw bytes through read(arg, ...)
+ * (raw_size of them, which must equal the new blob's), its hash, and its own
+ * chain (nchain hashes, 0 when it is stored whole). */
+struct codec_base {
+	codec_read_fn read;
+	void *arg;
+	uint64_t raw_size;
+	struct hash hash;
+	const struct hash *chain;
+	int nchain;
+};
+
+/* As codec_encode_fd, as a delta of kind (enum codec_delta_kind) against
+ * base: *codec CODEC_DELTA, or CODEC_RAW (nothing usable in out_fd) when a
+ * delta cannot be made (not a floating-point type of 2, 4 or 8 bytes, sizes
+ * differ, the chain would exceed CODEC_MAX_CHAIN) or does not pay: its
+ * first chunk is not smaller than that chunk's own encoding (planes or
+ * zstd, as codec_encode_fd makes it), or the whole is not below ~97% of raw. Errors as
+ * codec_encode_fd, and the base's read errors. */
+int codec_encode_delta_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int out_fd,
+			  int in_fd, uint64_t in_off, uint64_t raw_size, enum dtype hint,
+			  const struct codec_base *base, int kind);
+
 /* Parses the header of the container of size bytes that read(arg, ...)
  * reads (arg is borrowed: it must stay valid until codec_reader_free).
  * CK_ECORRUPT names what is damaged; the callback's errors. */
@@ -95,8 +143,16 @@ int codec_reader_open_fd(struct codec_reader **out, int fd);
 int codec_reader_read(struct codec_reader *r, void *buf, size_t n, uint64_t off);
 
 uint64_t codec_reader_size(const struct codec_reader *r);
-/* CODEC_ZSTD or CODEC_PLANES. */
+/* CODEC_ZSTD, CODEC_PLANES or CODEC_DELTA. */
 int codec_reader_codec(const struct codec_reader *r);
+
+/* A delta's chain: its length (0 for a container that is no delta), and
+ * the hashes into chain[0..CODEC_MAX_CHAIN) (may be NULL). */
+int codec_reader_chain(const struct codec_reader *r, struct hash *chain);
+
+/* The base's raw bytes for a delta's reads: read(arg, ...) (arg borrowed
+ * until codec_reader_free). A delta read without one is CK_ECORRUPT. */
+void codec_reader_set_base(struct codec_reader *r, codec_read_fn read, void *arg);
 /* Accepts NULL; does not close the fd nor free the callback's arg. */
 void codec_reader_free(struct codec_reader *r);
 

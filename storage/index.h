@@ -104,6 +104,12 @@ struct index_new_checkpoint {
 	int skeleton_codec;
 	const struct index_storage *storages; /* sorted by file_off */
 	size_t nstorages;
+	/* Blobs the storages' blobs need to be read (deltas' chains, blob.h):
+	 * referenced as storages are (rows in storages with idx < 0, which no
+	 * file, layout or tensor list shows), so they live as long as this
+	 * checkpoint. blob, raw_size, stored_size, crc32, codec are used. */
+	const struct index_storage *extra;
+	size_t nextra;
 	const struct index_tensor *tensors;
 	size_t ntensors;
 	/* An import (ckptd migrate) keeps what the source store said: its id

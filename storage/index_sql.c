@@ -575,6 +575,32 @@ out:
 	return err;
 }
 
+/* The rows of the blobs checkpoint cid's storages need (k->extra): idx -1,
+ * -2, ..., so that deletes drop their references as the storages' while
+ * nothing that lists storages (idx >= 0) sees them. */
+static int extra_insert(struct sqlx *x, struct sql_conn *c, int64_t cid,
+			const struct index_new_checkpoint *k)
+{
+	struct sql_stmt *st;
+	int err;
+
+	for (size_t i = 0; i < k->nextra; i++) {
+		const struct index_storage *s = &k->extra[i];
+		if ((err = prep(&st, x, c,
+				"INSERT INTO storages(checkpoint_id, idx, blob, dtype, file_off,"
+				" nbytes) VALUES(?1, ?2, ?3, ?4, 0, ?5)")) < 0)
+			return err;
+		x->d->bind_int(st, 1, cid);
+		x->d->bind_int(st, 2, -1 - (int64_t)i);
+		bind_hash(x, st, 3, &s->blob);
+		x->d->bind_text(st, 4, dtype_name(s->dtype));
+		x->d->bind_int(st, 5, (int64_t)s->raw_size);
+		if ((err = run_done(x, st)) < 0)
+			return err;
+	}
+	return 0;
+}
+
 /* The storages' rows of checkpoint cid. */
 static int storages_insert(struct sqlx *x, struct sql_conn *c, int64_t cid,
 			   const struct index_new_checkpoint *k)
@@ -583,6 +609,8 @@ static int storages_insert(struct sqlx *x, struct sql_conn *c, int64_t cid,
 	size_t n = k->nstorages;
 	int err;
 
+	if ((err = extra_insert(x, c, cid, k)) < 0)
+		return err;
 	if (x->d->bind_int_array) {
 		if (!n)
 			return 0;
@@ -862,7 +890,7 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 	if ((err = metrics_encode(&metrics, k->metrics, k->nmetrics)) < 0 ||
 	    (err = tags_encode(&tags, k->tags, k->ntags)) < 0)
 		goto out;
-	if (!(refs = calloc(k->nstorages + 1, sizeof(*refs)))) {
+	if (!(refs = calloc(k->nstorages + k->nextra + 1, sizeof(*refs)))) {
 		err = oom();
 		goto out;
 	}
@@ -870,9 +898,15 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 		const struct index_storage *s = &k->storages[i];
 		refs[i] = (struct ref){s->blob, s->raw_size, s->stored_size, s->crc32, s->codec, 1};
 	}
-	refs[k->nstorages] = (struct ref){k->skeleton,	   k->skeleton_size,  k->skeleton_stored,
-					  k->skeleton_crc, k->skeleton_codec, 0};
-	qsort(refs, k->nstorages + 1, sizeof(*refs), cmp_ref);
+	for (size_t i = 0; i < k->nextra; i++) {
+		const struct index_storage *s = &k->extra[i];
+		refs[k->nstorages + i] =
+		    (struct ref){s->blob, s->raw_size, s->stored_size, s->crc32, s->codec, 0};
+	}
+	refs[k->nstorages + k->nextra] =
+	    (struct ref){k->skeleton,	  k->skeleton_size,  k->skeleton_stored,
+			 k->skeleton_crc, k->skeleton_codec, 0};
+	qsort(refs, k->nstorages + k->nextra + 1, sizeof(*refs), cmp_ref);
 	now_rfc3339(now);
 
 	if ((err = conn_get(&c, x)) < 0)
@@ -882,7 +916,7 @@ static int sql_checkpoint_insert(int64_t *id, struct index_dedup *dedup, struct 
 		goto out;
 	if (k->part_of > 0 && (err = staged_lock(x, c, mid, k->part_of)) < 0)
 		goto out;
-	if ((err = blobs_ref(k->dedup ? NULL : &dd, x, c, refs, k->nstorages + 1)) < 0)
+	if ((err = blobs_ref(k->dedup ? NULL : &dd, x, c, refs, k->nstorages + k->nextra + 1)) < 0)
 		goto out;
 #define CKPT_INSERT(ID, OVERRIDE, IDV)                                                             \
 	"INSERT INTO checkpoints(" ID "model_id, run_id, epoch, step, loss,"                       \
@@ -1358,7 +1392,8 @@ static int sql_checkpoint_layout(struct index_layout **out, struct index *idx, i
 	if ((err = prep(&st, x, c,
 			"SELECT s.blob, s.file_off, s.nbytes, b.crc32 FROM storages s"
 			" LEFT JOIN blobs b ON b.hash = s.blob"
-			" WHERE s.checkpoint_id = ?1 ORDER BY s.file_off, s.idx")) < 0)
+			" WHERE s.checkpoint_id = ?1 AND s.idx >= 0 ORDER BY s.file_off, s.idx")) <
+	    0)
 		goto out;
 	x->d->bind_int(st, 1, id);
 	while ((rc = x->d->step(st)) == 1) {
@@ -1484,10 +1519,10 @@ static int sql_checkpoint_tensors(struct index_tensors **out, struct index *idx,
 		 multi ? "SELECT s.blob, s.dtype, s.nbytes, b.crc32, b.refcount, s.file_off,"
 			 " f.part_id FROM files f JOIN storages s ON s.checkpoint_id = f.part_id"
 			 " LEFT JOIN blobs b ON b.hash = s.blob"
-			 " WHERE f.checkpoint_id = ?1 ORDER BY f.part_id, s.idx"
+			 " WHERE f.checkpoint_id = ?1 AND s.idx >= 0 ORDER BY f.part_id, s.idx"
 		       : "SELECT s.blob, s.dtype, s.nbytes, b.crc32, b.refcount, s.file_off,"
 			 " 0 FROM storages s LEFT JOIN blobs b ON b.hash = s.blob"
-			 " WHERE s.checkpoint_id = ?1 ORDER BY s.idx")) < 0)
+			 " WHERE s.checkpoint_id = ?1 AND s.idx >= 0 ORDER BY s.idx")) < 0)
 		goto out;
 	x->d->bind_int(st, 1, id);
 	while ((rc = x->d->step(st)) == 1 && t->nstorages < (size_t)ns) {

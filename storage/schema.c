@@ -25,6 +25,9 @@
  *               resumed_from: the checkpoint this one's run resumed from,
  *               stage_until: set while staged (SPEC 3.2), when it expires)
  *   storages(checkpoint_id, idx, blob, dtype, file_off, nbytes)
+ *                                          idx < 0: a blob the storages need
+ *                                          to be read (a delta's base, blob.h),
+ *                                          in no file (file_off 0)
  *   tensors(checkpoint_id, seq, path, dtype, shape, strides, offset,
  *           storage_idx, nbytes)
  *   files(checkpoint_id, name, part_id)    the files of a checkpoint of

@@ -14,7 +14,11 @@
  *
  * Committing a checkpoint (store_commit):
  *   1. claim the storages' blobs (gc.h): from here no delete removes them;
- *   2. put each into a blob batch: written unless stored already;
+ *   2. put each into a blob batch: written unless stored already, as a
+ *      delta against the same tensor of the run's latest checkpoint when the
+ *      blob store makes deltas and that is smaller; a blob stored as a delta
+ *      needs its chain (blob.h): claimed, checked, and referenced by the
+ *      checkpoint like its storages (index_new_checkpoint.extra);
  *   3. copy every other byte of the upload (the skeleton) into a temporary
  *      file, hashing it; claim and put it too;
  *   4. commit the batch (every blob durable), then the index transaction;
@@ -585,6 +589,143 @@ static int referenced_there(struct store *s, const struct hash *h)
 			hex);
 }
 
+/* ---- deltas (blob.h) ---- */
+
+struct prev_tensor {
+	const char *path;
+	const struct index_storage_row *st;
+};
+
+static int prev_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct prev_tensor *)a)->path, ((const struct prev_tensor *)b)->path);
+}
+
+/* Each storage's delta base into base[i] (has[i] = 1): the blob of the
+ * tensor of the same path, dtype and size in the run's latest checkpoint,
+ * both tensors spanning their whole storage. None for a checkpoint of
+ * several files, or when the blob store makes no deltas. Returns how many. */
+static size_t delta_bases(struct hash *base, uint8_t *has, struct store *s,
+			  const struct index_new_checkpoint *in)
+{
+	struct index_tensors *t = NULL;
+	struct prev_tensor *pv = NULL;
+	size_t np = 0, nb = 0;
+	int64_t prev;
+
+	if (!s->blobs->deltas || in->part_of || in->stage_until || !in->run || !in->ntensors)
+		return 0;
+	if (index_checkpoint_resolve(&prev, s->idx, in->model, "latest", in->run, NULL, 0) < 0 ||
+	    index_checkpoint_tensors(&t, s->idx, prev) < 0) {
+		ck_error_clear(); /* a first checkpoint: no base */
+		return 0;
+	}
+	if (!(pv = calloc(t->ntensors + 1, sizeof(*pv))))
+		goto out;
+	for (size_t j = 0; j < t->ntensors; j++) {
+		const struct index_tensor_row *r = &t->tensors[j];
+		if (r->storage >= t->nstorages)
+			continue;
+		const struct index_storage_row *st = &t->storages[r->storage];
+		if (r->path && r->offset == 0 && r->nbytes == st->nbytes && r->dtype == st->dtype)
+			pv[np++] = (struct prev_tensor){r->path, st};
+	}
+	qsort(pv, np, sizeof(*pv), prev_cmp);
+	for (size_t j = 0; j < in->ntensors; j++) {
+		const struct index_tensor *r = &in->tensors[j];
+		struct prev_tensor key = {r->path, NULL}, *hit;
+		if (!r->path || r->storage >= in->nstorages || has[r->storage])
+			continue;
+		const struct index_storage *st = &in->storages[r->storage];
+		if (r->offset || r->nbytes != st->raw_size || r->dtype != st->dtype ||
+		    !(hit = bsearch(&key, pv, np, sizeof(*pv), prev_cmp)))
+			continue;
+		if (hit->st->dtype != st->dtype || hit->st->nbytes != st->raw_size ||
+		    !memcmp(hit->st->blob.b, st->blob.b, 32))
+			continue;
+		base[r->storage] = hit->st->blob;
+		has[r->storage] = 1;
+		nb++;
+	}
+out:
+	free(pv);
+	index_tensors_free(t);
+	return nb;
+}
+
+/* Claims m's chain and checks that each of its blobs is stored and has a
+ * row: 0, CK_ENOTFOUND (one is gone: a blob stored as a delta and no longer
+ * referenced, whose base went), or an error. */
+static int chain_hold(struct store *s, struct gc_claim *cl, const struct blob_meta *m)
+{
+	int err;
+
+	if ((err = gc_claim_more(cl, m->chain, (size_t)m->nchain)) < 0)
+		return err;
+	for (int j = 0; j < m->nchain; j++) {
+		struct index_blob row;
+		if ((err = index_blob_get(&row, s->idx, &m->chain[j])) < 0 ||
+		    (err = s->blobs->exists(s->blobs, &m->chain[j])) < 0)
+			return err;
+	}
+	return 0;
+}
+
+static int chain_gone(const struct hash *h)
+{
+	char hex[65];
+
+	ck_error_clear();
+	hash_to_hex(hex, h);
+	return ck_error(CK_ECONFLICT,
+			"blob %s, which the upload refers to, is stored as a delta whose base "
+			"is gone (run ckptd verify); send the whole file",
+			hex);
+}
+
+/* The blobs the storages' chains name, once each, as rows of the index
+ * (index_new_checkpoint.extra) into *out (the caller frees it). */
+static int chain_extra(struct index_storage **out, size_t *n, struct store *s,
+		       const struct blob_meta *metas, const struct index_storage *stor, size_t nm)
+{
+	struct index_storage *x = NULL;
+	size_t total = 0, k = 0;
+	int err;
+
+	*out = NULL;
+	*n = 0;
+	for (size_t i = 0; i < nm; i++)
+		total += (size_t)metas[i].nchain;
+	if (!total)
+		return 0;
+	if (!(x = calloc(total, sizeof(*x))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (size_t i = 0; i < nm; i++) {
+		for (int j = 0; j < metas[i].nchain; j++) {
+			const struct hash *h = &metas[i].chain[j];
+			struct index_blob row;
+			size_t q = 0;
+			while (q < k && memcmp(x[q].blob.b, h->b, 32))
+				q++;
+			if (q < k)
+				continue;
+			if ((err = index_blob_get(&row, s->idx, h)) < 0) {
+				free(x);
+				return err == CK_ENOTFOUND ? chain_gone(&metas[i].hash) : err;
+			}
+			x[k++] = (struct index_storage){.blob = *h,
+							.raw_size = row.raw_size,
+							.stored_size = row.stored_size,
+							.crc32 = row.crc32,
+							.codec = row.codec,
+							.dtype = stor[i].dtype};
+		}
+	}
+	*out = x;
+	*n = k;
+	return 0;
+}
+
 int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 		 const struct store_upload *u)
 {
@@ -594,7 +735,10 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 	struct blob_meta *metas = NULL, skel = {0};
 	struct blob_batch *bt = NULL;
 	struct gc_claim *cl = NULL;
-	struct hash *hashes = NULL;
+	struct hash *hashes = NULL, *bases = NULL;
+	uint8_t *has_base = NULL;
+	struct index_storage *extra = NULL;
+	size_t nbases, nextra = 0;
 	int skel_fd = -1, skel_put = 0, committed = 0, err;
 	struct index_freed replaced = {0};
 	int64_t cid = 0;
@@ -604,8 +748,10 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 	k.replaced = &replaced;
 	stor = calloc(in->nstorages + 1, sizeof(*stor));
 	metas = calloc(in->nstorages + 1, sizeof(*metas));
-	hashes = calloc(in->nstorages + 1, sizeof(*hashes));
-	if (!stor || !metas || !hashes) {
+	hashes = calloc(2 * in->nstorages + 1, sizeof(*hashes));
+	bases = calloc(in->nstorages + 1, sizeof(*bases));
+	has_base = calloc(in->nstorages + 1, 1);
+	if (!stor || !metas || !hashes || !bases || !has_base) {
 		err = ck_error(CK_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -616,8 +762,15 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 		metas[i].raw_size = stor[i].raw_size;
 		metas[i].crc32 = stor[i].crc32;
 	}
-	/* 1. claims, before anything asks whether a blob is stored */
-	if ((err = gc_claim(&cl, s->gc, hashes, in->nstorages)) < 0)
+	/* 1. claims, before anything asks whether a blob is stored (the
+	 * deltas' bases too: read while the blobs are encoded) */
+	nbases = delta_bases(bases, has_base, s, in);
+	for (size_t i = 0, k = in->nstorages; i < in->nstorages; i++)
+		if (has_base[i]) {
+			hashes[k++] = bases[i];
+			metas[i].delta_base = &bases[i];
+		}
+	if ((err = gc_claim(&cl, s->gc, hashes, in->nstorages + nbases)) < 0)
 		goto out;
 	/* 2. the storages: those sent while the upload arrived are in its
 	 * batch already */
@@ -643,6 +796,24 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 		if ((err = s->blobs->batch_put_fd(bt, &metas[i], u->fd, stor[i].file_off,
 						  stor[i].dtype)) < 0)
 			goto out;
+		if (!metas[i].nchain)
+			continue;
+		/* stored as a delta: its chain is kept with it, or, gone, the
+		 * blob is stored whole from the upload */
+		if ((err = chain_hold(s, cl, &metas[i])) != CK_ENOTFOUND) {
+			if (err < 0)
+				goto out;
+			continue;
+		}
+		if (u->referenced && u->referenced[i]) {
+			err = chain_gone(&metas[i].hash);
+			goto out;
+		}
+		ck_error_clear();
+		metas[i].full_only = 1;
+		if ((err = s->blobs->batch_put_fd(bt, &metas[i], u->fd, stor[i].file_off,
+						  stor[i].dtype)) < 0)
+			goto out;
 	}
 	/* 3. the skeleton */
 	if ((err = skeleton_write(&skel_fd, &skel, s, u->fd, in->size, stor, in->nstorages)) < 0 ||
@@ -663,9 +834,31 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 	if ((err = s->blobs->batch_commit(bt)) < 0)
 		goto out;
 	for (size_t i = 0; i < in->nstorages; i++) {
+		struct hash ch[BLOB_MAX_CHAIN];
+		int nc;
 		stor[i].stored_size = metas[i].stored_size;
 		stor[i].codec = metas[i].codec;
+		if (metas[i].existed || !metas[i].nchain)
+			continue;
+		/* A delta this upload wrote: another may have put its own first
+		 * (never replaced: blob_fs.c); what is stored is what counts. */
+		if ((err = s->blobs->chain(s->blobs, &metas[i].hash, ch, &nc)) < 0)
+			goto out;
+		if (nc == metas[i].nchain &&
+		    !memcmp(ch, metas[i].chain, sizeof(ch[0]) * (size_t)nc))
+			continue;
+		memcpy(metas[i].chain, ch, sizeof(ch[0]) * (size_t)nc);
+		metas[i].nchain = nc;
+		if (nc && (err = chain_hold(s, cl, &metas[i])) < 0) {
+			if (err == CK_ENOTFOUND)
+				err = chain_gone(&metas[i].hash);
+			goto out;
+		}
 	}
+	if ((err = chain_extra(&extra, &nextra, s, metas, stor, in->nstorages)) < 0)
+		goto out;
+	k.extra = extra;
+	k.nextra = nextra;
 	k.storages = stor;
 	k.skeleton = skel.hash;
 	k.skeleton_size = skel.raw_size;
@@ -692,6 +885,9 @@ out:
 	free(stor);
 	free(metas);
 	free(hashes);
+	free(bases);
+	free(has_base);
+	free(extra);
 	/* 5. retention: a failure there does not undo the commit; nothing
 	 * staged is visible to it yet */
 	if (committed && !in->stage_until && !in->part_of &&
@@ -990,6 +1186,19 @@ int store_hold(struct store_hold **out, struct store *s, const struct hash *h, s
 		free(hd);
 		return err;
 	}
+	/* A blob stored as a delta is read through its chain: held too. */
+	for (size_t i = 0; s->blobs->deltas && i < n; i++) {
+		struct hash ch[BLOB_MAX_CHAIN];
+		int nc = 0;
+		if (s->blobs->chain(s->blobs, &h[i], ch, &nc) < 0) {
+			ck_error_clear(); /* not stored: its reads will say so */
+			continue;
+		}
+		if (nc && (err = gc_claim_more(hd->cl, ch, (size_t)nc)) < 0) {
+			store_hold_end(hd);
+			return err;
+		}
+	}
 	*out = hd;
 	return 0;
 }
@@ -1120,7 +1329,7 @@ static int migrate_blob(struct copied *c, struct store_migrate_report *rep, stru
 {
 	struct index_blob row;
 	struct blob_reader *rd = NULL;
-	struct blob_meta meta = {*h, raw_size, crc, 0, 0, 0};
+	struct blob_meta meta = {.hash = *h, .raw_size = raw_size, .crc32 = crc, .full_only = 1};
 	struct hasher *hs = NULL;
 	uint8_t *buf = NULL;
 	uint64_t raw_off = 0;

@@ -2,8 +2,9 @@
  * test_blob.c: the local-directory blob store (storage/blob_fs.c under the
  * codec layer of blob_store.c, blob.c): put/commit/read, dedup, durability
  * leftovers, temporaries of several processes, listing, removal,
- * concurrency, codecs, damaged stored files, and stores written by earlier
- * versions.
+ * concurrency, codecs, damaged stored files, stores written by earlier
+ * versions, and deltas (chains, bounded length, the first delta in place
+ * kept, whole forms preferred, a lost base an error).
  */
 #include <check.h>
 #include <dirent.h>
@@ -720,6 +721,146 @@ START_TEST(test_blob_many_blobs_in_one_batch_commit)
 }
 END_TEST
 
+/* weights moved a little: each float scaled by 1 + k * 1e-4 * (its index's
+ * parity sign), so deltas against p pay */
+static uint8_t *moved(const uint8_t *p, size_t n, int k)
+{
+	uint8_t *b = malloc(n);
+
+	ck_assert_ptr_nonnull(b);
+	for (size_t i = 0; i < n; i += 4) {
+		float f;
+		memcpy(&f, p + i, 4);
+		f *= 1.0f + (float)k * 1e-4f * ((i / 4) % 2 ? 1.0f : -1.0f);
+		memcpy(b + i, &f, 4);
+	}
+	return b;
+}
+
+/* Puts p against base (NULL: none) in its own batch; returns the codec. */
+static int put_delta(struct blob_backend *b, struct blob_meta *m, const uint8_t *p, size_t n,
+		     const struct hash *base)
+{
+	struct blob_batch *bt = NULL;
+	int fd = source(m, p, n);
+
+	m->delta_base = base;
+	ck_assert_int_eq(b->batch_begin(&bt, b), 0);
+	ck_assert_int_eq(b->batch_put_fd(bt, m, fd, 0, DT_FLOAT32), 0);
+	ck_assert_int_eq(b->batch_commit(bt), 0);
+	b->batch_free(bt);
+	close(fd);
+	return m->codec;
+}
+
+START_TEST(test_blob_delta_chains_are_bounded_and_read_through_their_bases)
+{
+	struct blob_backend *b = NULL;
+	struct blob_meta m[5];
+	struct hash chain[BLOB_MAX_CHAIN];
+	size_t n = (1 << 20) + 4096;
+	uint8_t *w[5];
+	int nc;
+
+	ck_assert_int_eq(blob_fs_open(&b, dir, 1), 0);
+	ck_assert(b->deltas);
+	w[0] = weights(n);
+	ck_assert_int_eq(put_delta(b, &m[0], w[0], n, NULL), CODEC_PLANES);
+	for (int i = 1; i < 5; i++) {
+		w[i] = moved(w[i - 1], n, i);
+		int codec = put_delta(b, &m[i], w[i], n, &m[i - 1].hash);
+		/* three deltas, then a whole blob (a key frame) */
+		ck_assert_int_eq(codec, i < 4 ? CODEC_DELTA : CODEC_PLANES);
+		ck_assert_int_eq(m[i].nchain, i < 4 ? i : 0);
+		ck_assert_int_eq(b->chain(b, &m[i].hash, chain, &nc), 0);
+		ck_assert_int_eq(nc, m[i].nchain);
+		for (int j = 0; j < nc; j++)
+			ck_assert_int_eq(memcmp(chain[j].b, m[i - 1 - j].hash.b, 32), 0);
+		if (i < 4)
+			ck_assert_uint_lt(m[i].stored_size, m[0].stored_size);
+	}
+	for (int i = 0; i < 5; i++)
+		check_reads(b, &m[i].hash, w[i], n);
+	/* a put of stored bytes finds the delta and its chain */
+	struct blob_meta again;
+	ck_assert_int_eq(put_one(b, &again, w[3], n, DT_FLOAT32), 1);
+	ck_assert_int_eq(again.codec, CODEC_DELTA);
+	ck_assert_int_eq(again.nchain, 3);
+	/* listing names each blob once; remove takes the delta's file too */
+	struct seen sn = {0};
+	ck_assert_int_eq(b->foreach (b, collect, &sn), 0);
+	ck_assert_int_eq(sn.n, 5);
+	ck_assert_int_eq(b->remove(b, &m[3].hash), 0);
+	ck_assert_int_eq(b->exists(b, &m[3].hash), CK_ENOTFOUND);
+	/* a lost base: the delta answers an error, never other bytes */
+	ck_assert_int_eq(b->remove(b, &m[1].hash), 0);
+	struct blob_reader *r = NULL;
+	ck_assert_int_eq(b->open(&r, b, &m[2].hash), CK_ECORRUPT);
+	ck_assert_ptr_null(r);
+	/* a whole form put beside it is read first, whatever the chain */
+	struct blob_meta whole;
+	int fd = source(&whole, w[2], n);
+	struct blob_batch *bt = NULL;
+	whole.full_only = 1;
+	ck_assert_int_eq(b->batch_begin(&bt, b), 0);
+	ck_assert_int_eq(b->batch_put_fd(bt, &whole, fd, 0, DT_FLOAT32), 0);
+	ck_assert_int_eq(whole.existed, 0);
+	ck_assert_int_eq(b->batch_commit(bt), 0);
+	b->batch_free(bt);
+	close(fd);
+	check_reads(b, &m[2].hash, w[2], n);
+	ck_assert_int_eq(b->chain(b, &m[2].hash, chain, &nc), 0);
+	ck_assert_int_eq(nc, 0);
+	for (int i = 0; i < 5; i++)
+		free(w[i]);
+	b->free(b);
+}
+END_TEST
+
+START_TEST(test_blob_delta_first_in_place_stays)
+{
+	struct blob_backend *b = NULL;
+	struct blob_meta a1, a2, x1, x2;
+	struct blob_batch *bt1 = NULL, *bt2 = NULL;
+	struct hash chain[BLOB_MAX_CHAIN];
+	size_t n = 256 * 1024;
+	uint8_t *w = weights(n), *v1 = moved(w, n, 3), *v2 = moved(w, n, -3), *x = moved(w, n, 1);
+	int fd1, fd2, nc;
+
+	ck_assert_int_eq(blob_fs_open(&b, dir, 1), 0);
+	put_delta(b, &a1, v1, n, NULL);
+	put_delta(b, &a2, v2, n, NULL);
+	/* two batches put the same new bytes against different bases */
+	fd1 = source(&x1, x, n);
+	fd2 = source(&x2, x, n);
+	x1.delta_base = &a1.hash;
+	x2.delta_base = &a2.hash;
+	ck_assert_int_eq(b->batch_begin(&bt1, b), 0);
+	ck_assert_int_eq(b->batch_begin(&bt2, b), 0);
+	ck_assert_int_eq(b->batch_put_fd(bt1, &x1, fd1, 0, DT_FLOAT32), 0);
+	ck_assert_int_eq(b->batch_put_fd(bt2, &x2, fd2, 0, DT_FLOAT32), 0);
+	ck_assert_int_eq(x1.codec, CODEC_DELTA);
+	ck_assert_int_eq(x2.codec, CODEC_DELTA);
+	ck_assert_int_eq(b->batch_commit(bt1), 0);
+	ck_assert_int_eq(b->batch_commit(bt2), 0);
+	b->batch_free(bt1);
+	b->batch_free(bt2);
+	/* the second did not replace the first: the chain is a1's */
+	ck_assert_int_eq(b->chain(b, &x1.hash, chain, &nc), 0);
+	ck_assert_int_eq(nc, 1);
+	ck_assert_int_eq(memcmp(chain[0].b, a1.hash.b, 32), 0);
+	check_reads(b, &x1.hash, x, n);
+	ck_assert_uint_eq(count_files("tmp"), 0);
+	close(fd1);
+	close(fd2);
+	free(w);
+	free(v1);
+	free(v2);
+	free(x);
+	b->free(b);
+}
+END_TEST
+
 static Suite *blob_suite(void)
 {
 	Suite *s = suite_create("blob");
@@ -744,6 +885,8 @@ static Suite *blob_suite(void)
 	tcase_add_test(tc, test_blob_empty_blob_round_trips);
 	tcase_add_test(tc, test_blob_damaged_compressed_file_is_corrupt_not_a_crash);
 	tcase_add_test(tc, test_blob_many_blobs_in_one_batch_commit);
+	tcase_add_test(tc, test_blob_delta_chains_are_bounded_and_read_through_their_bases);
+	tcase_add_test(tc, test_blob_delta_first_in_place_stays);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,7 +1,9 @@
 /*
  * test_codec.c: the blob codec (storage/codec.c): round trips per dtype,
  * raw fallback for incompressible data, the byte-plane ratio on weight-like
- * data, random-access reads, and damaged containers rejected.
+ * data, random-access reads, and damaged containers rejected; deltas against
+ * a base (both kinds, every float dtype, special values bit for bit, their
+ * chain, the cases that make none).
  */
 #include <check.h>
 #include <math.h>
@@ -362,6 +364,198 @@ START_TEST(test_codec_rejects_short_source)
 }
 END_TEST
 
+/* ---- deltas ---- */
+
+/* The same weights one training step later: each element of base (n bytes
+ * of dtype dt, made by make_weights) moved by about 0.1%, and a few special
+ * values (NaN, infinities, -0, subnormal) in both, so every bit must come
+ * back. */
+static uint8_t *make_next(const uint8_t *base, size_t n, enum dtype dt)
+{
+	uint8_t *b = malloc(n);
+	size_t E = dt == DT_FLOAT64 ? 8 : dt == DT_FLOAT32 ? 4 : 2;
+
+	ck_assert_ptr_nonnull(b);
+	memcpy(b, base, n);
+	for (size_t i = 0; i + E <= n; i += E) {
+		double step = 1.0 + normal() * 1e-3;
+		if (dt == DT_FLOAT64) {
+			double d;
+			memcpy(&d, b + i, 8);
+			d *= step;
+			memcpy(b + i, &d, 8);
+		} else if (dt == DT_FLOAT32) {
+			float f;
+			memcpy(&f, b + i, 4);
+			f = (float)(f * step);
+			memcpy(b + i, &f, 4);
+		} else {
+			/* 16-bit: move the bit pattern by -2..2 ulps */
+			uint16_t h;
+			memcpy(&h, b + i, 2);
+			h = (uint16_t)(h + (int)(rng() % 5) - 2);
+			memcpy(b + i, &h, 2);
+		}
+	}
+	/* special patterns: all ones (NaN), top bit only (-0), 1 (subnormal),
+	 * the sign flipped, in both the base's and the new element's place */
+	for (size_t k = 0; k < 4; k++) {
+		size_t at = (k * 7919 * E) % (n - E);
+		at -= at % E;
+		memset(b + at, k == 0 ? 0xff : 0, E);
+		if (k == 1)
+			b[at + E - 1] = 0x80;
+		if (k == 2)
+			b[at] = 1;
+		if (k == 3)
+			b[at + E - 1] = (uint8_t)(base[at + E - 1] ^ 0x80);
+	}
+	return b;
+}
+
+static int read_mem(void *arg, void *buf, size_t n, uint64_t off)
+{
+	memcpy(buf, (const uint8_t *)arg + off, n);
+	return 0;
+}
+
+/* Encodes data against base as kind, with the base's own chain of nb
+ * hashes; returns the codec and the ratio, and leaves the container in
+ * *out_fd (the caller closes it). */
+static int delta_encode(double *ratio, int *out_fd, const uint8_t *data, const uint8_t *base,
+			size_t n, enum dtype dt, int kind, const struct hash *bchain, int nb)
+{
+	struct codec_enc *e = NULL;
+	struct codec_base b = {read_mem, (void *)base, n, {{0}}, bchain, nb};
+	int in = memfd_with(data, n), out = memfd_create("out", 0), codec = -1;
+	uint64_t stored = 0;
+
+	memset(b.hash.b, 0xba, sizeof(b.hash.b));
+	ck_assert_int_eq(codec_enc_new(&e), 0);
+	ck_assert_int_eq(codec_encode_delta_fd(&codec, &stored, e, out, in, 0, n, dt, &b, kind), 0);
+	codec_enc_free(e);
+	close(in);
+	*ratio = (double)stored / (double)n;
+	*out_fd = out;
+	return codec;
+}
+
+START_TEST(test_codec_delta_round_trips_every_float_dtype_bit_for_bit)
+{
+	static const enum dtype dts[] = {DT_FLOAT32, DT_FLOAT64, DT_BFLOAT16, DT_FLOAT16};
+	for (size_t i = 0; i < sizeof(dts) / sizeof(dts[0]); i++) {
+		for (int kind = CODEC_DELTA_XOR; kind <= CODEC_DELTA_SUB; kind++) {
+			size_t n = 2 * CODEC_CHUNK_SIZE + 8 * 1000; /* a short last chunk */
+			uint8_t *base = make_weights(n, dts[i]), *next = make_next(base, n, dts[i]);
+			uint8_t *back = malloc(n);
+			struct codec_reader *r = NULL;
+			struct hash chain[CODEC_MAX_CHAIN];
+			double ratio, whole = round_trip(next, n, dts[i], CODEC_PLANES);
+			int fd;
+
+			ck_assert_ptr_nonnull(back);
+			ck_assert_int_eq(
+			    delta_encode(&ratio, &fd, next, base, n, dts[i], kind, NULL, 0),
+			    CODEC_DELTA);
+			ck_assert_msg(ratio < whole, "dtype %d kind %d: delta %.3f, whole %.3f",
+				      dts[i], kind, ratio, whole);
+			ck_assert_int_eq(codec_reader_open_fd(&r, fd), 0);
+			ck_assert_int_eq(codec_reader_codec(r), CODEC_DELTA);
+			ck_assert_int_eq(codec_reader_chain(r, chain), 1);
+			ck_assert_uint_eq(chain[0].b[0], 0xba);
+			/* without its base a delta is unreadable, never garbage */
+			ck_assert_int_eq(codec_reader_read(r, back, 16, 0), CK_ECORRUPT);
+			codec_reader_set_base(r, read_mem, base);
+			ck_assert_int_eq(codec_reader_read(r, back, n, 0), 0);
+			ck_assert_int_eq(memcmp(back, next, n), 0);
+			ck_assert_int_eq(codec_reader_read(r, back, 200, CODEC_CHUNK_SIZE - 100),
+					 0);
+			ck_assert_int_eq(memcmp(back, next + CODEC_CHUNK_SIZE - 100, 200), 0);
+			ck_assert_int_eq(codec_reader_read(r, back, 3, n - 3), 0);
+			ck_assert_int_eq(memcmp(back, next + n - 3, 3), 0);
+			codec_reader_free(r);
+			close(fd);
+			free(base);
+			free(next);
+			free(back);
+		}
+	}
+}
+END_TEST
+
+START_TEST(test_codec_delta_header_names_the_whole_chain)
+{
+	size_t n = 64 * 1024;
+	uint8_t *base = make_weights(n, DT_FLOAT32), *next = make_next(base, n, DT_FLOAT32);
+	struct hash bchain[CODEC_MAX_CHAIN], chain[CODEC_MAX_CHAIN];
+	struct codec_reader *r = NULL;
+	uint8_t byte;
+	double ratio;
+	int fd;
+
+	for (int j = 0; j < CODEC_MAX_CHAIN; j++)
+		memset(bchain[j].b, 0x10 + j, 32);
+	/* a base with a chain of its own: the delta's chain is one longer */
+	ck_assert_int_eq(delta_encode(&ratio, &fd, next, base, n, DT_FLOAT32, CODEC_DELTA_SUB,
+				      bchain, CODEC_MAX_CHAIN - 1),
+			 CODEC_DELTA);
+	ck_assert_int_eq(codec_reader_open_fd(&r, fd), 0);
+	ck_assert_int_eq(codec_reader_chain(r, chain), CODEC_MAX_CHAIN);
+	ck_assert_uint_eq(chain[0].b[0], 0xba);
+	for (int j = 1; j < CODEC_MAX_CHAIN; j++)
+		ck_assert_int_eq(memcmp(chain[j].b, bchain[j - 1].b, 32), 0);
+	codec_reader_free(r);
+	/* a damaged chain is caught at open */
+	ck_assert_int_eq(pread(fd, &byte, 1, CODEC_HEADER_SIZE + 40), 1);
+	byte ^= 1;
+	ck_assert_int_eq(pwrite(fd, &byte, 1, CODEC_HEADER_SIZE + 40), 1);
+	ck_assert_int_eq(codec_reader_open_fd(&r, fd), CK_ECORRUPT);
+	ck_assert_ptr_null(r);
+	close(fd);
+	free(base);
+	free(next);
+}
+END_TEST
+
+START_TEST(test_codec_delta_made_only_where_it_can_be_and_pays)
+{
+	size_t n = 64 * 1024;
+	uint8_t *base = make_weights(n, DT_FLOAT32), *next = make_next(base, n, DT_FLOAT32);
+	uint8_t *other = malloc(n);
+	struct hash bchain[CODEC_MAX_CHAIN] = {{{0}}};
+	double ratio;
+	int fd;
+
+	ck_assert_ptr_nonnull(other);
+	/* other weights of the same kind: the base shifted by one element */
+	memcpy(other, base + 4, n - 4);
+	memcpy(other + n - 4, base, 4);
+	/* the chain would be longer than allowed: a key frame instead */
+	ck_assert_int_eq(delta_encode(&ratio, &fd, next, base, n, DT_FLOAT32, CODEC_DELTA_SUB,
+				      bchain, CODEC_MAX_CHAIN),
+			 CODEC_RAW);
+	close(fd);
+	/* no float type of 2, 4 or 8 bytes */
+	ck_assert_int_eq(
+	    delta_encode(&ratio, &fd, next, base, n, DT_FLOAT8_E4M3FN, CODEC_DELTA_SUB, NULL, 0),
+	    CODEC_RAW);
+	close(fd);
+	ck_assert_int_eq(
+	    delta_encode(&ratio, &fd, next, base, n, DT_INT64, CODEC_DELTA_SUB, NULL, 0),
+	    CODEC_RAW);
+	close(fd);
+	/* against unrelated weights the delta is no smaller than the blob's
+	 * own encoding (though smaller than raw) */
+	ck_assert_int_eq(
+	    delta_encode(&ratio, &fd, next, other, n, DT_FLOAT32, CODEC_DELTA_SUB, NULL, 0),
+	    CODEC_RAW);
+	close(fd);
+	free(base);
+	free(next);
+	free(other);
+}
+END_TEST
+
 static Suite *codec_suite(void)
 {
 	Suite *s = suite_create("codec");
@@ -377,6 +571,9 @@ static Suite *codec_suite(void)
 	tcase_add_test(tc, test_codec_rejects_damaged_chunk_data);
 	tcase_add_test(tc, test_codec_reads_through_a_callback_and_passes_its_errors_on);
 	tcase_add_test(tc, test_codec_rejects_short_source);
+	tcase_add_test(tc, test_codec_delta_round_trips_every_float_dtype_bit_for_bit);
+	tcase_add_test(tc, test_codec_delta_header_names_the_whole_chain);
+	tcase_add_test(tc, test_codec_delta_made_only_where_it_can_be_and_pays);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -3,8 +3,8 @@ outside, ckptd's offline commands, checkpoint files built with torch, and
 damaged copies of them.
 
 Data directory (README "On-disk format"): blob files live at
-DIR/blobs/ab/<62 hex> (raw) or <62 hex>.z (compressed; a blob may exist
-under both names), temporary blob files in DIR/blobs/tmp/, upload spools in
+DIR/blobs/ab/<62 hex> (raw), <62 hex>.z (compressed) or <62 hex>.d (a
+delta against other blobs; a blob may exist under several names), temporary blob files in DIR/blobs/tmp/, upload spools in
 DIR/tmp/ (O_TMPFILE, so never visible by name).
 """
 
@@ -21,7 +21,7 @@ import zlib
 from . import ckptd
 
 HEX2 = re.compile(r"^[0-9a-f]{2}$")
-BLOB_NAME = re.compile(r"^[0-9a-f]{62}(\.z)?$")
+BLOB_NAME = re.compile(r"^[0-9a-f]{62}(\.[zd])?$")
 
 
 # -- the data directory -------------------------------------------------------
@@ -35,12 +35,12 @@ def blob_files(data_dir):
     return blob_files_in(os.path.join(data_dir, "blobs"))
 
 
-BLOB_KEY = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{62})(\.z)?$")
+BLOB_KEY = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{62})(\.[zd])?$")
 
 
 def blob_objects(prefix):
     """blob_files of the blobs ckptd keeps on S3 under prefix: keys
-    PREFIX/ab/<62 hex>[.z]."""
+    PREFIX/ab/<62 hex>[.z|.d]."""
     from . import s3
     hashes, strays = set(), []
     for k in s3.Client.from_env().list(prefix + "/"):
