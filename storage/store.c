@@ -928,9 +928,10 @@ static void keeps_wait(struct store *s)
 int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, int64_t until)
 {
 	struct blob_meta *metas = calloc(n + 1, sizeof(*metas));
-	struct hash *hashes = calloc(n + 1, sizeof(*hashes));
+	struct hash *hashes = calloc(n * (1 + BLOB_MAX_CHAIN) + 1, sizeof(*hashes));
 	struct blob_batch *bt = NULL;
 	struct gc_claim *cl = NULL;
+	size_t nh = n;
 	int err;
 
 	gc_expire(s->gc);
@@ -949,12 +950,19 @@ int store_keep(struct store *s, int fd, const struct store_piece *p, size_t n, i
 	if ((err = gc_claim(&cl, s->gc, hashes, n)) < 0 ||
 	    (err = s->blobs->batch_begin(&bt, s->blobs)) < 0)
 		goto out;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		if ((err = s->blobs->batch_put_fd(bt, &metas[i], fd, p[i].off, DT_INVALID)) < 0)
 			goto out;
+		/* stored already as a delta: its chain is kept with it */
+		if (metas[i].nchain &&
+		    (err = gc_claim_more(cl, metas[i].chain, (size_t)metas[i].nchain)) < 0)
+			goto out;
+		for (int j = 0; j < metas[i].nchain; j++)
+			hashes[nh++] = metas[i].chain[j];
+	}
 	if ((err = s->blobs->batch_commit(bt)) < 0)
 		goto out;
-	gc_keep(cl, until, hashes, n);
+	gc_keep(cl, until, hashes, nh);
 	cl = NULL;
 out:
 	if (bt)
