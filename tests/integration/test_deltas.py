@@ -13,6 +13,13 @@ the checkpoints the deltas were made against leaves the others whole, and
 A base removed by hand makes its delta unreadable (an error, never other
 bytes) and the next upload of those bytes stores them whole again.
 
+kill -9 while deltas are written (SPEC 8 for the new write path): a 48 MB
+model's epochs go into one run, each killed after a random delay and the
+daemon restarted on its directory; every checkpoint answered or committed
+is there and downloads byte for byte, nothing half-stored is visible, older
+epochs (the deltas' bases) are deleted between rounds, and `ckptd verify` and
+`ckptd gc` find nothing wrong.
+
 Deltas need a blob store that never replaces a delta's file (a local
 directory): on the S3 run there are none, which the test checks too.
 """
@@ -20,7 +27,10 @@ directory): on the S3 run there are none, which the test checks too.
 import http.client
 import io
 import os
+import random
 import sys
+import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -193,6 +203,116 @@ class Deltas(ckptd.DaemonCase):
         # the same bytes again: stored whole, and epoch 2 reads again
         self.d.upload_ok("lost", files[1], {"run": "r", "epoch": 3})
         self.assert_file(b, files[1], "lost")
+
+
+KILL_ROUNDS = int(os.environ.get("CKPTD_DELTA_KILL_ROUNDS") or 6)
+
+
+class Trainer:
+    """A 48 MB float32 model whose every step moves each weight a little."""
+
+    def __init__(self, seed):
+        import torch
+
+        self.g = torch.Generator().manual_seed(seed)
+        self.w = {"layer%d.weight" % k: torch.randn(1 << 20, generator=self.g) * 0.02
+                  for k in range(12)}
+        self.epoch = 0
+
+    def save(self, path):
+        import torch
+
+        self.epoch += 1
+        for k in self.w:
+            self.w[k] = self.w[k] - 1e-5 * torch.randn(self.w[k].shape, generator=self.g)
+        torch.save({"epoch": self.epoch, "model_state_dict": self.w}, path)
+        return ckptd.sha256_file(path), os.path.getsize(path)
+
+
+class KillNineWithDeltas(unittest.TestCase):
+    def test_kill_9_while_deltas_are_written(self):
+        seed = random.SystemRandom().randrange(1 << 31)
+        rng = random.Random(seed)
+        work = ckptd.work_dir()
+        data, path = os.path.join(work, "data"), os.path.join(work, "epoch.pth")
+        tr = Trainer(seed)
+        known = {}  # id -> (sha256, size)
+        d = ckptd.Daemon(data_dir=data, name="dkill-0").start()
+        try:
+            for _ in range(2):
+                sh, n = tr.save(path)
+                t0 = time.time()
+                r = d.stream_upload("dk", path, {"run": "train", "epoch": tr.epoch})
+                took = time.time() - t0
+                self.assertEqual(r.status, 201, r)
+                known[r.json()["id"]] = (sh, n)
+            deltas = len(delta_files(data))
+            print("  delta kill: seed %d; a %.0f MB epoch takes %.2fs; %d delta files"
+                  % (seed, n / 1e6, took, deltas), flush=True)
+            if not ON_S3:
+                self.assertGreater(deltas, 0, "the second epoch should be stored as deltas")
+            for rnd in range(KILL_ROUNDS):
+                sh, n = tr.save(path)
+                # an upload after a restart reads its bases from the disk:
+                # slower than the measured one
+                delay = rng.uniform(0, 3 * took)
+                out = {}
+
+                def upload():
+                    try:
+                        r = d.stream_upload("dk", path, {"run": "train", "epoch": tr.epoch},
+                                            timeout=120)
+                        out["status"], out["body"] = r.status, r.body
+                    except Exception as e:  # the daemon died under it
+                        out["error"] = repr(e)
+
+                t = threading.Thread(target=upload, daemon=True)
+                t.start()
+                time.sleep(delay)
+                d.kill()
+                t.join(60)
+                what = "round %d (seed %d, delay %.3fs of %.2fs)" % (rnd, seed, delay, took)
+                d = ckptd.Daemon(data_dir=data, name="dkill-%d" % (rnd + 1)).start()
+                self.assertEqual(store.leftovers(data), [], what)
+                listed = {c["id"]: c for c in
+                          d.get_json("/models/dk/checkpoints?limit=1000")["checkpoints"]}
+                if out.get("status") == 201:
+                    self.assertIn(ckptd.Response(201, {}, out["body"]).json()["id"], listed, what)
+                elif "status" in out:
+                    self.fail("%s: answered %d %r" % (what, out["status"], out["body"][:300]))
+                new = [cid for cid in listed if cid not in known]
+                self.assertLessEqual(len(new), 1, what)
+                for cid in new:
+                    self.assertEqual((listed[cid]["sha256"], listed[cid]["size"]), (sh, n), what)
+                    known[cid] = (sh, n)
+                self.assertEqual(sorted(known), sorted(listed), what)
+                for cid in set(new) | {rng.choice(sorted(known))}:
+                    st, _h, got, glen = d.stream_download("/models/dk/checkpoints/%d/file" % cid)
+                    self.assertEqual((st, got, glen), (200,) + known[cid],
+                                     "%s: checkpoint %d" % (what, cid))
+                v = store.cli("verify", "--data", data)
+                self.assertEqual(v.returncode, 0, what + v.stdout + v.stderr)
+                self.assertIn(" 0 damaged, 0 missing", v.stdout, what)
+                while len(known) > 3:  # the oldest: some deltas' bases
+                    old = min(known)
+                    r = d.request("DELETE", "/models/dk/checkpoints/%d" % old)
+                    self.assertEqual(r.status, 204, r)
+                    del known[old]
+                print("  delta kill round %d: delay %.3fs: %s; %d delta files" % (
+                    rnd, delay, "answered" if "status" in out else
+                    ("committed" if new else "not stored"), len(delta_files(data))), flush=True)
+            for cid, (sh, n) in sorted(known.items()):
+                st, _h, got, glen = d.stream_download("/models/dk/checkpoints/%d/file" % cid)
+                self.assertEqual((st, got, glen), (200, sh, n), "checkpoint %d" % cid)
+            blobs = d.stats()["blobs"]
+            d.stop_checked()
+            g = store.cli("gc", "--data", data)
+            self.assertEqual(g.returncode, 0, g.stdout + g.stderr)
+            self.assertIn("removed 0 unreferenced blobs", g.stdout)
+            hashes, strays = store.blob_files(data)
+            self.assertEqual((len(hashes), strays), (blobs, []))
+        finally:
+            d.kill()
 
 
 if __name__ == "__main__":
