@@ -72,11 +72,15 @@ static struct hash H(int n) {
 	return h;
 }
 
+/* Blobs the next insert's storages need (index_new_checkpoint.extra). */
+static const struct index_storage *next_extra;
+static size_t next_nextra;
+
 /* Inserts a checkpoint of model m with storages named by blob numbers and an
  * optional metric. */
-static int64_t
-insert_m(const char *m, const char *run, double loss, int epoch, const int *blobs, size_t n,
-	 int skel, struct index_dedup *dedup_out, const char *metric, double mval)
+static int64_t insert_m(const char *m, const char *run, double loss, int epoch, const int *blobs,
+			size_t n, int skel, struct index_dedup *dedup_out, const char *metric,
+			double mval)
 {
 	struct index_storage st[8];
 	struct index_tensor t[8];
@@ -114,6 +118,10 @@ insert_m(const char *m, const char *run, double loss, int epoch, const int *blob
 	k.nstorages = n;
 	k.tensors = t;
 	k.ntensors = n;
+	k.extra = next_extra;
+	k.nextra = next_nextra;
+	next_extra = NULL;
+	next_nextra = 0;
 	ck_assert_msg(index_checkpoint_insert(&id, &dedup, idx, &k) == 0, "%s", ck_errmsg());
 	if (dedup_out)
 		*dedup_out = dedup;
@@ -288,6 +296,49 @@ START_TEST(test_index_delete_frees_only_unshared_blobs)
 	ck_assert_int_eq(st.blobs, 0);
 	ck_assert_int_eq(st.checkpoints, 0);
 	ck_assert_int_eq(st.models, 0);
+}
+END_TEST
+
+START_TEST(test_index_extra_blobs_live_with_the_checkpoint_and_stay_out_of_its_files)
+{
+	/* checkpoint 2's storage is a delta against blob 1, checkpoint 1's */
+	int a[] = {1}, b[] = {2};
+	struct index_storage extra = {H(1), 16, 16, 0x1234, 0, DT_FLOAT32, 0};
+	struct index_dedup dd;
+	struct index_layout *l;
+	struct index_tensors *t;
+	struct index_freed freed = {0};
+	struct index_blob row;
+	struct hash h1 = H(1);
+	int64_t id1 = insert("m", "default", 0.5, 1, a, 1, 100, NULL), id2;
+
+	next_extra = &extra;
+	next_nextra = 1;
+	id2 = insert("m", "default", 0.4, 2, b, 1, 100, &dd);
+	/* counted as a reference, not as one of the checkpoint's tensors */
+	ck_assert_int_eq(dd.tensors, 1);
+	ck_assert_int_eq(dd.new_tensors, 1);
+	ck_assert_int_eq(dd.new_bytes, 16);
+	ck_assert_int_eq(index_blob_get(&row, idx, &h1), 0);
+	ck_assert_int_eq(row.refcount, 2);
+	ck_assert_int_eq(index_checkpoint_layout(&l, idx, id2), 0);
+	ck_assert_int_eq(l->nparts, 3); /* skeleton, blob 2, skeleton */
+	ck_assert_int_eq(l->parts[1].blob.b[0], 2);
+	index_layout_free(l);
+	ck_assert_int_eq(index_checkpoint_tensors(&t, idx, id2), 0);
+	ck_assert_int_eq(t->nstorages, 1);
+	ck_assert_int_eq(t->storages[0].blob.b[0], 2);
+	index_tensors_free(t);
+	/* deleting the base's checkpoint keeps the base */
+	ck_assert_int_eq(index_checkpoint_delete(&freed, idx, "m", id1), 0);
+	ck_assert_int_eq(freed.n, 0);
+	ck_assert_int_eq(index_blob_get(&row, idx, &h1), 0);
+	ck_assert_int_eq(row.refcount, 1);
+	/* and the delta's frees it */
+	ck_assert_int_eq(index_checkpoint_delete(&freed, idx, "m", id2), 0);
+	ck_assert_int_eq(freed.n, 3);
+	index_freed_clear(&freed);
+	ck_assert_int_eq(index_blob_get(&row, idx, &h1), CK_ENOTFOUND);
 }
 END_TEST
 
@@ -682,6 +733,8 @@ static Suite *suite_for(const char *name)
 	tcase_add_test(tc, test_index_layout_interleaves_skeleton_and_storages);
 	tcase_add_test(tc, test_index_tensors_carry_geometry_and_blob_refcounts);
 	tcase_add_test(tc, test_index_delete_frees_only_unshared_blobs);
+	tcase_add_test(tc,
+		       test_index_extra_blobs_live_with_the_checkpoint_and_stay_out_of_its_files);
 	tcase_add_test(tc, test_index_patch_merges_metrics_and_caps_them);
 	tcase_add_test(tc, test_index_retention_keeps_best_last_and_pinned);
 	tcase_add_test(tc, test_index_retention_never_removes_for_a_missing_metric_or_the_newest);
