@@ -26,6 +26,11 @@
  * whole and cut in two at a point the input chooses: both must agree, and
  * the literal bytes and references it hands over must tile the file it
  * stands for, in order.
+ *
+ * Every input is also opened as a blob codec container (storage/codec.c:
+ * planes, zstd, deltas with their chain) and read at its start, across its
+ * first chunk boundary and at its end, a delta against a made-up base of
+ * its size: a damaged stored blob must be an error, never a crash.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +43,8 @@
 #include "../../formats/checkpoint.h"
 #include "../../formats/dcp.h"
 #include "../../formats/zip_scan.h"
+#include "../../storage/blob.h"
+#include "../../storage/codec.h"
 
 static void run_on(const uint8_t *data, size_t size, struct fmt_budget *budget)
 {
@@ -299,8 +306,69 @@ static void run_thin(const uint8_t *data, size_t size)
 	thin_free(&tb);
 }
 
+struct mem {
+	const uint8_t *p;
+	uint64_t n;
+};
+
+static int mem_read(void *arg, void *buf, size_t n, uint64_t off)
+{
+	const struct mem *m = arg;
+
+	if (off > m->n || n > m->n - off)
+		return ck_error(CK_ECORRUPT, "read past the end");
+	memcpy(buf, m->p + off, n);
+	return 0;
+}
+
+/* A delta's base: bytes made up from their offset, raw_size of them. */
+static int base_read(void *arg, void *buf, size_t n, uint64_t off)
+{
+	uint64_t size = *(const uint64_t *)arg;
+	uint8_t *b = buf;
+
+	if (off > size || n > size - off)
+		__builtin_trap(); /* the codec never reads past the size it checked */
+	for (size_t i = 0; i < n; i++)
+		b[i] = (uint8_t)((off + i) * 131u);
+	return 0;
+}
+
+static void run_codec(const uint8_t *data, size_t size)
+{
+	struct mem m = {data, size};
+	struct codec_reader *r = NULL;
+	struct hash chain[CODEC_MAX_CHAIN];
+	uint64_t raw;
+	uint8_t *buf;
+
+	if (codec_reader_open(&r, mem_read, &m, size) < 0) {
+		ck_error_clear();
+		return;
+	}
+	raw = codec_reader_size(r);
+	int nc = codec_reader_chain(r, chain);
+	if (nc < 0 || nc > CODEC_MAX_CHAIN || (codec_reader_codec(r) == CODEC_DELTA) != (nc > 0))
+		__builtin_trap();
+	codec_reader_set_base(r, base_read, &raw);
+	buf = malloc(1 << 16);
+	if (buf) {
+		uint64_t n = raw < (1 << 16) ? raw : (1 << 16);
+		codec_reader_read(r, buf, (size_t)n, 0);
+		if (raw > CODEC_CHUNK_SIZE + 100)
+			codec_reader_read(r, buf, 200, CODEC_CHUNK_SIZE - 100);
+		codec_reader_read(r, buf, (size_t)n, raw - n);
+		if (codec_reader_read(r, buf, 2, raw) == 0 && raw < UINT64_MAX - 2)
+			__builtin_trap(); /* past the end is an error */
+		free(buf);
+	}
+	ck_error_clear();
+	codec_reader_free(r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	run_codec(data, size);
 	run_thin(data, size);
 	run(data, size);
 	if (size >= 2 && data[0] == 0x80)

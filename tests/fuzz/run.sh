@@ -38,6 +38,28 @@ ts = sorted(f for f in os.listdir(d) if f.endswith(".pt") and not f.startswith("
 if len(ts) == 2:
     parts = [open(os.path.join(d, f), "rb").read() for f in ts]
     open(os.path.join(d, "two.distcp"), "wb").write(parts[0] + b"PK\x05\x06 bytes" + parts[1])
+# blob codec containers (storage/codec.h) with raw planes: a delta of 4-byte
+# elements with a chain of one, and byte planes of 2-byte ones
+import zlib
+def container(codec, E, kind, raw, chain=()):
+    u32 = lambda v: struct.pack("<I", v)
+    hdr = b"CKZ\1" + bytes([codec, E, 0, kind]) + u32(1 << 20) + u32(1) + \
+        struct.pack("<Q", len(raw)) + u32(0)
+    hdr += u32(zlib.crc32(hdr))
+    ext = b""
+    if chain:
+        ext = bytes([len(chain), 0, 0, 0]) + b"".join(chain)
+        ext += u32(zlib.crc32(ext))
+    m = len(raw) // E
+    table_off = len(hdr) + len(ext)
+    ent = struct.pack("<Q", table_off + 12 + 4 * E) + b"".join(
+        u32(m | 0x80000000) for _ in range(E))
+    ent += u32(zlib.crc32(ent))
+    planes = b"".join(bytes(raw[i::E]) for i in range(E))
+    return hdr + ext + ent + planes
+open(os.path.join(d, "delta.ckz"), "wb").write(
+    container(3, 4, 2, bytes(range(256)) * 4, [hashlib.sha256(b"base").digest()]))
+open(os.path.join(d, "planes.ckz"), "wb").write(container(2, 2, 0, bytes(range(200)) * 3))
 open(os.path.join(d, "thin.frames"), "wb").write(
     fr(b"L", len(body), body) + fr(b"R", 4096, hashlib.sha256(b"x").digest()) +
     fr(b"L", 0) + fr(b"L", 3, b"end") + fr(b"E", 32, hashlib.sha256(body).digest()))
@@ -48,8 +70,9 @@ clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	formats/budget.c formats/checkpoint.c formats/torch.c formats/torch_walk.c \
 	formats/torch_legacy.c formats/zip.c formats/pickle.c \
 	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c formats/items.c formats/dcp.c \
-	common/err.c common/hash.c common/dtype.c common/vec.c api/thin.c \
-	$(pkg-config --cflags --libs jansson zlib libdeflate libcrypto 2>/dev/null || echo -ljansson -lz -ldeflate -lcrypto)
+	common/err.c common/hash.c common/dtype.c common/vec.c api/thin.c storage/codec.c \
+	$(pkg-config --cflags --libs jansson zlib libdeflate libcrypto libzstd 2>/dev/null ||
+		echo -ljansson -lz -ldeflate -lcrypto -lzstd)
 cd "$out"
 # libFuzzer reports every new input; keep that in fuzz.log and show its end
 # (the whole log when it finds something).
