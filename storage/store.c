@@ -15,7 +15,8 @@
  * Committing a checkpoint (store_commit):
  *   1. claim the storages' blobs (gc.h): from here no delete removes them;
  *   2. put each into a blob batch: written unless stored already, as a
- *      delta against the same tensor of the run's latest checkpoint when the
+ *      delta against the same tensor of the run's latest checkpoint (of its
+ *      file of the same name, for a file of several) when the
  *      blob store makes deltas and that is smaller; a blob stored as a delta
  *      needs its chain (blob.h): claimed, checked, and referenced by the
  *      checkpoint like its storages (index_new_checkpoint.extra);
@@ -601,10 +602,30 @@ static int prev_cmp(const void *a, const void *b)
 	return strcmp(((const struct prev_tensor *)a)->path, ((const struct prev_tensor *)b)->path);
 }
 
+/* The file named name of checkpoint *id (one of several files), into *id:
+ * 0, or CK_ENOTFOUND. */
+static int file_part(int64_t *id, struct store *s, const char *name)
+{
+	struct index_file_list *fl = NULL;
+	int err = index_checkpoint_files(&fl, s->idx, *id);
+
+	if (err < 0)
+		return err;
+	err = CK_ENOTFOUND;
+	for (size_t i = 0; i < fl->nitems; i++)
+		if (!strcmp(fl->items[i].name, name)) {
+			*id = fl->items[i].part;
+			err = 0;
+		}
+	index_file_list_free(fl);
+	return err;
+}
+
 /* Each storage's delta base into base[i] (has[i] = 1): the blob of the
- * tensor of the same path, dtype and size in the run's latest checkpoint,
- * both tensors spanning their whole storage. None for a checkpoint of
- * several files, or when the blob store makes no deltas. Returns how many. */
+ * tensor of the same path, dtype and size in the run's latest checkpoint
+ * (for a file of a checkpoint of several files: in the file of the same
+ * name of the run's latest checkpoint), both tensors spanning their whole
+ * storage. None when the blob store makes no deltas. Returns how many. */
 static size_t delta_bases(struct hash *base, uint8_t *has, struct store *s,
 			  const struct index_new_checkpoint *in)
 {
@@ -613,11 +634,13 @@ static size_t delta_bases(struct hash *base, uint8_t *has, struct store *s,
 	size_t np = 0, nb = 0;
 	int64_t prev;
 
-	if (!s->blobs->deltas || in->part_of || in->stage_until || !in->run || !in->ntensors)
+	if (!s->blobs->deltas || in->stage_until || !in->run || !in->ntensors ||
+	    (in->part_of && !in->file_name))
 		return 0;
 	if (index_checkpoint_resolve(&prev, s->idx, in->model, "latest", in->run, NULL, 0) < 0 ||
+	    (in->part_of && file_part(&prev, s, in->file_name) < 0) ||
 	    index_checkpoint_tensors(&t, s->idx, prev) < 0) {
-		ck_error_clear(); /* a first checkpoint: no base */
+		ck_error_clear(); /* a first checkpoint, or a new file: no base */
 		return 0;
 	}
 	if (!(pv = calloc(t->ntensors + 1, sizeof(*pv))))

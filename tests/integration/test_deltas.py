@@ -11,7 +11,11 @@ the store is smaller than the same uploads made without a previous checkpoint
 the checkpoints the deltas were made against leaves the others whole, and
 `ckptd verify` and `ckptd gc` agree; deleting everything leaves no blob file.
 A base removed by hand makes its delta unreadable (an error, never other
-bytes) and the next upload of those bytes stores them whole again.
+bytes) and the next upload of those bytes stores them whole again. A model
+saved as safetensors shards (a checkpoint of several files, SPEC 3.2) each
+epoch: each shard is stored against the shard of the same name one epoch
+earlier, and every file comes back byte for byte after the older epochs
+are deleted.
 
 kill -9 while deltas are written (SPEC 8 for the new write path): a 48 MB
 model's epochs go into one run, each killed after a random delay and the
@@ -26,6 +30,7 @@ directory): on the S3 run there are none, which the test checks too.
 
 import http.client
 import io
+import json
 import os
 import random
 import sys
@@ -203,6 +208,52 @@ class Deltas(ckptd.DaemonCase):
         # the same bytes again: stored whole, and epoch 2 reads again
         self.d.upload_ok("lost", files[1], {"run": "r", "epoch": 3})
         self.assert_file(b, files[1], "lost")
+
+    def test_6_files_of_a_sharded_model_against_the_same_files_an_epoch_earlier(self):
+        import torch
+
+        g = torch.Generator().manual_seed(11)
+        w = {"layer%d.weight" % k: torch.randn(256, 256, generator=g) * 0.02 for k in range(4)}
+        shards = {"model-00001-of-00002.safetensors": ["layer0.weight", "layer1.weight"],
+                  "model-00002-of-00002.safetensors": ["layer2.weight", "layer3.weight"]}
+        ids, files = [], []
+        for e in range(1, 4):
+            for k in w:
+                w[k] = w[k] - 1e-4 * torch.randn(w[k].shape, generator=g)
+            out = {}
+            for name, keys in shards.items():
+                header, data = {}, b""
+                for k in keys:
+                    b = w[k].numpy().tobytes()
+                    header[k] = {"dtype": "F32", "shape": list(w[k].shape),
+                                 "data_offsets": [len(data), len(data) + len(b)]}
+                    data += b
+                h = json.dumps(header).encode()
+                h += b" " * (-len(h) % 8)
+                out[name] = len(h).to_bytes(8, "little") + h + data
+            out["model.safetensors.index.json"] = json.dumps(
+                {"weight_map": {k: n for n, ks in shards.items() for k in ks}}).encode()
+            before = len(delta_files(self.d.data_dir))
+            r = self.d.request("POST", "/models/sh/checkpoints?staged=1&run=r&epoch=%d" % e)
+            self.assertEqual(r.status, 201, r.body[:300])
+            cid = r.json()["id"]
+            for name, data in out.items():
+                r = self.d.request("PUT", "/models/sh/checkpoints/%d/files/%s" % (cid, name),
+                                   body=data)
+                self.assertEqual(r.status, 201, r.body[:300])
+            r = self.d.request("POST", "/models/sh/checkpoints/%d/commit" % cid)
+            self.assertEqual(r.status, 200, r.body[:300])
+            if e > 1 and not ON_S3:  # the four weights, against last epoch's shards
+                self.assertEqual(len(delta_files(self.d.data_dir)) - before, 4)
+            ids.append(cid)
+            files.append(out)
+        for cid in ids[:2]:
+            r = self.d.request("DELETE", "/models/sh/checkpoints/%d" % cid)
+            self.assertEqual(r.status, 204, r.body[:300])
+        for name, data in files[2].items():
+            r = self.d.get("/models/sh/checkpoints/%d/files/%s" % (ids[2], name))
+            self.assertEqual(r.status, 200, r.body[:300])
+            self.assertTrue(r.body == data, name)
 
 
 KILL_ROUNDS = int(os.environ.get("CKPTD_DELTA_KILL_ROUNDS") or 6)
