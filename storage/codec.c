@@ -331,7 +331,7 @@ static int pays(size_t stored, size_t raw)
  * table's length words. Returns the encoded size in *len. A delta's planes
  * have runs of zero bytes (elements that did not change), which zstd's
  * matches catch and its literals alone do not: they are compressed with the
- * plain zstd -1 context (2-3% smaller on a training run's epochs, see
+ * plain zstd -1 context (1.5-2.5% smaller on a training run's epochs, see
  * bench/RESULTS.md). */
 static int encode_chunk(size_t *len, uint32_t *lens, struct codec_enc *e, size_t n, int E,
 			int transform, int trial, int delta)
