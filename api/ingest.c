@@ -411,6 +411,7 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 	json_object_set_new(*out, "dedup", render_dedup(&dedup));
 	*id_out = id;
 out:
+	upload_early_end(r);
 	index_checkpoint_free(row);
 	free(stor);
 	free(referenced);

@@ -120,6 +120,10 @@ int upload_thin_storage(const struct req *r, uint64_t off, uint64_t len, struct 
 int upload_thin_fill(struct req *r);
 /* What the upload's store sent while it arrived (store.h), or NULL. */
 struct store_early *upload_early(const struct req *r);
+/* Ends those sends (store_early_free) once the body has been parsed and
+ * committed or refused, before the answer: a client told "refused" finds
+ * nothing of its upload left in the store. */
+void upload_early_end(struct req *r);
 
 /* The upload pipeline (api/ingest.c): parse the spooled body, then commit
  * it through the store (which applies retention). *out is the checkpoint

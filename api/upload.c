@@ -38,10 +38,11 @@
  * final pass), so a thin upload that breaks off keeps nothing for a retry,
  * and sends nothing early.
  *
- * On a store that gains from it (store_early_begin: S3 without compression),
- * each torch storage record the scanner finishes hashing is offered to the
- * store at once (store_early_offer), so its PUT runs while the rest of the
- * body arrives; store_commit finishes what was sent.
+ * On a store that does not compress (store_early_begin), each torch storage
+ * record the scanner finishes hashing is offered to the store at once
+ * (store_early_offer), so its PUT (S3) or its copy into a blob file and
+ * the start of that file's writeback (the filesystem) run while the rest of
+ * the body arrives; store_commit finishes what was sent.
  *
  * With more uploads than threads, hashing falls behind the writers. Then
  * api_upload_end takes its jobs back from the pool (waiting only for a
@@ -837,6 +838,16 @@ struct store_early *upload_early(const struct req *r)
 	const struct upload *u = r->upload;
 
 	return u ? u->early : NULL;
+}
+
+void upload_early_end(struct req *r)
+{
+	struct upload *u = r->upload;
+
+	if (u && u->ended) {
+		store_early_free(u->early);
+		u->early = NULL;
+	}
 }
 
 int upload_thin_missing(struct resp *out, const struct req *r)

@@ -429,7 +429,7 @@ int store_early_begin(struct store_early **out, struct store *s, int fd)
 	int err;
 
 	*out = NULL;
-	if (!s->blobs->async_put || s->compress)
+	if (s->compress)
 		return 0;
 	if (!(e = calloc(1, sizeof(*e))))
 		return ck_error(CK_ENOMEM, "out of memory");

@@ -57,9 +57,15 @@ int store_alone(const struct store *s);
  * it is offered here, claimed, and put into a batch that store_commit then
  * finishes: most of the sending is done when the body ends.
  *
- * Only where that pays and changes nothing stored: a blob store that sends
- * asynchronously (async_put) and does not compress (a codec needs the
- * tensor's dtype, known only once the upload is parsed). A blob offered but
+ * The filesystem store gains too: each storage is copied from the spool
+ * into its blob's temporary file, and that file's writeback starts, while
+ * the rest of the body arrives, so the commit finds the copy done and little
+ * left to flush (a new 1 GB upload: 1.93-2.02 s against 2.28-2.36 s copied
+ * at the commit, alternating runs, bench/RESULTS.md).
+ *
+ * Only where that changes nothing stored: a store that does not compress (a
+ * codec needs the tensor's dtype, known only once the upload is parsed,
+ * and a delta its base). A blob offered but
  * not part of the committed checkpoint (a record that was no storage, an
  * upload refused or cut off) is removed by store_early_free, or by the
  * sweep if that cannot.

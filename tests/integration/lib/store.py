@@ -9,6 +9,7 @@ DIR/tmp/ (O_TMPFILE, so never visible by name).
 """
 
 import collections
+import hashlib
 import io
 import os
 import pickle
@@ -102,6 +103,17 @@ def cli(*args, timeout=180):
     return subprocess.run([ckptd.binary()] + args, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=timeout, text=True, errors="replace")
+
+
+def assert_intact(tc, d, path, data, model):
+    """The checkpoint at path downloads as exactly data, the same bytes
+    uploaded again as model add nothing, and `ckptd verify` passes."""
+    st, _h, got, n = d.stream_download(path)
+    tc.assertEqual((st, got, n), (200, hashlib.sha256(data).hexdigest(), len(data)))
+    j = d.upload_ok(model, data)
+    tc.assertEqual(j["dedup"]["new_bytes"], 0, j["dedup"])
+    p = cli("verify", "--data", d.data_dir)
+    tc.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
 
 # -- checkpoint files ---------------------------------------------------------
