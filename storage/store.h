@@ -202,6 +202,13 @@ void store_hold_end(struct store_hold *hd);
 int store_blob_open(struct blob_reader **out, struct store *s, const struct hash *h);
 /* Reads n raw bytes at off of blob h, without a reader (blob.h's read). */
 int store_blob_read(struct store *s, const struct hash *h, void *buf, size_t n, uint64_t off);
+/* 1 when every storage blob of l from file offset `from` on is a raw blob
+ * in a local file: a pread away, nothing to wait for or decode, so a
+ * download reads it itself rather than through a readahead (readahead.h).
+ * The skeleton is left out (small, read once). 0 on a remote store (without
+ * asking it anything), for an encoded blob, or for one that cannot be opened
+ * (the download then meets that error where it would). */
+int store_layout_local_raw(struct store *s, const struct index_layout *l, uint64_t from);
 
 /* have[i] = 1 when the index names blob h[i] with raw size size[i] (a
  * committed checkpoint's blob: SPEC 3.1's /blobs/missing and thin uploads),

@@ -3,7 +3,8 @@
  * (storage/readahead.c), over a store in a temporary directory: the bytes in
  * order whatever the read sizes and the way the file is cut into parts, a
  * start past the beginning, a blob missing halfway (the bytes before it,
- * then its error), files too small to pay, and the process-wide budget.
+ * then its error), files too small to pay, and the process-wide budget;
+ * and when a download needs none (store_layout_local_raw).
  */
 #include <check.h>
 #include <stdio.h>
@@ -268,6 +269,52 @@ START_TEST(test_readahead_is_not_used_when_it_would_not_pay_or_the_budget_is_spe
 }
 END_TEST
 
+/* A download reads raw local blobs itself (no readahead): the store says
+ * when every storage blob past an offset is one. */
+START_TEST(test_a_layout_of_raw_local_blobs_is_read_without_a_readahead)
+{
+	struct fake f;
+	const size_t sizes[] = {RA_CHUNK, RA_CHUNK + 3, 4096};
+	struct blob_backend *z = NULL;
+	struct blob_batch *bt = NULL;
+	struct blob_meta m = {0};
+	size_t n = 1 << 20;
+	float *w = calloc(n / 4, sizeof(float));
+	int fd = memfd_create("w", 0);
+	char dir[320];
+
+	fake_make(&f, sizes, 3, 100);
+	ck_assert_int_eq(store_layout_local_raw(st, &f.l, 0), 1);
+	ck_assert_int_eq(store_layout_local_raw(st, &f.l, f.l.parts[3].file_off + 1), 1);
+	/* storage 1 (part 3) stored again, encoded by a compressing store:
+	 * from there on it answers no, past it yes again */
+	ck_assert_ptr_nonnull(w);
+	ck_assert_int_ge(fd, 0);
+	for (size_t i = 0; i < n / 4; i++)
+		w[i] = (float)(i % 7) * 0.25f;
+	ck_assert_int_eq(write(fd, w, n), (ssize_t)n);
+	hash_buf(&m.hash, &m.crc32, (const uint8_t *)w, n);
+	m.raw_size = n;
+	snprintf(dir, sizeof(dir), "%s/blobs", data);
+	ck_assert_int_eq(blob_fs_open(&z, dir, 1), 0);
+	ck_assert_int_eq(z->batch_begin(&bt, z), 0);
+	ck_assert_int_eq(z->batch_put_fd(bt, &m, fd, 0, DT_FLOAT32), 0);
+	ck_assert_int_eq(z->batch_commit(bt), 0);
+	z->batch_free(bt);
+	ck_assert_int_ne(m.codec, CODEC_RAW);
+	f.l.parts[3].blob = m.hash;
+	ck_assert_int_eq(store_layout_local_raw(st, &f.l, 0), 0);
+	ck_assert_int_eq(store_layout_local_raw(st, &f.l, f.l.parts[4].file_off), 1);
+	/* a blob that is gone: no (the readahead meets its error) */
+	ck_assert_int_eq(blobs->remove(blobs, &f.l.parts[5].blob), 0);
+	ck_assert_int_eq(store_layout_local_raw(st, &f.l, f.l.parts[4].file_off), 0);
+	z->free(z);
+	close(fd);
+	free(w);
+	fake_free(&f);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("readahead");
@@ -279,6 +326,7 @@ int main(void)
 	tcase_add_test(tc, test_readahead_starts_anywhere_in_the_file);
 	tcase_add_test(tc, test_readahead_gives_the_bytes_before_a_lost_blob_then_its_error);
 	tcase_add_test(tc, test_readahead_is_not_used_when_it_would_not_pay_or_the_budget_is_spent);
+	tcase_add_test(tc, test_a_layout_of_raw_local_blobs_is_read_without_a_readahead);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
