@@ -79,8 +79,10 @@ stop_pg() {
 trap 'stop_pg; [ -z "${CKPTD_IT_KEEP:-}" ] && rm -rf "$work"' EXIT
 trap 'stop_pg; [ -z "${CKPTD_IT_KEEP:-}" ] && rm -rf "$work"; exit 130' INT TERM
 
-# a soak length given by the caller wins over the rule below
+# a soak length or kill -9 round count given by the caller wins over the
+# rule below
 [ -n "${CKPTD_SOAK_SECONDS:-}" ] && CKPTD_SOAK_SECONDS_SET=1
+[ -n "${CKPTD_KILL_ROUNDS:-}" ] && CKPTD_KILL_ROUNDS_SET=1
 start=$(date +%s)
 for backend in ${CKPTD_IT_BACKENDS:-sqlite}; do
 unset CKPTD_IT_PG CKPTD_IT_PGDIR CKPTD_IT_S3
@@ -118,15 +120,29 @@ postgresql | postgresql+s3)
 	continue
 	;;
 esac
-# SPEC 8's minute of 8 uploaders and 8 downloaders runs whole on the first
-# store of the run; on the others a third of it, so that make test (three
-# stores, and the sanitizer run) stays within CI's time
+# SPEC 8's minute of 8 uploaders and 8 downloaders, and test_reliability's
+# 20 kill -9 rounds, run whole on the first store of the run; on the others
+# a third of the minute and 10 rounds, so that make test (three stores, and
+# the sanitizer run) stays within CI's time
+if [ "$backend" = "${CKPTD_IT_BACKENDS%% *}" ] && [ -z "${CKPTD_SOAK_SHORT:-}" ]; then
+	whole=1
+else
+	whole=
+fi
 if [ -z "${CKPTD_SOAK_SECONDS_SET:-}" ]; then
-	if [ "$backend" = "${CKPTD_IT_BACKENDS%% *}" ] && [ -z "${CKPTD_SOAK_SHORT:-}" ]; then
+	if [ -n "$whole" ]; then
 		unset CKPTD_SOAK_SECONDS
 	else
 		CKPTD_SOAK_SECONDS=20
 		export CKPTD_SOAK_SECONDS
+	fi
+fi
+if [ -z "${CKPTD_KILL_ROUNDS_SET:-}" ]; then
+	if [ -n "$whole" ]; then
+		unset CKPTD_KILL_ROUNDS
+	else
+		CKPTD_KILL_ROUNDS=10
+		export CKPTD_KILL_ROUNDS
 	fi
 fi
 for t in $files; do
