@@ -81,6 +81,8 @@ struct blob_meta {
 struct blob_reader;
 struct blob_batch;
 
+#define BLOB_TMP_NAME 160 /* bytes of a temporary file's name, with its NUL */
+
 struct blob_backend {
 	const char *name; /* "fs", "s3" */
 	/* 1 when the store makes deltas (blob_meta.delta_base) */
@@ -89,6 +91,8 @@ struct blob_backend {
 	 * batch_commit returns (the S3 store sends its PUTs concurrently): the
 	 * caller may close fd, but must not change those bytes until then. */
 	int async_put;
+	/* 1 when tmp_open gives files (below): new raw blobs are local files */
+	int tmp_files;
 
 	/* A new batch into *out (caller frees with batch_free). */
 	int (*batch_begin)(struct blob_batch **out, struct blob_backend *b);
@@ -102,6 +106,19 @@ struct blob_backend {
 	 * async_put, a failure to store may come from batch_commit instead. */
 	int (*batch_put_fd)(struct blob_batch *bt, struct blob_meta *meta, int fd, uint64_t off,
 			    enum dtype hint);
+
+	/* Files a blob's raw bytes are written into before their hash is
+	 * known (an upload's large tensors, as they arrive): tmp_open gives
+	 * one (fd the caller's, name[BLOB_TMP_NAME]), or returns 0 with *fd
+	 * = -1 where a new blob would not be that file (a remote store, a
+	 * compressing one). batch_put_tmp is batch_put_fd(fd, 0) that, when
+	 * the blob is new and stored raw, makes the file itself the blob
+	 * (*taken = 1: the batch owns the file from then on); tmp_remove drops
+	 * a file not taken. */
+	int (*tmp_open)(struct blob_backend *b, int *fd, char *name);
+	int (*batch_put_tmp)(struct blob_batch *bt, struct blob_meta *meta, const char *name, int fd,
+			     int *taken);
+	void (*tmp_remove)(struct blob_backend *b, const char *name);
 
 	/* Makes every blob put in bt durable and visible; returns only after
 	 * the store has acknowledged each. */

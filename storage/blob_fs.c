@@ -11,7 +11,9 @@
  *   DIR/ab/<62 hex>.d   a delta: a codec container encoded against other
  *                       blobs, which its header names (codec.h)
  *   DIR/tmp/<64 hex>.<instance>.<n>   an object being written by the process
- *                       <instance> ("<host>-<pid>", or the id it was given);
+ *                       <instance> ("<host>-<pid>", or the id it was given;
+ *                       64 zeros: a raw blob written before its hash is
+ *                       known, an upload's tensor as it arrives, tmp_open);
  *                       stores written before instance ids have
  *                       <64 hex>.<pid>.<n> there, cleaned the same way
  *
@@ -457,6 +459,60 @@ static int fs_put_fd(struct blob_objbatch *b, const struct hash *h, int form, in
 	return add_tmp(bt, tfd, &p);
 }
 
+/* Temporary files of blobs not yet hashed are named as the others, with
+ * 64 zeros for the hash, so clean_tmp treats them alike. */
+static int fs_tmp_open(struct blob_objstore *o, int *fd, char *name)
+{
+	struct pending p;
+	struct hash zero;
+	int err;
+
+	memset(&zero, 0, sizeof(zero));
+	if ((err = create_tmp(fd, &p, (struct fs_store *)o, &zero, BLOB_FORM_RAW)) < 0)
+		return err;
+	snprintf(name, BLOB_TMP_NAME, "%s", p.tmp);
+	return 0;
+}
+
+static void fs_tmp_remove(struct blob_objstore *o, const char *name)
+{
+	unlinkat(((struct fs_store *)o)->root, name, 0);
+}
+
+static int fs_put_tmp(struct blob_objbatch *b, const struct hash *h, int form, const char *name,
+		      int fd, uint64_t n)
+{
+	struct fs_batch *bt = (struct fs_batch *)b;
+	struct fs_store *fs = bt->fs;
+	struct pending p;
+	struct stat st;
+
+	memset(&p, 0, sizeof(p));
+	if (strlen(name) >= sizeof(p.tmp) || strncmp(name, "tmp/", 4) != 0)
+		return ck_error(CK_EINVALID, "blob store: %s is not a temporary file", name);
+	snprintf(p.tmp, sizeof(p.tmp), "%s", name);
+	blob_object_name(p.final, h, form);
+	if (fstat(fd, &st) < 0)
+		return sys_error(fs, errno, "stat", p.tmp);
+	if ((uint64_t)st.st_size < n)
+		return ck_error(CK_ECORRUPT, "blob store: %s/%s holds %lld bytes, not %llu",
+				fs->dir, p.tmp, (long long)st.st_size, (unsigned long long)n);
+	if ((uint64_t)st.st_size > n && ftruncate(fd, (off_t)n) < 0)
+		return sys_error(fs, errno, "truncating", p.tmp);
+	if (bt->n == bt->cap) {
+		size_t cap = bt->cap ? bt->cap * 2 : 16;
+		struct pending *it = realloc(bt->items, cap * sizeof(*it));
+		if (!it)
+			return ck_error(CK_ENOMEM, "blob: out of memory");
+		bt->items = it;
+		bt->cap = cap;
+	}
+	/* its writeback may have started already: this only makes sure */
+	sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	bt->items[bt->n++] = p;
+	return 0;
+}
+
 static int fs_stage(int *fd, struct blob_objbatch *b, const struct hash *h, int form)
 {
 	struct fs_batch *bt = (struct fs_batch *)b;
@@ -709,6 +765,9 @@ int blob_fs_objstore_open(struct blob_objstore **out, const char *dir, const cha
 	fs->base.stage = fs_stage;
 	fs->base.put_staged = fs_put_staged;
 	fs->base.unstage = fs_unstage;
+	fs->base.tmp_open = fs_tmp_open;
+	fs->base.put_tmp = fs_put_tmp;
+	fs->base.tmp_remove = fs_tmp_remove;
 	fs->base.batch_commit = fs_batch_commit;
 	fs->base.batch_free = fs_batch_free;
 	fs->base.open = fs_open;

@@ -74,6 +74,20 @@ struct blob_objstore {
 	int (*put_staged)(struct blob_objbatch *bt, uint64_t size);
 	void (*unstage)(struct blob_objbatch *bt);
 
+	/* A new empty temporary file into *fd (open for pread/pwrite, the
+	 * caller's to close) and its name into name[BLOB_TMP_NAME]: bytes
+	 * written before their hash is known, which put_tmp makes an object
+	 * without copying them, or tmp_remove drops. NULL in a store whose
+	 * objects are not local files. */
+	int (*tmp_open)(struct blob_objstore *o, int *fd, char *name);
+	/* Object (h, form) is the first n bytes of temporary file name (fd
+	 * open on it; the file is cut to n): the batch takes the file over
+	 * (batch_commit moves it into place, batch_free removes it); fd stays
+	 * the caller's. */
+	int (*put_tmp)(struct blob_objbatch *bt, const struct hash *h, int form, const char *name,
+		       int fd, uint64_t n);
+	void (*tmp_remove)(struct blob_objstore *o, const char *name);
+
 	/* Makes every object put in bt durable and visible; returns only
 	 * when the store has acknowledged each. */
 	int (*batch_commit)(struct blob_objbatch *bt);

@@ -448,8 +448,10 @@ static int put_delta(int *codec, uint64_t *stored, struct blob_meta *meta, struc
 	return 0;
 }
 
-static int store_batch_put_fd(struct blob_batch *b, struct blob_meta *meta, int fd, uint64_t off,
-			      enum dtype hint)
+/* batch_put_fd; with tmp (a file of tmp_open, read from 0), a new raw
+ * blob is that file (*taken = 1). */
+static int put_fd(struct blob_batch *b, struct blob_meta *meta, int fd, uint64_t off,
+		  enum dtype hint, const char *tmp, int *taken)
 {
 	struct store_batch *bt = (struct store_batch *)b;
 	struct store *s = bt->s;
@@ -493,7 +495,14 @@ static int store_batch_put_fd(struct blob_batch *b, struct blob_meta *meta, int 
 		return err;
 	if (codec == CODEC_RAW) {
 		stored = meta->raw_size;
-		err = s->o->put_fd(bt->ob, &meta->hash, BLOB_FORM_RAW, fd, off, meta->raw_size);
+		if (tmp && s->o->put_tmp) {
+			err = s->o->put_tmp(bt->ob, &meta->hash, BLOB_FORM_RAW, tmp, fd,
+					    meta->raw_size);
+			*taken = err == 0;
+		} else {
+			err = s->o->put_fd(bt->ob, &meta->hash, BLOB_FORM_RAW, fd, off,
+					   meta->raw_size);
+		}
 		if (err < 0)
 			return err;
 	}
@@ -503,6 +512,37 @@ static int store_batch_put_fd(struct blob_batch *b, struct blob_meta *meta, int 
 	meta->codec = codec;
 	meta->stored_size = stored;
 	return 0;
+}
+
+static int store_batch_put_fd(struct blob_batch *b, struct blob_meta *meta, int fd, uint64_t off,
+			      enum dtype hint)
+{
+	return put_fd(b, meta, fd, off, hint, NULL, NULL);
+}
+
+static int store_batch_put_tmp(struct blob_batch *b, struct blob_meta *meta, const char *name,
+			       int fd, int *taken)
+{
+	*taken = 0;
+	return put_fd(b, meta, fd, 0, DT_INVALID, name, taken);
+}
+
+static int store_tmp_open(struct blob_backend *b, int *fd, char *name)
+{
+	struct store *s = (struct store *)b;
+
+	*fd = -1;
+	if (!s->base.tmp_files) /* the blob would be a container, or remote */
+		return 0;
+	return s->o->tmp_open(s->o, fd, name);
+}
+
+static void store_tmp_remove(struct blob_backend *b, const char *name)
+{
+	struct store *s = (struct store *)b;
+
+	if (s->o->tmp_remove)
+		s->o->tmp_remove(s->o, name);
 }
 
 static int store_batch_commit(struct blob_batch *b)
@@ -548,8 +588,12 @@ int blob_store_new(struct blob_backend **out, struct blob_objstore *o, int compr
 	s->base.name = o->name;
 	s->base.deltas = o->deltas && compress;
 	s->base.async_put = o->async_put;
+	s->base.tmp_files = !compress && o->tmp_open && o->put_tmp;
 	s->base.batch_begin = store_batch_begin;
 	s->base.batch_put_fd = store_batch_put_fd;
+	s->base.tmp_open = store_tmp_open;
+	s->base.batch_put_tmp = store_batch_put_tmp;
+	s->base.tmp_remove = store_tmp_remove;
 	s->base.batch_commit = store_batch_commit;
 	s->base.batch_free = store_batch_free;
 	s->base.exists = store_exists;

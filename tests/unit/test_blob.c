@@ -129,6 +129,89 @@ static size_t count_files(const char *sub)
 	return n;
 }
 
+/* Puts the file `name` as m's blob in a batch of its own and commits it;
+ * `is_new` says whether the store must take the file (the blob was new). */
+static void put_tmp_committed(struct blob_store *b, struct blob_meta *m, const char *name,
+			      int fd, int is_new)
+{
+	struct blob_batch *bt = NULL;
+	int taken = -1;
+
+	ck_assert_int_eq(b->batch_begin(&bt, b), 0);
+	ck_assert_int_eq(b->batch_put_tmp(bt, m, name, fd, &taken), 0);
+	ck_assert_int_eq(taken, is_new);
+	ck_assert_int_eq(m->existed, !is_new);
+	ck_assert_int_eq(b->batch_commit(bt), 0);
+	b->batch_free(bt);
+}
+
+/* A file written before its hash is known becomes the blob itself when the
+ * blob is new (the same inode, cut to its size), stays the caller's when
+ * the blob exists, and goes with an uncommitted batch; a compressing store
+ * gives no such file. */
+START_TEST(test_blob_a_tmp_file_is_the_new_blob_itself)
+{
+	struct blob_backend *b = NULL;
+	struct blob_batch *bt = NULL;
+	struct blob_meta m;
+	char name[BLOB_TMP_NAME], path[600], hex[65];
+	uint8_t *w = weights(300000);
+	struct stat st;
+	int fd = -1, taken = -1;
+	ino_t ino;
+
+	ck_assert_int_eq(blob_fs_open(&b, dir, 1), 0);
+	ck_assert_int_eq(b->tmp_open(b, &fd, name), 0);
+	ck_assert_int_eq(fd, -1);
+	b->free(b);
+
+	ck_assert_int_eq(blob_fs_open(&b, dir, 0), 0);
+	ck_assert_int_eq(b->tmp_open(b, &fd, name), 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, w, 300000, 0), 300000);
+	ck_assert_int_eq(pwrite(fd, "PK\7\10", 4, 300000), 4); /* past the blob: cut */
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ino = st.st_ino;
+	memset(&m, 0, sizeof(m));
+	hash_buf(&m.hash, &m.crc32, w, 300000);
+	m.raw_size = 300000;
+	put_tmp_committed(b, &m, name, fd, 1);
+	close(fd);
+	hash_to_hex(hex, &m.hash);
+	snprintf(path, sizeof(path), "%s/%.2s/%s", dir, hex, hex + 2);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_ino, ino);
+	ck_assert_int_eq(st.st_size, 300000);
+	check_reads(b, &m.hash, w, 300000);
+	ck_assert_uint_eq(count_files("tmp"), 0);
+
+	/* stored already: not taken, the caller removes it */
+	ck_assert_int_eq(b->tmp_open(b, &fd, name), 0);
+	ck_assert_int_eq(pwrite(fd, w, 300000, 0), 300000);
+	put_tmp_committed(b, &m, name, fd, 0);
+	ck_assert_uint_eq(count_files("tmp"), 1);
+	b->tmp_remove(b, name);
+	close(fd);
+	ck_assert_uint_eq(count_files("tmp"), 0);
+
+	/* a new blob in a batch never committed: the file goes with it */
+	ck_assert_int_eq(b->tmp_open(b, &fd, name), 0);
+	ck_assert_int_eq(pwrite(fd, w, 1000, 0), 1000);
+	memset(&m, 0, sizeof(m));
+	hash_buf(&m.hash, &m.crc32, w, 1000);
+	m.raw_size = 1000;
+	ck_assert_int_eq(b->batch_begin(&bt, b), 0);
+	ck_assert_int_eq(b->batch_put_tmp(bt, &m, name, fd, &taken), 0);
+	ck_assert_int_eq(taken, 1);
+	b->batch_free(bt);
+	close(fd);
+	ck_assert_uint_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(b->exists(b, &m.hash), CK_ENOTFOUND);
+	b->free(b);
+	free(w);
+}
+END_TEST
+
 START_TEST(test_blob_codec_names_round_trip)
 {
 	for (int c = CODEC_RAW; c <= CODEC_PLANES; c++)
@@ -887,6 +970,7 @@ static Suite *blob_suite(void)
 	tcase_add_test(tc, test_blob_many_blobs_in_one_batch_commit);
 	tcase_add_test(tc, test_blob_delta_chains_are_bounded_and_read_through_their_bases);
 	tcase_add_test(tc, test_blob_delta_first_in_place_stays);
+	tcase_add_test(tc, test_blob_a_tmp_file_is_the_new_blob_itself);
 	suite_add_tcase(s, tc);
 	return s;
 }
