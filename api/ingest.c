@@ -243,8 +243,10 @@ static int raw_file(const struct ck_input *in, const char *name)
 static int parse_body(struct fmt_ckpt **ck, int *raw, struct app *app, struct req *r,
 		      const struct part_of *part)
 {
-	struct ck_input in = {NULL, r->body_fd, r->body_size, 0};
+	struct ck_input in = {NULL, r->body_fd, r->body_size, 0, NULL, 0};
 	int err = 0;
+
+	upload_view(r, &in.ext, &in.next); /* large payloads written to files of their own */
 
 	*ck = NULL;
 	*raw = 0;
@@ -281,6 +283,7 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 	struct index_storage *stor = NULL;
 	struct index_tensor *tens = NULL;
 	uint8_t *referenced = NULL;
+	struct store_direct **direct = NULL;
 	struct store_upload u;
 	struct index_dedup dedup;
 	struct index_checkpoint *row = NULL;
@@ -328,8 +331,8 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 			referenced[i] = 1; /* a thin upload's R frame: not in the spool */
 		} else if ((!scan || zip_scan_lookup(scan, s->file_off, s->nbytes, &stor[i].blob,
 						     &stor[i].crc32) < 0) &&
-			   (err = hash_fd_range(&stor[i].blob, &stor[i].crc32, r->body_fd,
-						s->file_off, s->nbytes)) < 0) {
+			   (err = upload_hash_range(&stor[i].blob, &stor[i].crc32, r, s->file_off,
+						    s->nbytes)) < 0) {
 			goto out;
 		}
 		if (s->zip_crc && s->zip_crc != stor[i].crc32) {
@@ -355,8 +358,15 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 		    t->path,	t->dtype,  t->ndim,    t->shape,
 		    t->strides, t->offset, t->storage, numel * dtype_size(t->dtype)};
 	}
+	if (!(direct = calloc(ck->nstorages + 1, sizeof(*direct)))) {
+		err = ck_error(CK_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((err = upload_direct(r, direct, stor, ck->nstorages)) < 0)
+		goto out;
 	memset(&u, 0, sizeof(u));
 	u.fd = r->body_fd;
+	u.direct = direct;
 	u.early = upload_early(r);
 	u.ck.model = model;
 	u.ck.run = f->run;
@@ -412,6 +422,7 @@ static int ingest(json_t **out, int64_t *id_out, struct app *app, struct req *r,
 	*id_out = id;
 out:
 	upload_early_end(r);
+	free(direct);
 	index_checkpoint_free(row);
 	free(stor);
 	free(referenced);

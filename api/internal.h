@@ -9,6 +9,7 @@
 #include <pthread.h>
 
 #include "../formats/checkpoint.h"
+#include "../formats/input.h"
 #include "../storage/store.h"
 #include "api.h"
 
@@ -124,6 +125,16 @@ struct store_early *upload_early(const struct req *r);
  * committed or refused, before the answer: a client told "refused" finds
  * nothing of its upload left in the store. */
 void upload_early_end(struct req *r);
+
+/* Writing once (api/upload.c): the ranges of r's upload written to files
+ * of their own, for its ck_input (NULL, 0: none); upload_direct puts into
+ * direct[i] the file that is exactly storage i (NULL: the storage's bytes
+ * are in the spool) and copies every other such range back into the spool;
+ * upload_hash_range hashes a range of the file wherever its bytes are. */
+void upload_view(const struct req *r, const struct ck_extent **ext, size_t *n);
+int upload_direct(struct req *r, struct store_direct **direct, const struct index_storage *stor,
+		  size_t n);
+int upload_hash_range(struct hash *h, uint32_t *crc, struct req *r, uint64_t off, uint64_t len);
 
 /* The upload pipeline (api/ingest.c): parse the spooled body, then commit
  * it through the store (which applies retention). *out is the checkpoint

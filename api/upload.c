@@ -44,6 +44,26 @@
  * the start of that file's writeback (the filesystem) run while the rest of
  * the body arrives; store_commit finishes what was sent.
  *
+ * Writing once (store_direct_open: a filesystem store that does not
+ * compress). The writer follows the zip too (a second zip_scan that only
+ * finds where payloads begin and end): once a torch storage record's
+ * payload passes DIRECT_MIN bytes, the payload is written from then on
+ * straight into a temporary blob file of its own (an extent: its first
+ * DIRECT_MIN bytes are copied there from the spool), leaving a hole in the
+ * spool. Everything that reads the file reads through the extents
+ * (file_read, ck_input's ext): the hashing jobs, the parsers, the hashing
+ * of storages the scan missed. At the commit, an extent that is exactly one
+ * storage of the parsed file becomes its blob when the blob is new (renamed
+ * into place, never copied: store.h); any other extent (a record that is
+ * no storage, a damaged file) is copied back into the spool's hole first
+ * (upload_direct), and an upload that broke off fills them all before its
+ * storages are kept. A record whose size only its data descriptor gives
+ * (torch's) is known to end only once that descriptor has arrived, up to
+ * 24 bytes later: those bytes, written to the extent, are then copied into
+ * the spool too, and the extent is cut at the payload's end once the body
+ * ends. At most MAX_DIRECT extents per upload (open files); past that, and
+ * when a file cannot be created, payloads stay in the spool.
+ *
  * With more uploads than threads, hashing falls behind the writers. Then
  * api_upload_end takes its jobs back from the pool (waiting only for a
  * quantum in progress) and hashes what is left on the caller's thread, from
@@ -77,6 +97,8 @@
 #define SCAN_MIN_RECORD (64 * 1024)
 
 #define READ_CHUNK (1 << 20)  /* one pread */
+#define DIRECT_MIN (64 << 10) /* payload bytes before a storage gets its own file */
+#define MAX_DIRECT 1024       /* extents of one upload (each an open file) */
 #define QUANTUM	   (16 << 20) /* bytes a worker hashes before taking turns */
 #define POOL_MIN   2
 #define POOL_MAX   16
@@ -89,6 +111,15 @@ enum job_state {
 };
 
 struct upload;
+
+/* A range of the file written into a file of its own (writing once). */
+struct extent {
+	uint64_t off;
+	uint64_t len; /* once closed */
+	int fd;
+	int open; /* still written: holds every byte from off written so far */
+	struct store_direct *d;
+};
 
 struct hash_job {
 	struct upload *u;
@@ -133,6 +164,20 @@ struct upload {
 	size_t npieces, pcap;
 	int ended;  /* api_upload_end ran: the body is whole */
 	int failed; /* a write was refused (too large, bad frames) */
+	/* writing once: the writer's scanner, the extents (x[0..nx) by off,
+	 * guarded by xmu against the hashing jobs) and, while a chunk is
+	 * written, where it is (chunk at chunk_off, placed up to placed) */
+	struct zip_scan *split;
+	pthread_mutex_t xmu;
+	struct extent *x;
+	size_t nx, xcap;
+	const uint8_t *chunk;
+	uint64_t chunk_off, placed;
+	int cur;	  /* the open extent, or -1 */
+	int cur_eligible; /* the current payload may get one */
+	uint64_t cur_off; /* where that payload begins */
+	int wr_err;
+	struct ck_extent *view; /* after api_upload_end: x[] for ck_input */
 	/* a file of a staged checkpoint: its write mark */
 	int64_t file_of, token;
 	time_t renewed;
@@ -158,6 +203,15 @@ static void on_record(void *arg, const char *name, size_t name_len, uint64_t off
 
 	if (!torch_zip_storage_name(name, name_len))
 		return;
+	if (u->nx) {
+		struct store_direct *d = NULL;
+		pthread_mutex_lock(&u->xmu);
+		for (size_t i = u->nx; i-- > 0 && u->x[i].off >= off;)
+			if (u->x[i].off == off && !u->x[i].open && u->x[i].len == len)
+				d = u->x[i].d;
+		pthread_mutex_unlock(&u->xmu);
+		store_direct_hint(d, h); /* d lives until api_upload_free */
+	}
 	if (u->early)
 		store_early_offer(u->early, h, crc, off, len);
 	if (u->app->cfg.resume_grace > 0) {
@@ -169,13 +223,47 @@ static void on_record(void *arg, const char *name, size_t name_len, uint64_t off
 	}
 }
 
+/* Reads up to n bytes of the file at off (bytes the writer has placed)
+ * from the spool or the extent holding them: pread's result. */
+static ssize_t file_read(struct upload *u, void *buf, size_t n, uint64_t off)
+{
+	int fd = u->fd;
+	uint64_t at = off;
+
+	if (u->nx) {
+		size_t lo = 0, hi;
+		pthread_mutex_lock(&u->xmu);
+		hi = u->nx;
+		while (lo < hi) { /* the first extent beginning after off */
+			size_t mid = (lo + hi) / 2;
+			if (u->x[mid].off <= off)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < u->nx && u->x[lo].off - off < n)
+			n = (size_t)(u->x[lo].off - off);
+		if (lo > 0) {
+			const struct extent *x = &u->x[lo - 1];
+			if (x->open || off < x->off + x->len) {
+				fd = x->fd;
+				at = off - x->off;
+				if (!x->open && x->off + x->len - off < n)
+					n = (size_t)(x->off + x->len - off);
+			}
+		}
+		pthread_mutex_unlock(&u->xmu);
+	}
+	return pread(fd, buf, n, (off_t)at);
+}
+
 /* Hashes the job's bytes up to end, reading the spool into buf. Run by the
  * job's current holder only, without the pool's lock. */
 static void job_run(struct hash_job *j, uint8_t *buf, uint64_t end)
 {
 	while (!j->err && j->done < end) {
 		size_t n = end - j->done < READ_CHUNK ? (size_t)(end - j->done) : READ_CHUNK;
-		ssize_t r = pread(j->u->fd, buf, n, (off_t)j->done);
+		ssize_t r = file_read(j->u, buf, n, j->done);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
@@ -375,6 +463,10 @@ void upload_file_failed(struct req *r)
 	}
 }
 
+static void split_begin(void *arg, const char *name, size_t name_len, uint64_t off,
+			unsigned method);
+static void split_end(void *arg, uint64_t end);
+
 int api_upload_begin(struct app *app, const struct route *rt, struct req *r)
 {
 	struct upload *u = calloc(1, sizeof(*u));
@@ -384,6 +476,8 @@ int api_upload_begin(struct app *app, const struct route *rt, struct req *r)
 	r->upload = u;
 	u->pool = app->uploads;
 	u->fd = -1;
+	u->cur = -1;
+	pthread_mutex_init(&u->xmu, NULL);
 	for (int i = 0; i < 2; i++)
 		u->job[i].u = u;
 	u->job[0].eat = eat_file_hash;
@@ -408,24 +502,21 @@ int api_upload_begin(struct app *app, const struct route *rt, struct req *r)
 	int err = store_early_begin(&u->early, app->store, u->fd);
 	if (err < 0)
 		return err;
-	if (u->early || app->cfg.resume_grace > 0)
+	if (!u->thin && store_direct_possible(app->store)) {
+		if (zip_scan_new(&u->split, ZIP_SCAN_NO_HASH) < 0)
+			return ck_error(CK_ENOMEM, "out of memory");
+		zip_scan_on_payload(u->split, split_begin, split_end, u);
+	}
+	if (u->early || u->split || app->cfg.resume_grace > 0)
 		zip_scan_on_record(u->scan, on_record, u);
 	return 0;
 }
 
-/* Appends n bytes of the file to the spool, within --max-upload-size. */
-static int spool_append(struct upload *u, const uint8_t *b, size_t n)
+/* Writes n bytes at off of fd. */
+static int write_at(int fd, const uint8_t *b, size_t n, uint64_t off)
 {
-	uint64_t max = u->app->cfg.max_upload;
-
-	if (max && u->size + n > max)
-		return ck_error(CK_ETOOBIG,
-				"the upload is larger than this server's limit of %llu bytes "
-				"(--max-upload-size)",
-				(unsigned long long)max);
 	while (n > 0) {
-		/* at the file's offset: a thin upload leaves holes (thin_ref) */
-		ssize_t w = pwrite(u->fd, b, n, (off_t)u->size);
+		ssize_t w = pwrite(fd, b, n, (off_t)off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0)
@@ -433,8 +524,171 @@ static int spool_append(struct upload *u, const uint8_t *b, size_t n)
 					"cannot spool the upload: %s", strerror(errno));
 		b += w;
 		n -= (size_t)w;
-		u->size += (uint64_t)w;
+		off += (uint64_t)w;
 	}
+	return 0;
+}
+
+/* Copies n bytes of src at from to dst at to (small: an extent's start or
+ * a descriptor's bytes). */
+static int copy_at(int dst, uint64_t to, int src, uint64_t from, uint64_t n)
+{
+	uint8_t buf[64 * 1024];
+
+	while (n > 0) {
+		loff_t in = (loff_t)from, out = (loff_t)to;
+		ssize_t c = copy_file_range(src, &in, dst, &out, n > (1u << 30) ? (1u << 30) : n, 0);
+		if (c < 0 && errno == EINTR)
+			continue;
+		if (c <= 0)
+			break; /* not here, or a short source: through buf, which tells */
+		from += (uint64_t)c;
+		to += (uint64_t)c;
+		n -= (uint64_t)c;
+	}
+	while (n > 0) {
+		size_t k = n < sizeof(buf) ? (size_t)n : sizeof(buf);
+		ssize_t r = pread(src, buf, k, (off_t)from);
+		int err;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return ck_error(CK_EIO, "cannot read back the upload: %s",
+					r < 0 ? strerror(errno) : "short file");
+		if ((err = write_at(dst, buf, (size_t)r, to)) < 0)
+			return err;
+		from += (uint64_t)r;
+		to += (uint64_t)r;
+		n -= (uint64_t)r;
+	}
+	return 0;
+}
+
+/* The current payload has DIRECT_MIN bytes in the spool: it gets an
+ * extent, which starts with them. On any failure it stays in the spool. */
+static void extent_open(struct upload *u)
+{
+	struct store_direct *d = NULL;
+	struct extent *x;
+	int fd = -1;
+
+	u->cur_eligible = 0;
+	if (u->nx == MAX_DIRECT || store_direct_open(&d, &fd, u->app->store) < 0 || !d ||
+	    copy_at(fd, 0, u->fd, u->cur_off, u->placed - u->cur_off) < 0) {
+		ck_error_clear();
+		store_direct_free(d);
+		return;
+	}
+	pthread_mutex_lock(&u->xmu); /* the readers look at x[] */
+	if (!(x = vec_grow(u->x, &u->xcap, u->nx, sizeof(*x), 16))) {
+		pthread_mutex_unlock(&u->xmu);
+		store_direct_free(d);
+		return;
+	}
+	u->x = x;
+	u->x[u->nx] = (struct extent){u->cur_off, 0, fd, 1, d};
+	u->cur = (int)u->nx++;
+	pthread_mutex_unlock(&u->xmu);
+}
+
+/* Writes the chunk's bytes up to file offset upto where they belong: the
+ * open extent, or the spool (where an eligible payload that reaches
+ * DIRECT_MIN gets its extent). */
+static void place(struct upload *u, uint64_t upto)
+{
+	while (!u->wr_err && u->placed < upto) {
+		const uint8_t *p = u->chunk + (u->placed - u->chunk_off);
+		uint64_t k = upto - u->placed;
+		int err;
+		if (u->cur_eligible) {
+			uint64_t thr = u->cur_off + DIRECT_MIN;
+			if (u->placed >= thr) {
+				extent_open(u);
+				continue;
+			}
+			if (k > thr - u->placed)
+				k = thr - u->placed;
+		}
+		if (u->cur >= 0) {
+			const struct extent *x = &u->x[u->cur];
+			err = write_at(x->fd, p, (size_t)k, u->placed - x->off);
+		} else {
+			err = write_at(u->fd, p, (size_t)k, u->placed);
+		}
+		if (err < 0)
+			u->wr_err = err;
+		u->placed += k;
+	}
+}
+
+/* The writer's scanner: a payload begins at off. */
+static void split_begin(void *arg, const char *name, size_t name_len, uint64_t off,
+			unsigned method)
+{
+	struct upload *u = arg;
+
+	if (off < u->placed || u->cur >= 0)
+		return; /* cannot happen: the scanner follows the stream */
+	place(u, off);
+	u->cur_eligible = method == 0 && torch_zip_storage_name(name, name_len);
+	u->cur_off = off;
+}
+
+/* ... and ends at end. */
+static void split_end(void *arg, uint64_t end)
+{
+	struct upload *u = arg;
+
+	if (end >= u->placed) {
+		place(u, end);
+	} else if (u->cur >= 0 && !u->wr_err) {
+		/* the descriptor began in a chunk written before: the bytes
+		 * [end, placed), in the extent, belong to the spool */
+		const struct extent *x = &u->x[u->cur];
+		if (end < x->off)
+			u->wr_err = ck_error(CK_EIO, "upload: a payload ends before it begins");
+		else
+			u->wr_err = copy_at(u->fd, end, x->fd, end - x->off, u->placed - end);
+	}
+	if (u->cur >= 0) {
+		pthread_mutex_lock(&u->xmu);
+		struct extent *x = &u->x[u->cur];
+		x->len = end > x->off ? end - x->off : 0;
+		x->open = 0;
+		pthread_mutex_unlock(&u->xmu);
+	}
+	u->cur = -1;
+	u->cur_eligible = 0;
+}
+
+/* Appends n bytes of the file to the spool (or its extents), within
+ * --max-upload-size. */
+static int spool_append(struct upload *u, const uint8_t *b, size_t n)
+{
+	uint64_t max = u->app->cfg.max_upload;
+	int err;
+
+	if (max && u->size + n > max)
+		return ck_error(CK_ETOOBIG,
+				"the upload is larger than this server's limit of %llu bytes "
+				"(--max-upload-size)",
+				(unsigned long long)max);
+	if (!u->split || (!zip_scan_following(u->split) && u->cur < 0)) {
+		/* at the file's offset: a thin upload leaves holes (thin_ref) */
+		if ((err = write_at(u->fd, b, n, u->size)) < 0)
+			return err;
+		u->size += n;
+		return 0;
+	}
+	u->chunk = b;
+	u->chunk_off = u->placed = u->size;
+	u->wr_err = 0;
+	zip_scan_feed(u->split, b, n);
+	place(u, u->size + n);
+	u->chunk = NULL;
+	if (u->wr_err < 0)
+		return u->wr_err;
+	u->size += n;
 	return 0;
 }
 
@@ -514,7 +768,7 @@ static void catch_up(struct upload *u, uint8_t *buf, int first)
 			pos = u->job[i].done;
 	while (pos < u->size) {
 		size_t n = u->size - pos < READ_CHUNK ? (size_t)(u->size - pos) : READ_CHUNK;
-		ssize_t r = pread(u->fd, buf, n, (off_t)pos);
+		ssize_t r = file_read(u, buf, n, pos);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
@@ -742,6 +996,54 @@ out:
 	return err;
 }
 
+/* The body is whole: an extent still open ends with it, each is cut to
+ * its payload (the descriptor bytes written past it are in the spool), the
+ * spool gets its full size (it may end in a hole), and the view for
+ * ck_input is made. */
+static int extents_settle(struct upload *u)
+{
+	if (!u->nx)
+		return 0;
+	if (u->cur >= 0) {
+		u->x[u->cur].len = u->size - u->x[u->cur].off;
+		u->x[u->cur].open = 0;
+		u->cur = -1;
+	}
+	if (!(u->view = calloc(u->nx, sizeof(*u->view))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (size_t i = 0; i < u->nx; i++) {
+		if (ftruncate(u->x[i].fd, (off_t)u->x[i].len) < 0)
+			return ck_error(CK_EIO, "cannot cut a tensor's file: %s", strerror(errno));
+		u->view[i] = (struct ck_extent){u->x[i].off, u->x[i].len, u->x[i].fd};
+	}
+	if (ftruncate(u->fd, (off_t)u->size) < 0)
+		return ck_error(errno == ENOSPC ? CK_ENOSPC : CK_EIO,
+				"cannot size the upload spool: %s", strerror(errno));
+	return 0;
+}
+
+/* Copies extent x's bytes into the spool's hole. */
+static int extent_fill(struct upload *u, const struct extent *x)
+{
+	return copy_at(u->fd, x->off, x->fd, 0, x->open ? u->size - x->off : x->len);
+}
+
+/* Ends the extents (their files go unless a commit took them). The jobs
+ * must have been claimed. */
+static void extents_free(struct upload *u)
+{
+	pthread_mutex_lock(&u->xmu);
+	for (size_t i = 0; i < u->nx; i++)
+		store_direct_free(u->x[i].d);
+	free(u->x);
+	u->x = NULL;
+	u->nx = u->xcap = 0;
+	u->cur = -1;
+	free(u->view);
+	u->view = NULL;
+	pthread_mutex_unlock(&u->xmu);
+}
+
 int api_upload_end(struct req *r)
 {
 	struct upload *u = r->upload;
@@ -770,7 +1072,7 @@ int api_upload_end(struct req *r)
 	if (err)
 		return ck_error(err == CK_ENOMEM ? CK_ENOMEM : CK_EIO,
 				"the upload spool could not be read back to hash it");
-	return 0;
+	return extents_settle(u);
 }
 
 /* A body that broke off (neither ended nor refused): the storages that
@@ -791,6 +1093,12 @@ static void keep_broken_off(struct upload *u)
 			catch_up(u, buf, 1);
 		free(buf);
 	}
+	for (size_t i = 0; u->npieces && i < u->nx; i++)
+		if (extent_fill(u, &u->x[i]) < 0) {
+			fprintf(stderr, "ckptd: the tensors of an upload cut off are not kept: %s\n",
+				ck_errmsg());
+			u->npieces = 0;
+		}
 	if (u->npieces && store_keep(app->store, u->fd, u->pieces, u->npieces, until) < 0)
 		fprintf(stderr, "ckptd: the %zu tensors of an upload cut off are not kept: %s\n",
 			u->npieces, ck_errmsg());
@@ -809,6 +1117,7 @@ void api_upload_free(struct req *r)
 		 * is claimed and stays rather than being removed and sent again */
 		keep_broken_off(u);
 		store_early_free(u->early); /* it reads the spool too */
+		extents_free(u);
 	}
 	if (r->body_fd >= 0)
 		close(r->body_fd);
@@ -817,6 +1126,8 @@ void api_upload_free(struct req *r)
 		return;
 	hasher_free(u->h);
 	zip_scan_free(u->scan);
+	zip_scan_free(u->split);
+	pthread_mutex_destroy(&u->xmu);
 	thin_free(&u->t);
 	free(u->missing);
 	store_hold_end(u->hold);
@@ -847,7 +1158,81 @@ void upload_early_end(struct req *r)
 	if (u && u->ended) {
 		store_early_free(u->early);
 		u->early = NULL;
+		extents_free(u);
 	}
+}
+
+void upload_view(const struct req *r, const struct ck_extent **ext, size_t *n)
+{
+	const struct upload *u = r->upload;
+
+	*ext = u && u->view ? u->view : NULL;
+	*n = u && u->view ? u->nx : 0;
+}
+
+int upload_direct(struct req *r, struct store_direct **direct, const struct index_storage *stor,
+		  size_t n)
+{
+	struct upload *u = r->upload;
+	uint8_t *used;
+	int err = 0;
+
+	for (size_t i = 0; i < n; i++)
+		direct[i] = NULL;
+	if (!u || !u->view)
+		return 0;
+	if (!(used = calloc(u->nx, 1)))
+		return ck_error(CK_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		size_t lo = 0, hi = u->nx;
+		while (lo < hi) {
+			size_t mid = (lo + hi) / 2;
+			if (u->x[mid].off < stor[i].file_off)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < u->nx && u->x[lo].off == stor[i].file_off &&
+		    u->x[lo].len == stor[i].raw_size) {
+			direct[i] = u->x[lo].d;
+			used[lo] = 1;
+		}
+	}
+	/* the rest is read from the spool by the commit: filled first */
+	for (size_t k = 0; k < u->nx && !err; k++)
+		if (!used[k])
+			err = extent_fill(u, &u->x[k]);
+	free(used);
+	return err;
+}
+
+int upload_hash_range(struct hash *h, uint32_t *crc, struct req *r, uint64_t off, uint64_t len)
+{
+	struct upload *u = r->upload;
+	struct hasher *hs;
+	uint8_t *buf;
+	int err = 0;
+
+	if (!u || !u->view)
+		return hash_fd_range(h, crc, r->body_fd, off, len);
+	struct ck_input in = {NULL, u->fd, u->size, 0, u->view, u->nx};
+	if (!(hs = hasher_new()) || !(buf = malloc(READ_CHUNK))) {
+		hasher_free(hs);
+		return ck_error(CK_ENOMEM, "out of memory hashing a blob");
+	}
+	while (len > 0 && !err) {
+		size_t k = len < READ_CHUNK ? (size_t)len : READ_CHUNK;
+		if ((err = ck_input_read(&in, buf, k, off, "tensor data")) == 0) {
+			hasher_update(hs, buf, k);
+			off += k;
+			len -= k;
+		}
+	}
+	if (!err)
+		hasher_final(hs, h, crc);
+	free(buf);
+	hasher_free(hs);
+	return err;
 }
 
 int upload_thin_missing(struct resp *out, const struct req *r)

@@ -55,6 +55,9 @@ struct zip_scan {
 	size_t ndone, cap;
 	zip_scan_record_fn on_record;
 	void *on_record_arg;
+	zip_scan_begin_fn on_begin;
+	zip_scan_end_fn on_end;
+	void *on_payload_arg;
 };
 
 int zip_scan_new(struct zip_scan **out, uint64_t min_record)
@@ -74,6 +77,19 @@ void zip_scan_on_record(struct zip_scan *s, zip_scan_record_fn cb, void *arg)
 {
 	s->on_record = cb;
 	s->on_record_arg = arg;
+}
+
+void zip_scan_on_payload(struct zip_scan *s, zip_scan_begin_fn begin, zip_scan_end_fn end,
+			 void *arg)
+{
+	s->on_begin = begin;
+	s->on_end = end;
+	s->on_payload_arg = arg;
+}
+
+int zip_scan_following(const struct zip_scan *s)
+{
+	return s->st != STOP;
 }
 
 void zip_scan_free(struct zip_scan *s)
@@ -143,8 +159,11 @@ static void name_done(struct zip_scan *s)
 		/* the size is only in the data descriptor */
 		s->data_off = s->pos;
 		s->carry_len = 0;
-		s->hashing = 1;
+		s->hashing = s->min_record != ZIP_SCAN_NO_HASH;
 		s->st = s->method == 0 ? DATA_UNKNOWN : STOP;
+		if (s->st == DATA_UNKNOWN && s->on_begin)
+			s->on_begin(s->on_payload_arg, (const char *)s->name, nlen, s->data_off,
+				    s->method);
 		return;
 	}
 	s->data_off = s->pos;
@@ -152,12 +171,16 @@ static void name_done(struct zip_scan *s)
 	s->hashing = s->method == 0 && s->size >= s->min_record;
 	s->st = DATA;
 	s->have = 0;
+	if (s->on_begin)
+		s->on_begin(s->on_payload_arg, (const char *)s->name, nlen, s->data_off, s->method);
 	if (s->left == 0)
 		data_done(s);
 }
 
 static void data_done(struct zip_scan *s)
 {
+	if (s->on_end)
+		s->on_end(s->on_payload_arg, s->data_off + s->size);
 	if (s->hashing && s->size >= s->min_record) {
 		if (s->ndone == MAX_SCANNED) {
 			s->st = STOP;
@@ -215,7 +238,8 @@ static void carry_resolve(struct zip_scan *s)
 	}
 	/* not a descriptor: its first byte is payload */
 	uint8_t rest[sizeof(s->carry)];
-	hasher_update(s->hasher, s->carry, 1);
+	if (s->hashing)
+		hasher_update(s->hasher, s->carry, 1);
 	memcpy(rest, s->carry + 1, len - 1);
 	s->carry_len = 0;
 	s->pos -= len - 1; /* unknown_feed counts them again */
@@ -247,7 +271,8 @@ static void unknown_feed(struct zip_scan *s, const uint8_t *p, size_t n)
 					break;
 				}
 		}
-		hasher_update(s->hasher, p, k);
+		if (s->hashing)
+			hasher_update(s->hasher, p, k);
 		s->pos += k;
 		p += k;
 		n -= k;

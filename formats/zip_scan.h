@@ -23,7 +23,9 @@
 struct zip_scan;
 
 /* A new scanner into *out (free with zip_scan_free). min_record: records
- * shorter than this are not hashed (cheap enough to hash later). */
+ * shorter than this are not hashed (cheap enough to hash later);
+ * ZIP_SCAN_NO_HASH: none is (the scanner only finds payloads). */
+#define ZIP_SCAN_NO_HASH UINT64_MAX
 int zip_scan_new(struct zip_scan **out, uint64_t min_record);
 void zip_scan_free(struct zip_scan *s);
 
@@ -37,6 +39,22 @@ void zip_scan_feed(struct zip_scan *s, const uint8_t *p, size_t n);
 typedef void (*zip_scan_record_fn)(void *arg, const char *name, size_t name_len, uint64_t off,
 				   uint64_t len, const struct hash *h, uint32_t crc);
 void zip_scan_on_record(struct zip_scan *s, zip_scan_record_fn cb, void *arg);
+
+/* Has begin called, on the feeding thread, when a record's payload is
+ * about to start (the next byte fed is its first, at stream offset off;
+ * method as in its local header), and end when it has ended, at offset end
+ * (the payload's last byte + 1): for a record whose size only its data
+ * descriptor gives, end may lie up to 24 bytes before the bytes just fed
+ * (the descriptor that confirmed it). Every begin is followed by one end
+ * unless the scanner stops following the stream (zip_scan_following). */
+typedef void (*zip_scan_begin_fn)(void *arg, const char *name, size_t name_len, uint64_t off,
+				  unsigned method);
+typedef void (*zip_scan_end_fn)(void *arg, uint64_t end);
+void zip_scan_on_payload(struct zip_scan *s, zip_scan_begin_fn begin, zip_scan_end_fn end,
+			 void *arg);
+
+/* 1 while the scanner follows the stream. */
+int zip_scan_following(const struct zip_scan *s);
 
 /* The hash of the record payload at [off, off+len) if one was scanned: 0, or
  * CK_ENOTFOUND. */

@@ -429,7 +429,7 @@ int store_early_begin(struct store_early **out, struct store *s, int fd)
 	int err;
 
 	*out = NULL;
-	if (s->compress)
+	if (s->compress || store_direct_possible(s)) /* nothing to gain */
 		return 0;
 	if (!(e = calloc(1, sizeof(*e))))
 		return ck_error(CK_ENOMEM, "out of memory");
@@ -551,6 +551,80 @@ void store_early_free(struct store_early *e)
 	pthread_cond_destroy(&e->cv);
 	pthread_mutex_destroy(&e->mu);
 	free(e);
+}
+
+/* ---- writing once (store.h) ---- */
+
+struct store_direct {
+	struct store *s;
+	int fd;
+	int taken; /* a batch owns the file */
+	char name[BLOB_TMP_NAME];
+};
+
+int store_direct_possible(const struct store *s)
+{
+	return s->blobs->tmp_files;
+}
+
+int store_direct_open(struct store_direct **out, int *fd, struct store *s)
+{
+	struct store_direct *d;
+	int err;
+
+	*out = NULL;
+	*fd = -1;
+	if (!s->blobs->tmp_files)
+		return 0;
+	if (!(d = calloc(1, sizeof(*d))))
+		return ck_error(CK_ENOMEM, "out of memory");
+	d->s = s;
+	if ((err = s->blobs->tmp_open(s->blobs, &d->fd, d->name)) < 0 || d->fd < 0) {
+		free(d);
+		return err;
+	}
+	*fd = d->fd;
+	*out = d;
+	return 0;
+}
+
+void store_direct_hint(struct store_direct *d, const struct hash *h)
+{
+	struct ck_error_state saved;
+
+	if (!d)
+		return;
+	ck_error_save(&saved, 0);
+	if (d->s->blobs->exists(d->s->blobs, h) == CK_ENOTFOUND)
+		sync_file_range(d->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	ck_error_restore(&saved);
+}
+
+void store_direct_free(struct store_direct *d)
+{
+	if (!d)
+		return;
+	if (!d->taken)
+		d->s->blobs->tmp_remove(d->s->blobs, d->name);
+	close(d->fd);
+	free(d);
+}
+
+/* Puts storage i of u into bt: from its direct file (taken over when the
+ * blob is new) or from the spool. */
+static int put_storage(struct blob_batch *bt, struct blob_meta *meta, struct store *s,
+		       const struct store_upload *u, size_t i, const struct index_storage *st)
+{
+	struct store_direct *d = u->direct ? u->direct[i] : NULL;
+	int taken = 0, err;
+
+	if (!d)
+		return s->blobs->batch_put_fd(bt, meta, u->fd, st->file_off, st->dtype);
+	if (d->taken) /* the same file named twice: it is stored */
+		return s->blobs->batch_put_fd(bt, meta, d->fd, 0, st->dtype);
+	err = s->blobs->batch_put_tmp(bt, meta, d->name, d->fd, &taken);
+	d->taken = taken;
+	return err;
 }
 
 /* The blobs this upload wrote (nothing had them) go again (reap_written). */
@@ -816,8 +890,7 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 		if (u->referenced && u->referenced[i] &&
 		    (err = referenced_there(s, &metas[i].hash)) < 0)
 			goto out;
-		if ((err = s->blobs->batch_put_fd(bt, &metas[i], u->fd, stor[i].file_off,
-						  stor[i].dtype)) < 0)
+		if ((err = put_storage(bt, &metas[i], s, u, i, &stor[i])) < 0)
 			goto out;
 		if (!metas[i].nchain)
 			continue;
@@ -834,8 +907,7 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 		}
 		ck_error_clear();
 		metas[i].full_only = 1;
-		if ((err = s->blobs->batch_put_fd(bt, &metas[i], u->fd, stor[i].file_off,
-						  stor[i].dtype)) < 0)
+		if ((err = put_storage(bt, &metas[i], s, u, i, &stor[i])) < 0)
 			goto out;
 	}
 	/* 3. the skeleton */

@@ -86,6 +86,32 @@ void store_early_offer(struct store_early *e, const struct hash *h, uint32_t crc
  * that no checkpoint names, frees e. Accepts NULL. */
 void store_early_free(struct store_early *e);
 
+/*
+ * Writing once. Where new blobs are plain local files (the filesystem store
+ * without compression), api/upload.c writes each large tensor payload of a
+ * torch zip, as it arrives, straight into a temporary blob file of its own
+ * instead of the spool. When that blob is new, the commit makes the file
+ * itself the blob (flushed, renamed into place): the bytes are written
+ * once and never copied. When it is stored already, the file is removed
+ * unflushed, as the spool is. Early sends (above) are then not used.
+ */
+struct store_direct;
+
+/* 1 when store_direct_open gives files. */
+int store_direct_possible(const struct store *s);
+
+/* A new temporary blob file into *out, open for pread/pwrite in *fd (the
+ * store_direct's: valid until store_direct_free); *out NULL (and 0) where
+ * new blobs are not such files. */
+int store_direct_open(struct store_direct **out, int *fd, struct store *s);
+
+/* d's bytes are complete and hash to h: when the store lacks blob h, the
+ * file's writeback starts now, so the commit has little left to flush. */
+void store_direct_hint(struct store_direct *d, const struct hash *h);
+
+/* Removes the file unless a commit took it over; closes it. Accepts NULL. */
+void store_direct_free(struct store_direct *d);
+
 /* A parsed upload to commit. The storages carry blob, raw_size, crc32,
  * dtype and file_off (stored_size and codec are the store's to fill); the
  * skeleton fields are computed by store_commit from fd. */
@@ -97,6 +123,9 @@ struct store_upload {
 	/* NULL, or per storage: 1 when its bytes are not in fd (a thin
 	 * upload's R frame): its blob must be stored, it is never written */
 	const uint8_t *referenced;
+	/* NULL, or per storage: the file of store_direct_open that holds its
+	 * bytes from offset 0 (NULL: in fd at file_off) */
+	struct store_direct *const *direct;
 };
 
 /* Stores the blobs (each once), commits the checkpoint, then applies the

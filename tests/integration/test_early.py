@@ -1,12 +1,18 @@
 #!/usr/bin/python3
 # backends: sqlite postgresql
-"""Early sends on the filesystem store (store_early_offer, --compress off):
-each storage record is copied into its blob's temporary file, and its
-writeback started, while the rest of the body still arrives. The copies
-are in blobs/tmp before the body ends and none is a blob until the commit;
-the checkpoint is whole and dedups; an upload refused, cut off (after its
---resume-grace) or killed with the daemon leaves no blob and no temporary
-file behind. (test_s3.py checks the same on S3.)
+"""Writing before the commit on the filesystem store (--compress off).
+
+Each large storage payload is written, as it arrives, straight into a
+temporary blob file of its own, which the commit renames into place when
+the blob is new (writing once, store.h's store_direct): the files are in
+blobs/tmp before the body ends and none is a blob until the commit; the
+committed blob is the very file written while the body arrived (the same
+inode: no copy); the checkpoint is whole and dedups; an upload refused, cut
+off (after its --resume-grace) or killed with the daemon leaves no blob and
+no temporary file behind. The files are right when a record's data
+descriptor arrives in two writes, when its sizes are in its local header
+(Python's zipfile), and when a record named like a storage is none (its
+bytes go back into the spool). (test_s3.py checks the early sends on S3.)
 """
 
 import hashlib
@@ -31,6 +37,38 @@ def sha(b):
 def tmp_files(data_dir):
     p = os.path.join(data_dir, "blobs", "tmp")
     return sorted(os.listdir(p)) if os.path.isdir(p) else []
+
+
+def direct_files(data_dir):
+    """Temporary files of payloads written before their hash is known (named
+    with 64 zeros for it), with their inodes."""
+    p = os.path.join(data_dir, "blobs", "tmp")
+    out = {}
+    for n in tmp_files(data_dir):
+        if n.startswith("0" * 64 + "."):
+            try:
+                out[n] = os.stat(os.path.join(p, n)).st_ino
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def blob_inode(data_dir, h):
+    return os.stat(os.path.join(data_dir, "blobs", h[:2], h[2:])).st_ino
+
+
+def finish(s, data, start):
+    """Sends data[start:] on s and reads the whole reply."""
+    s.sendall(data[start:])
+    s.shutdown(socket.SHUT_WR)
+    reply = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        reply += b
+    s.close()
+    return reply
 
 
 def send_part(d, model, data, upto):
@@ -65,14 +103,7 @@ class EarlySends(ckptd.DaemonCase):
             self.assertTrue(wait_for(lambda: tmp_files(self.d.data_dir)),
                             "no storage was copied before the body ended")
             self.assertEqual(self.blobs(), before, "a blob was visible before the commit")
-            s.sendall(data[len(data) * 3 // 4:])
-            s.shutdown(socket.SHUT_WR)
-            reply = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                reply += b
+            reply = finish(s, data, len(data) * 3 // 4)
         finally:
             s.close()
         self.assertTrue(reply.startswith(b"HTTP/1.1 201"), reply[:200])
@@ -117,6 +148,81 @@ class EarlySends(ckptd.DaemonCase):
         self.assertTrue(wait_for(lambda: not tmp_files(self.d.data_dir)),
                         tmp_files(self.d.data_dir))
         self.assertEqual(self.d.get("/models/early-cut/checkpoints").status, 404)
+
+
+    def test_4_a_new_tensor_is_the_file_it_was_written_into(self):
+        big = store.randn(41, 3 << 20)  # 12 MiB: its own file
+        sd = {"big": big, "small": store.randn(42, 1000), "mid": store.randn(43, 200 * 1024)}
+        data = store.save_torch(sd)
+        name, (start, length) = store.record_named(data, "/data/0")
+        self.assertEqual(length, big.numel() * 4, name)
+        s = send_part(self.d, "once", data, start + length // 2)
+        try:
+            self.assertTrue(wait_for(lambda: direct_files(self.d.data_dir)),
+                            "the payload is not written into a file of its own")
+            inodes = set(direct_files(self.d.data_dir).values())
+            reply = finish(s, data, start + length // 2)
+        finally:
+            s.close()
+        self.assertTrue(reply.startswith(b"HTTP/1.1 201"), reply[:300])
+        h = sha(data[start:start + length])
+        self.assertIn(blob_inode(self.d.data_dir, h), inodes,
+                      "the blob is a copy, not the file written as the body arrived")
+        self.assertEqual(tmp_files(self.d.data_dir), [])
+        cks = self.d.get_json("/models/once/checkpoints")["checkpoints"]
+        store.assert_intact(self, self.d, "/models/once/checkpoints/%d/file" % cks[0]["id"],
+                            data, "once-again")
+        # stored already: the files written while it arrived go, unflushed
+        self.assertEqual(tmp_files(self.d.data_dir), [])
+
+    def test_5_a_descriptor_that_arrives_in_two_writes(self):
+        data = ckpt(11, n=3, floats=1 << 20)
+        recs = store.tensor_records(data)
+        hashes = []
+        for _name, (start, length) in recs:
+            # torch puts the sizes in a descriptor after the payload: the
+            # body pauses 10 bytes into it
+            self.assertEqual(data[start + length:start + length + 4], b"PK\x07\x08")
+            hashes.append(sha(data[start:start + length]))
+        cut = recs[1][1][0] + recs[1][1][1] + 10
+        s = send_part(self.d, "desc", data, cut)
+        try:
+            self.assertTrue(wait_for(lambda: len(direct_files(self.d.data_dir)) >= 2))
+            time.sleep(0.3)
+            inodes = set(direct_files(self.d.data_dir).values())
+            reply = finish(s, data, cut)
+        finally:
+            s.close()
+        self.assertTrue(reply.startswith(b"HTTP/1.1 201"), reply[:300])
+        for h in hashes[:2]:
+            self.assertIn(blob_inode(self.d.data_dir, h), inodes, h)
+        cks = self.d.get_json("/models/desc/checkpoints")["checkpoints"]
+        store.assert_intact(self, self.d, "/models/desc/checkpoints/%d/file" % cks[0]["id"],
+                            data, "desc-again")
+
+    def test_6_sizes_in_the_local_header_and_a_storage_record_that_is_none(self):
+        import zipfile
+        import io
+        torch_file = ckpt(12, n=2, floats=1 << 20)
+        extra = store.randn(99, 1 << 20).numpy().tobytes()  # 4 MiB, named like a storage
+        src = zipfile.ZipFile(io.BytesIO(torch_file))
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+            prefix = src.infolist()[0].filename.split("/")[0]
+            for info in src.infolist():
+                z.writestr(info.filename, src.read(info.filename))
+                if info.filename.endswith("/data/0"):
+                    z.writestr(prefix + "/data/77", extra)
+        data = out.getvalue()
+        before = self.blobs()
+        j = self.d.upload_ok("sizes", data)
+        self.assertEqual(j["tensor_count"], 2, j)
+        self.assertEqual(tmp_files(self.d.data_dir), [])
+        self.assertNotIn(sha(extra), self.blobs() - before, "a record no tensor uses is a blob")
+        store.assert_intact(self, self.d, "/models/sizes/checkpoints/%d/file" % j["id"], data,
+                            "sizes-again")
+        for _name, (start, length) in store.tensor_records(torch_file):
+            self.assertIn(sha(torch_file[start:start + length]), self.blobs())
 
 
 class KilledMidUpload(unittest.TestCase):

@@ -56,7 +56,7 @@ static uint8_t *slurp(const char *rel, size_t *len)
 
 static int read_mem(struct fmt_ckpt **out, const uint8_t *buf, size_t len)
 {
-	struct ck_input in = {buf, -1, len, 0};
+	struct ck_input in = {buf, -1, len, 0, NULL, 0};
 	return safetensors_read(out, &in, NULL);
 }
 
@@ -246,7 +246,7 @@ START_TEST(test_safetensors_header_over_the_limit_is_too_big)
 {
 	size_t len;
 	uint8_t *buf = slurp("valid/simple.safetensors", &len);
-	struct ck_input in = {buf, -1, len, 0};
+	struct ck_input in = {buf, -1, len, 0, NULL, 0};
 	struct fmt_limits lim;
 	struct fmt_ckpt *c = NULL;
 

@@ -541,7 +541,7 @@ START_TEST(test_safetensors_output_parses_for_every_dtype)
 		/* ckptd's own reader takes it back. */
 		FILE *rf = fopen(path, "rb");
 		static uint8_t raw[1 << 16];
-		struct ck_input in = {raw, -1, 0, 0};
+		struct ck_input in = {raw, -1, 0, 0, NULL, 0};
 		struct fmt_ckpt *c = NULL;
 
 		ck_assert_ptr_nonnull(rf);

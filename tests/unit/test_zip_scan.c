@@ -1,16 +1,22 @@
 /*
  * test_zip_scan.c: the streaming record hasher must find every stored
  * record of real torch files, whatever the chunking of the stream, with the
- * same hashes as hashing the parsed storages from the file.
+ * same hashes as hashing the parsed storages from the file; without
+ * hashing, it must tell where each payload begins and ends (the upload's
+ * writer splits the stream there); and an input read through extents
+ * (formats/input.h) must read the bytes of the file they stand for.
  */
 #include <check.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../common/err.h"
 #include "../../formats/checkpoint.h"
+#include "../../formats/input.h"
 #include "../../formats/sig.h"
 #include "../../formats/zip_scan.h"
 #include "check_main.h"
@@ -34,7 +40,7 @@ static size_t check_file(const char *path, size_t chunk)
 {
 	size_t n, hits = 0;
 	uint8_t *b = read_test_file(path, &n);
-	struct ck_input in = {b, -1, n, 0};
+	struct ck_input in = {b, -1, n, 0, NULL, 0};
 	struct fmt_ckpt *ck = NULL;
 	struct zip_scan *s = NULL;
 
@@ -58,7 +64,75 @@ static size_t check_file(const char *path, size_t chunk)
 	return hits;
 }
 
-START_TEST(test_zip_scan_hashes_every_record_of_torch_files)
+/* The payloads a scanner without hashing reports. */
+struct payloads {
+	uint64_t begin[4096], end[4096];
+	size_t nb, ne;
+	uint64_t fed; /* bytes fed so far, when end was called */
+	int late;     /* an end more than 24 bytes before the bytes fed */
+};
+
+static void on_begin(void *arg, const char *name, size_t name_len, uint64_t off, unsigned method)
+{
+	struct payloads *p = arg;
+
+	ck_assert_uint_eq(p->nb, p->ne); /* one at a time */
+	if (p->nb < 4096)
+		p->begin[p->nb++] = off;
+}
+
+static void on_end(void *arg, uint64_t end)
+{
+	struct payloads *p = arg;
+
+	ck_assert_uint_eq(p->nb, p->ne + 1);
+	p->end[p->ne++] = end;
+}
+
+/* Scans b without hashing in chunks of `chunk` (0: uneven ones) and
+ * checks that every storage of ck is exactly one reported payload. */
+static void check_payloads(const uint8_t *b, size_t n, const struct fmt_ckpt *ck, size_t chunk)
+{
+	struct payloads *p = calloc(1, sizeof(*p));
+	struct zip_scan *s = NULL;
+	struct hash h;
+	uint32_t crc;
+
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(zip_scan_new(&s, ZIP_SCAN_NO_HASH), 0);
+	zip_scan_on_payload(s, on_begin, on_end, p);
+	for (size_t off = 0, k = 1; off < n; k++) {
+		size_t take = chunk ? chunk : (k * 7919) % 4099 + 1;
+		if (take > n - off)
+			take = n - off;
+		size_t ne = p->ne;
+		zip_scan_feed(s, b + off, take);
+		off += take;
+		for (size_t i = ne; i < p->ne; i++) /* within 24 bytes of what was fed */
+			ck_assert_uint_le(off - p->end[i], off < 24 ? off : (uint64_t)take + 24);
+	}
+	for (size_t i = 0; i < ck->nstorages; i++) {
+		uint64_t o = ck->storages[i].file_off, len = ck->storages[i].nbytes;
+		size_t k = 0;
+		while (k < p->ne && p->begin[k] != o)
+			k++;
+		ck_assert_msg(k < p->ne, "storage %zu at %llu: no payload begins there", i,
+			      (unsigned long long)o);
+		ck_assert_uint_eq(p->end[k], o + len);
+	}
+	/* nothing hashed */
+	if (ck->nstorages)
+		ck_assert_int_eq(zip_scan_lookup(s, ck->storages[0].file_off,
+						 ck->storages[0].nbytes, &h, &crc),
+				 CK_ENOTFOUND);
+	zip_scan_free(s);
+	free(p);
+}
+
+/* Calls fn on every zip-format torch file of the test data that parses; how
+ * many there were. */
+static size_t each_torch_file(void (*fn)(const char *path, const uint8_t *b, size_t n,
+					 const struct fmt_ckpt *ck))
 {
 	const char *dirs[] = {"tests/data/torch/valid", "tests/data/compat/torch2"};
 	size_t files = 0;
@@ -69,30 +143,95 @@ START_TEST(test_zip_scan_hashes_every_record_of_torch_files)
 		ck_assert_msg(dir != NULL, "no %s (tests run from the repo root)", dirs[d]);
 		while ((e = readdir(dir))) {
 			char path[512];
-			size_t len = strlen(e->d_name);
+			size_t len = strlen(e->d_name), n;
 			if (len < 3 || strcmp(e->d_name + len - 3, ".pt") ||
 			    strstr(e->d_name, "legacy") || strstr(e->d_name, "broken"))
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", dirs[d], e->d_name);
-			size_t n;
 			uint8_t *b = read_test_file(path, &n);
-			struct ck_input in = {b, -1, n, 0};
+			struct ck_input in = {b, -1, n, 0, NULL, 0};
 			struct fmt_ckpt *ck = NULL;
-			int ok = fmt_read(&ck, &in, NULL) == 0;
-			size_t nst = ok ? ck->nstorages : 0;
+			if (fmt_read(&ck, &in, NULL) == 0) {
+				fn(path, b, n, ck);
+				files++;
+			}
 			fmt_ckpt_free(ck);
 			free(b);
-			if (!ok)
-				continue;
-			/* every storage is found, whatever the chunking */
-			ck_assert_msg(check_file(path, 1) == nst, "%s: byte by byte", path);
-			ck_assert_msg(check_file(path, 0) == nst, "%s: uneven chunks", path);
-			ck_assert_msg(check_file(path, 1 << 20) == nst, "%s: 1 MiB chunks", path);
-			files++;
 		}
 		closedir(dir);
 	}
-	ck_assert_uint_gt(files, 10);
+	return files;
+}
+
+static void payloads_at_three_chunkings(const char *path, const uint8_t *b, size_t n,
+					const struct fmt_ckpt *ck)
+{
+	(void)path;
+	check_payloads(b, n, ck, 1);
+	check_payloads(b, n, ck, 0);
+	check_payloads(b, n, ck, 1 << 20);
+}
+
+START_TEST(test_zip_scan_finds_every_payload_without_hashing)
+{
+	ck_assert_uint_gt(each_torch_file(payloads_at_three_chunkings), 10);
+}
+END_TEST
+
+/* A file whose ranges live in other files reads as the whole file. */
+START_TEST(test_input_reads_through_extents)
+{
+	enum { N = 10000 };
+	uint8_t *all = malloc(N), *got = malloc(N);
+	struct ck_extent x[3] = {{100, 1000, -1}, {1100, 50, -1}, {5000, 4000, -1}};
+	int spool = open("/tmp", O_TMPFILE | O_RDWR, 0600);
+
+	ck_assert_int_ge(spool, 0);
+	for (size_t i = 0; i < N; i++)
+		all[i] = (uint8_t)(i * 7 + i / 251);
+	/* the spool holds what no extent holds; each extent its range */
+	ck_assert_int_eq(pwrite(spool, all, 100, 0), 100);
+	ck_assert_int_eq(pwrite(spool, all + 1150, 5000 - 1150, 1150), 5000 - 1150);
+	ck_assert_int_eq(pwrite(spool, all + 9000, N - 9000, 9000), N - 9000);
+	for (int k = 0; k < 3; k++) {
+		x[k].fd = open("/tmp", O_TMPFILE | O_RDWR, 0600);
+		ck_assert_int_ge(x[k].fd, 0);
+		ck_assert_int_eq(pwrite(x[k].fd, all + x[k].off, x[k].len, 0), (ssize_t)x[k].len);
+	}
+	struct ck_input in = {NULL, spool, N, 0, x, 3};
+	for (uint64_t off = 0; off < N; off += 97)
+		for (size_t n = 1; off + n <= N; n = n * 3 + 1) {
+			memset(got, 0, n);
+			ck_assert_int_eq(ck_input_read(&in, got, n, off, "test"), 0);
+			ck_assert_mem_eq(got, all + off, n);
+		}
+	/* a view of a part, as a DCP item's */
+	struct ck_input sub = {NULL, spool, 6000, 1050, x, 3};
+	ck_assert_int_eq(ck_input_read(&sub, got, 6000, 0, "test"), 0);
+	ck_assert_mem_eq(got, all + 1050, 6000);
+	ck_assert_int_eq(ck_input_read(&in, got, 2, N - 1, "test"), CK_ECORRUPT);
+	for (int k = 0; k < 3; k++)
+		close(x[k].fd);
+	close(spool);
+	free(all);
+	free(got);
+}
+END_TEST
+
+/* every storage is found, whatever the chunking */
+static void storages_at_three_chunkings(const char *path, const uint8_t *b, size_t n,
+					const struct fmt_ckpt *ck)
+{
+	(void)b;
+	(void)n;
+	ck_assert_msg(check_file(path, 1) == ck->nstorages, "%s: byte by byte", path);
+	ck_assert_msg(check_file(path, 0) == ck->nstorages, "%s: uneven chunks", path);
+	ck_assert_msg(check_file(path, 1 << 20) == ck->nstorages, "%s: 1 MiB chunks", path);
+}
+
+START_TEST(test_zip_scan_hashes_every_record_of_torch_files)
+{
+	ck_assert_uint_gt(each_torch_file(storages_at_three_chunkings), 10);
 }
 END_TEST
 
@@ -173,12 +312,12 @@ START_TEST(test_zip_scan_ends_a_record_at_its_descriptor_only)
 END_TEST
 
 /* sig_find against a plain search: every position of a signature in
- * buffers of every length around the 16-byte steps of its vector loop, with
+ * buffers of every length around the 32- and 64-byte steps of its vector loops, with
  * near misses (3 of 4 bytes) before it and a signature cut by the end. */
 START_TEST(test_sig_find_agrees_with_a_plain_search)
 {
 	static const uint8_t sig[4] = {'P', 'K', 7, 8};
-	uint8_t b[80];
+	uint8_t b[200];
 
 	for (size_t n = 0; n <= sizeof(b); n++) {
 		for (size_t at = 0; at <= n + 2 && at < sizeof(b); at++) {
@@ -192,6 +331,8 @@ START_TEST(test_sig_find_agrees_with_a_plain_search)
 				if (!memcmp(b + i, sig, 4))
 					want = b + i;
 			ck_assert_ptr_eq(sig_find(b, n, sig), want);
+			ck_assert_ptr_eq(sig_find_variant(0, b, n, sig), want);
+			ck_assert_ptr_eq(sig_find_variant(1, b, n, sig), want);
 		}
 	}
 }
@@ -206,6 +347,8 @@ int main(void)
 	tcase_add_test(tc, test_zip_scan_stops_quietly_on_garbage);
 	tcase_add_test(tc, test_zip_scan_ends_a_record_at_its_descriptor_only);
 	tcase_add_test(tc, test_sig_find_agrees_with_a_plain_search);
+	tcase_add_test(tc, test_zip_scan_finds_every_payload_without_hashing);
+	tcase_add_test(tc, test_input_reads_through_extents);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
