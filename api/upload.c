@@ -98,7 +98,7 @@
 
 #define READ_CHUNK (1 << 20)  /* one pread */
 #define DIRECT_MIN (64 << 10) /* payload bytes before a storage gets its own file */
-#define MAX_DIRECT 1024       /* extents of one upload (each an open file) */
+#define MAX_DIRECT 1024	      /* extents of one upload (each an open file) */
 #define QUANTUM	   (16 << 20) /* bytes a worker hashes before taking turns */
 #define POOL_MIN   2
 #define POOL_MAX   16
@@ -537,7 +537,8 @@ static int copy_at(int dst, uint64_t to, int src, uint64_t from, uint64_t n)
 
 	while (n > 0) {
 		loff_t in = (loff_t)from, out = (loff_t)to;
-		ssize_t c = copy_file_range(src, &in, dst, &out, n > (1u << 30) ? (1u << 30) : n, 0);
+		ssize_t c =
+		    copy_file_range(src, &in, dst, &out, n > (1u << 30) ? (1u << 30) : n, 0);
 		if (c < 0 && errno == EINTR)
 			continue;
 		if (c <= 0)
@@ -622,8 +623,7 @@ static void place(struct upload *u, uint64_t upto)
 }
 
 /* The writer's scanner: a payload begins at off. */
-static void split_begin(void *arg, const char *name, size_t name_len, uint64_t off,
-			unsigned method)
+static void split_begin(void *arg, const char *name, size_t name_len, uint64_t off, unsigned method)
 {
 	struct upload *u = arg;
 
@@ -1095,7 +1095,8 @@ static void keep_broken_off(struct upload *u)
 	}
 	for (size_t i = 0; u->npieces && i < u->nx; i++)
 		if (extent_fill(u, &u->x[i]) < 0) {
-			fprintf(stderr, "ckptd: the tensors of an upload cut off are not kept: %s\n",
+			fprintf(stderr,
+				"ckptd: the tensors of an upload cut off are not kept: %s\n",
 				ck_errmsg());
 			u->npieces = 0;
 		}

@@ -21,11 +21,11 @@ struct ck_extent {
 };
 
 struct ck_input {
-	const uint8_t *mem; /* when non-NULL, the bytes; fd is then ignored */
-	int fd;		    /* else a file read with pread */
-	uint64_t size;	    /* total size in bytes */
-	uint64_t base;	    /* where offset 0 lies in mem or fd: a view of
-			       [base, base + size) of a larger file */
+	const uint8_t *mem;	     /* when non-NULL, the bytes; fd is then ignored */
+	int fd;			     /* else a file read with pread */
+	uint64_t size;		     /* total size in bytes */
+	uint64_t base;		     /* where offset 0 lies in mem or fd: a view of
+					[base, base + size) of a larger file */
 	const struct ck_extent *ext; /* with fd: ranges read elsewhere, by off */
 	size_t next;
 };

@@ -135,7 +135,8 @@ int fmt_read_items(struct fmt_item **out, size_t *nout, const struct ck_input *i
 		pos = e + 1;
 		if (!end_locate(&start, &end, in, e) || start < done)
 			continue; /* no archive, or inside the last one found */
-		struct ck_input sub = {in->mem, in->fd, end - start, in->base + start, in->ext, in->next};
+		struct ck_input sub = {in->mem,		 in->fd,  end - start,
+				       in->base + start, in->ext, in->next};
 		err = torch_zip_read(&ck, &sub, lim);
 		if (err == CK_ECORRUPT || err == CK_EFORMAT) { /* no archive after all */
 			ck_error_clear();

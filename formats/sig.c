@@ -36,7 +36,7 @@ static inline const uint8_t *confirm(const uint8_t *p, size_t i, uint64_t m, con
 
 #ifdef __x86_64__
 __attribute__((target("avx2"))) static const uint8_t *find_avx2(const uint8_t *p, size_t n,
-								  const uint8_t sig[4])
+								const uint8_t sig[4])
 {
 	const __m256i a = _mm256_set1_epi8((char)sig[0]), b = _mm256_set1_epi8((char)sig[1]);
 	size_t i = 0;
@@ -96,8 +96,7 @@ const uint8_t *sig_find(const uint8_t *p, size_t n, const uint8_t sig[4])
 const uint8_t *sig_find_variant(int avx2, const uint8_t *p, size_t n, const uint8_t sig[4])
 {
 	__builtin_cpu_init();
-	return avx2 && __builtin_cpu_supports("avx2") ? find_avx2(p, n, sig)
-						      : find_sse2(p, n, sig);
+	return avx2 && __builtin_cpu_supports("avx2") ? find_avx2(p, n, sig) : find_sse2(p, n, sig);
 }
 #else
 const uint8_t *sig_find(const uint8_t *p, size_t n, const uint8_t sig[4])

@@ -116,8 +116,8 @@ struct blob_backend {
 	 * (*taken = 1: the batch owns the file from then on); tmp_remove drops
 	 * a file not taken. */
 	int (*tmp_open)(struct blob_backend *b, int *fd, char *name);
-	int (*batch_put_tmp)(struct blob_batch *bt, struct blob_meta *meta, const char *name, int fd,
-			     int *taken);
+	int (*batch_put_tmp)(struct blob_batch *bt, struct blob_meta *meta, const char *name,
+			     int fd, int *taken);
 	void (*tmp_remove)(struct blob_backend *b, const char *name);
 
 	/* Makes every blob put in bt durable and visible; returns only after

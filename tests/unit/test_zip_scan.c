@@ -122,9 +122,9 @@ static void check_payloads(const uint8_t *b, size_t n, const struct fmt_ckpt *ck
 	}
 	/* nothing hashed */
 	if (ck->nstorages)
-		ck_assert_int_eq(zip_scan_lookup(s, ck->storages[0].file_off,
-						 ck->storages[0].nbytes, &h, &crc),
-				 CK_ENOTFOUND);
+		ck_assert_int_eq(
+		    zip_scan_lookup(s, ck->storages[0].file_off, ck->storages[0].nbytes, &h, &crc),
+		    CK_ENOTFOUND);
 	zip_scan_free(s);
 	free(p);
 }
