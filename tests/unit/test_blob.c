@@ -131,7 +131,7 @@ static size_t count_files(const char *sub)
 
 /* Puts the file `name` as m's blob in a batch of its own and commits it;
  * `is_new` says whether the store must take the file (the blob was new). */
-static void put_tmp_committed(struct blob_store *b, struct blob_meta *m, const char *name, int fd,
+static void put_tmp_committed(struct blob_backend *b, struct blob_meta *m, const char *name, int fd,
 			      int is_new)
 {
 	struct blob_batch *bt = NULL;
