@@ -327,6 +327,22 @@ static int pays(size_t stored, size_t raw)
 	return stored < raw - raw / 32; /* below ~97% */
 }
 
+/* Whether a delta of `delta` bytes is worth storing instead of the `whole`
+ * bytes of the blob's own encoding: only when it saves a sixteenth. A delta
+ * costs more than its size: it is encoded and read 2-4x slower than a whole
+ * blob (its base is decoded with it, through the base's own chain), and it
+ * spends a step of the chain. Measured: float32 weights shifted by a
+ * constant (x + 2 against x + 1, as bench/dcp_bench.py's saves are) give a
+ * delta 0.991 of the whole encoding, which cost their upload 2.2
+ * CPU-seconds per 537 MB to save 0.9%: now stored whole. The store of
+ * examples/train_digits.py's 8 epochs (`BENCH_ONLY=run make bench`) is
+ * 0.6994 of raw with any smaller delta kept, 0.7001 with this rule, 0.7091
+ * with a tenth. */
+static int delta_pays(size_t delta, size_t whole)
+{
+	return delta < whole - whole / 16;
+}
+
 /* Encodes n raw bytes (e->in) as E planes into e->out; lens[p] get the
  * table's length words. Returns the encoded size in *len. A delta's planes
  * have runs of zero bytes (elements that did not change), which zstd's
@@ -414,8 +430,8 @@ static int encode(int *codec, uint64_t *stored_size, struct codec_enc *e, int ou
 		if ((err = pread_all(in_fd, e->in, n, in_off + done, "blob source")) < 0)
 			return err;
 		if (base && ci == 0) {
-			/* the first chunk decides: a delta only when it is smaller
-			 * than the chunk's own encoding */
+			/* the first chunk decides: a delta only when it is a
+			 * sixteenth smaller than the chunk's own encoding (delta_pays) */
 			int t;
 			float_elem_size(hint, &t);
 			if ((err = encode_chunk(&whole, lens, e, n, E, t, 1, 0)) < 0)
@@ -430,7 +446,7 @@ static int encode(int *codec, uint64_t *stored_size, struct codec_enc *e, int ou
 		if ((err = encode_chunk(&len, lens, e, n, E, transform, ci == 0, base != NULL)) < 0)
 			return err;
 		/* The first chunk is the sample: if it does not pay, store raw. */
-		if (ci == 0 && (!pays(len, n) || (base && len >= whole)))
+		if (ci == 0 && (!pays(len, n) || (base && !delta_pays(len, whole))))
 			return 0;
 		put64(ent, data_off);
 		for (int p = 0; p < E; p++)
