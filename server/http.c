@@ -17,6 +17,13 @@
  *   or from the end of its previous request, to send a whole request line
  *   and headers. MHD's own timeout restarts with every byte, so a trickle
  *   would never trip it: a watchdog thread shuts down such sockets instead.
+ *   The clock counts only while the connection's worker thread is free to
+ *   read: handlers run on MHD's pool threads, and a handler that works for
+ *   seconds (a commit of 10,000 tensors, an index waiting on a lock) holds
+ *   up the other connections of its thread. A head late while its thread
+ *   has been in one handler call for BUSY_MS or more gets header_timeout
+ *   again: the delay is ours, not the client's (found when one of four
+ *   uploads at once was cut off, unanswered, in the ASan suite).
  * - Bodies and responses: idle_timeout seconds without a byte either way
  *   closes the connection (MHD's connection timeout).
  * - The query string is parsed here, from MHD's URI callback, and hidden from
@@ -64,6 +71,7 @@
 #define MAX_FIELDS    512
 #define STOP_IDLE_MS  2000 /* on stop: an upload silent this long is dropped */
 #define WATCHDOG_MS   250  /* how often the watchdog looks */
+#define BUSY_MS	      500  /* a worker in one handler call this long is busy */
 #define LOG_BURST     20   /* MHD messages per second; more are counted */
 
 enum phase {
@@ -72,11 +80,18 @@ enum phase {
 	PH_WORK,     /* handling the request or sending the response */
 };
 
+/* One of MHD's pool threads: since when it is in a handler call (0: it is
+ * not), for the watchdog. */
+struct worker {
+	_Atomic int64_t busy_since;
+};
+
 /* One TCP connection, for the watchdog (MHD's socket context). Listed from
  * MHD's "started" notification to its "closed" one, which MHD sends before
  * closing the socket, so fd is valid while listed. */
 struct conn_track {
 	int fd;
+	struct worker *w; /* the thread that reads it (NULL: not known) */
 	atomic_int phase;
 	_Atomic int64_t deadline_ms; /* PH_HEAD: the head must be in by then */
 	_Atomic int64_t last_io_ms;  /* PH_BODY: the last body bytes */
@@ -89,6 +104,9 @@ struct http_server {
 	struct app *app;
 	atomic_int inflight;
 	int64_t header_timeout_ms;
+	struct worker *workers; /* one per pool thread, each claimed by its thread */
+	unsigned nworkers;
+	atomic_uint nclaimed;
 	pthread_mutex_t lock; /* conns, stopping, quit */
 	pthread_cond_t wake;
 	struct conn_track *conns;
@@ -542,9 +560,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	return cs;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-				  const char *method, const char *version, const char *data,
-				  size_t *data_size, void **con_cls)
+static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, const char *url,
+				      const char *method, const char *version, const char *data,
+				      size_t *data_size, void **con_cls)
 {
 	struct http_server *srv = cls;
 	struct conn_state *cs = *con_cls;
@@ -642,6 +660,37 @@ static void answer_cut_body(struct conn_state *cs, struct MHD_Connection *conn)
 	cs->bytes_out = w > 0 ? (uint64_t)w : 0;
 }
 
+/* The calling pool thread's worker: claimed on its first call (each pool
+ * thread serves one server); NULL past nworkers. */
+static _Thread_local struct worker *tl_worker;
+static _Thread_local int tl_claimed;
+
+static struct worker *this_worker(struct http_server *srv)
+{
+	if (!tl_claimed) {
+		unsigned i = atomic_fetch_add(&srv->nclaimed, 1);
+		tl_worker = i < srv->nworkers ? &srv->workers[i] : NULL;
+		tl_claimed = 1;
+	}
+	return tl_worker;
+}
+
+/* Every request callback, marked on its thread's worker for the watchdog. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *data,
+				  size_t *data_size, void **con_cls)
+{
+	struct worker *w = this_worker(cls);
+	enum MHD_Result r;
+
+	if (w)
+		atomic_store(&w->busy_since, now_ms());
+	r = handle_request(cls, conn, url, method, version, data, data_size, con_cls);
+	if (w)
+		atomic_store(&w->busy_since, 0);
+	return r;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -697,6 +746,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		if (!ci || !(t = calloc(1, sizeof(*t))))
 			return; /* untracked: only MHD's idle timeout applies */
 		t->fd = ci->connect_fd;
+		t->w = this_worker(srv); /* MHD notifies on the thread that reads it */
 		atomic_init(&t->phase, PH_HEAD);
 		atomic_init(&t->deadline_ms, now_ms() + srv->header_timeout_ms);
 		atomic_init(&t->last_io_ms, now_ms());
@@ -738,6 +788,13 @@ static void *watchdog(void *arg)
 			int ph = atomic_load(&t->phase);
 			int late =
 			    ph == PH_HEAD && (srv->stopping || now >= atomic_load(&t->deadline_ms));
+			int64_t busy = t->w ? atomic_load(&t->w->busy_since) : 0;
+			if (late && !srv->stopping && busy && now - busy >= BUSY_MS) {
+				/* its thread is held up by another request: not the
+				 * client's delay (see the top of the file) */
+				atomic_store(&t->deadline_ms, now + srv->header_timeout_ms);
+				late = 0;
+			}
 			int silent = srv->stopping && ph == PH_BODY &&
 				     now - atomic_load(&t->last_io_ms) >= STOP_IDLE_MS;
 			if (!t->reaped && (late || silent)) {
@@ -830,6 +887,7 @@ static void server_free(struct http_server *s)
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->wake);
 	pthread_mutex_destroy(&s->log_lock);
+	free(s->workers);
 	free(s);
 }
 
@@ -858,6 +916,11 @@ int http_start(struct http_server **out, const struct http_options *o)
 		flags |= MHD_USE_EPOLL;
 	s->app = o->app;
 	s->header_timeout_ms = (int64_t)(o->header_timeout ? o->header_timeout : 15) * 1000;
+	s->nworkers = o->threads ? o->threads : 1;
+	if (!(s->workers = calloc(s->nworkers, sizeof(*s->workers)))) {
+		server_free(s);
+		return ck_error(CK_ENOMEM, "out of memory");
+	}
 	if (pthread_create(&s->watchdog, NULL, watchdog, s) != 0) {
 		server_free(s);
 		return ck_error(CK_ENOMEM, "cannot start the connection watchdog thread");

@@ -29,6 +29,8 @@ import resource
 import select
 import signal
 import socket
+import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -279,6 +281,61 @@ class SlowClients(unittest.TestCase):
             finally:
                 s.close()
             self.assertEqual(d.get("/healthz").status, 200)
+
+
+    def test_a_head_sent_in_time_waits_for_a_thread_another_request_holds(self):
+        """Handlers run on the server's pool threads: while one works for
+        seconds (here an upload whose commit waits on a locked index), the
+        other connections of its thread are not read. A client whose head
+        was sent in time must be answered once the thread is free, not cut
+        off by the header timeout (one of four 10,000-tensor uploads at once
+        was, in the ASan suite)."""
+        with ckptd.Daemon(name="busy", args=["--threads", "1", "--header-timeout", "1"]) as d:
+            small = fixtures.seed_bytes("views_and_tied.pt")
+            self.assertEqual(d.upload("busy", small).status, 201)  # the index exists
+            release = hold_index_writes(d, 3.0)
+            try:
+                b = connect(d.port, timeout=20)  # accepted while the thread is free
+                got = {}
+                time.sleep(0.2)
+                up = threading.Thread(target=lambda: got.update(a=d.upload("busy", small)))
+                up.start()
+                time.sleep(0.4)  # the upload's commit now waits, holding the thread
+                t0 = time.monotonic()
+                b.sendall(b"GET " + API.encode() + b"/healthz HTTP/1.1\r\nHost: t\r\n"
+                          b"Connection: close\r\n\r\n")
+                ans = read_answer(b, timeout=20)
+                took = time.monotonic() - t0
+                b.close()
+            finally:
+                release()
+            up.join(30)
+            self.assertEqual(ans.status, 200, "a head sent 0.6 s after the accept, behind an "
+                             "upload holding the only thread: %r after %.1f s" % (ans, took))
+            self.assertGreater(took, 1.0, "the upload did not hold the thread: the test "
+                               "proves nothing")
+            self.assertEqual(got["a"].status, 201, got["a"])
+
+
+def hold_index_writes(d, seconds):
+    """Holds the write lock of d's index for `seconds` (taken when this
+    returns): a SQLite write transaction, or on PostgreSQL a lock on the
+    checkpoints table that lets reads through. Returns a function that waits
+    for the release."""
+    pg = ckptd.index_args(d.data_dir)
+    if pg:
+        p = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", pg[1], "-c",
+                              "BEGIN; LOCK TABLE checkpoints IN EXCLUSIVE MODE; "
+                              "SELECT pg_sleep(%.1f); COMMIT;" % seconds],
+                             stdout=subprocess.DEVNULL)
+        time.sleep(0.5)  # connected and locked (pg_sleep outlasts this)
+        return lambda: p.wait(seconds + 30)
+    con = sqlite3.connect(os.path.join(d.data_dir, "index.sqlite"), timeout=10,
+                          isolation_level=None, check_same_thread=False)
+    con.execute("BEGIN IMMEDIATE")
+    t = threading.Timer(seconds, lambda: (con.execute("COMMIT"), con.close()))
+    t.start()
+    return t.join
 
 
 # -- 2. requests that got no answer ------------------------------------------
