@@ -120,10 +120,9 @@ struct codec_base {
  * base: *codec CODEC_DELTA, or CODEC_RAW (nothing usable in out_fd) when a
  * delta cannot be made (not a floating-point type of 2, 4 or 8 bytes, sizes
  * differ, the chain would exceed CODEC_MAX_CHAIN) or does not pay: its
- * first chunk is not a sixteenth smaller than that chunk's own encoding (planes
- * or zstd, as codec_encode_fd makes it), or the whole is not below ~97% of
- * raw. Errors as
- * codec_encode_fd, and the base's read errors. */
+ * first chunk is not a sixteenth smaller than that chunk's own encoding
+ * (planes or zstd, as codec_encode_fd makes it), or the whole is not below
+ * ~97% of raw. Errors as codec_encode_fd, and the base's read errors. */
 int codec_encode_delta_fd(int *codec, uint64_t *stored_size, struct codec_enc *e, int out_fd,
 			  int in_fd, uint64_t in_off, uint64_t raw_size, enum dtype hint,
 			  const struct codec_base *base, int kind);

@@ -282,7 +282,6 @@ class SlowClients(unittest.TestCase):
                 s.close()
             self.assertEqual(d.get("/healthz").status, 200)
 
-
     def test_a_head_sent_in_time_waits_for_a_thread_another_request_holds(self):
         """Handlers run on the server's pool threads: while one works for
         seconds (here an upload whose commit waits on a locked index), the

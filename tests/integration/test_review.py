@@ -4,11 +4,11 @@ code), each checked against a live daemon: the fix of each failed here before.
 
 - PATCH could grow a checkpoint's metrics without bound and held the index's
   write lock for seconds while merging them, so that uploads to other models
-  failed with "database is locked" (the bug this test catches; it accepts no
-  error). Metrics are capped at 256 everywhere and the merge is short: uploads beside
-  PATCHes must all answer 201 and the PATCHes 200, nothing else accepted. An
-  index held by another writer past the timeout answers 503 with
-  Retry-After, which the test provokes on purpose.
+  were refused while it merged. Metrics are capped at 256 everywhere and the
+  merge is short: uploads beside PATCHes must all answer 201 and the PATCHes
+  200, nothing else accepted. Separately, SPEC 3's answer for an index held
+  by another writer past the timeout, 503 with Retry-After, is checked by
+  holding the lock from outside on purpose.
 - best/file and latest/file were cacheable for a year: only id URLs are.
 - A download of a checkpoint deleted while it streamed was cut short under
   a 200: a download holds its blobs until it ends.
