@@ -11,11 +11,15 @@
  * Both run on one pool of hashing threads per app, shared by every upload:
  * one thread per CPU (2 to 16), started with the first body byte of the
  * first upload, never one per upload, so a thousand uploads waiting for
- * their bodies start no thread. Each upload has two jobs (one per hash). A
- * job is queued when the writer publishes bytes it has not read and it is
- * neither queued nor running; a worker takes the oldest job, hashes at most
- * QUANTUM bytes of what was published, and queues it again at the tail if
- * more is there, so uploads share the threads in turn.
+ * their bodies start no thread. Each upload has two jobs (one per hash); on
+ * a CPU with the SHA extensions the record job hashes the file too and the
+ * other idles (hasher_update2: the storages' bytes, most of the file, go
+ * into both hashes at once, interleaved on one core, about a third less
+ * CPU than two passes, and the spool is read once). A job is queued when
+ * the writer publishes bytes it has not read and it is neither queued nor
+ * running; a worker takes the oldest job, hashes at most QUANTUM bytes of
+ * what was published, and queues it again at the tail if more is there,
+ * so uploads share the threads in turn.
  *
  * A thin upload (SPEC 3.1, Content-Type application/x-ckptd-thin) is
  * decoded as it arrives (thin.c): literal bytes go to the spool at their
@@ -149,6 +153,7 @@ struct upload {
 	int fd;
 	struct store_early *early; /* NULL: nothing is sent before the commit */
 	struct hash_job job[2];
+	int first_job; /* 1: job 1 hashes the file too (eat_both), job 0 idles */
 	/* a thin upload */
 	struct app *app;
 	int thin;
@@ -192,6 +197,13 @@ static void eat_file_hash(struct upload *u, const uint8_t *p, size_t n)
 static void eat_records(struct upload *u, const uint8_t *p, size_t n)
 {
 	zip_scan_feed(u->scan, p, n);
+}
+
+/* Both hashes in one pass: a storage's bytes go into its hash and the
+ * file's at once (hasher_update2), read from the spool once. */
+static void eat_both(struct upload *u, const uint8_t *p, size_t n)
+{
+	zip_scan_feed2(u->scan, u->h, p, n);
 }
 
 /* A record hashed in full: a storage goes to the store now, and is noted
@@ -378,7 +390,7 @@ static void publish(struct upload *u)
 
 	pthread_mutex_lock(&p->lock);
 	u->published = u->size;
-	for (int i = 0; i < 2; i++) {
+	for (int i = u->first_job; i < 2; i++) {
 		struct hash_job *j = &u->job[i];
 		if (j->state == JOB_IDLE && !j->err && j->done < u->published) {
 			queue_push(p, j);
@@ -482,6 +494,10 @@ int api_upload_begin(struct app *app, const struct route *rt, struct req *r)
 		u->job[i].u = u;
 	u->job[0].eat = eat_file_hash;
 	u->job[1].eat = eat_records;
+	if (hasher_pairs_fast()) {
+		u->first_job = 1;
+		u->job[1].eat = eat_both;
+	}
 	u->app = app;
 	thin_init(&u->t);
 	if (!strcmp(api_route_name(rt), "checkpoint.file.put")) {
@@ -1059,12 +1075,13 @@ int api_upload_end(struct req *r)
 		return 0;
 	}
 	claim(u);
-	if ((u->job[0].done < u->size || u->job[1].done < u->size) && !(buf = malloc(READ_CHUNK)))
-		u->job[0].err = CK_ENOMEM;
+	if (((!u->first_job && u->job[0].done < u->size) || u->job[1].done < u->size) &&
+	    !(buf = malloc(READ_CHUNK)))
+		u->job[1].err = CK_ENOMEM;
 	else if (buf)
-		catch_up(u, buf, 0);
+		catch_up(u, buf, u->first_job);
 	free(buf);
-	for (int i = 0; i < 2; i++)
+	for (int i = u->first_job; i < 2; i++)
 		if (u->job[i].err && !err)
 			err = u->job[i].err;
 	hasher_final(u->h, &r->body_sha256, NULL);

@@ -1,5 +1,6 @@
 /*
- * hash.c: SHA-256 through OpenSSL's EVP interface, CRC-32 through libdeflate.
+ * hash.c: SHA-256 on the CPU's SHA extensions (sha256.c) where it has them,
+ * through OpenSSL's EVP interface otherwise; CRC-32 through libdeflate.
  */
 #include "hash.h"
 
@@ -12,12 +13,26 @@
 #include <openssl/evp.h>
 
 #include "err.h"
+#include "sha256.h"
 
 struct hasher {
-	EVP_MD_CTX *md;
+	EVP_MD_CTX *md; /* NULL: ni */
+	struct sha256 ni;
 	uint32_t crc;
 	int no_crc; /* hasher_new_sha256: the SHA-256 alone */
 };
+
+static int openssl_only;
+
+void hash_force_openssl(int on)
+{
+	openssl_only = on;
+}
+
+int hasher_pairs_fast(void)
+{
+	return !openssl_only && sha256_ni();
+}
 
 uint32_t crc32_update(uint32_t crc, const void *p, size_t n)
 {
@@ -30,6 +45,10 @@ struct hasher *hasher_new(void)
 
 	if (!h)
 		return NULL;
+	if (hasher_pairs_fast()) {
+		sha256_init(&h->ni);
+		return h;
+	}
 	h->md = EVP_MD_CTX_new();
 	if (!h->md || EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) != 1) {
 		hasher_free(h);
@@ -50,21 +69,41 @@ struct hasher *hasher_new_sha256(void)
 
 void hasher_update(struct hasher *h, const void *p, size_t n)
 {
-	const uint8_t *b = p;
-
-	EVP_DigestUpdate(h->md, p, n);
+	if (h->md)
+		EVP_DigestUpdate(h->md, p, n);
+	else
+		sha256_update(&h->ni, p, n);
 	if (!h->no_crc)
-		h->crc = libdeflate_crc32(h->crc, b, n);
+		h->crc = libdeflate_crc32(h->crc, p, n);
+}
+
+void hasher_update2(struct hasher *a, struct hasher *b, const void *p, size_t n)
+{
+	if (a->md || b->md) {
+		hasher_update(a, p, n);
+		hasher_update(b, p, n);
+		return;
+	}
+	sha256_update2(&a->ni, &b->ni, p, n);
+	if (!a->no_crc)
+		a->crc = libdeflate_crc32(a->crc, p, n);
+	if (!b->no_crc)
+		b->crc = libdeflate_crc32(b->crc, p, n);
 }
 
 void hasher_final(struct hasher *h, struct hash *out, uint32_t *crc)
 {
 	unsigned int len = 0;
 
-	EVP_DigestFinal_ex(h->md, out->b, &len);
+	if (h->md) {
+		EVP_DigestFinal_ex(h->md, out->b, &len);
+		EVP_DigestInit_ex(h->md, EVP_sha256(), NULL);
+	} else {
+		sha256_final(&h->ni, out->b);
+		sha256_init(&h->ni);
+	}
 	if (crc)
 		*crc = h->crc;
-	EVP_DigestInit_ex(h->md, EVP_sha256(), NULL);
 	h->crc = 0;
 }
 

@@ -1,7 +1,8 @@
 /*
- * hash.h: SHA-256 names for blobs and uploads (OpenSSL libcrypto, which uses
- * the CPU's SHA extensions), CRC-32 beside it (libdeflate, which folds with
- * PCLMULQDQ: about 13 GB/s here against zlib's 2.8), and hex conversion.
+ * hash.h: SHA-256 names for blobs and uploads (on the CPU's SHA extensions,
+ * sha256.h, or through OpenSSL's libcrypto), CRC-32 beside it (libdeflate,
+ * which folds with PCLMULQDQ: about 13 GB/s here against zlib's 2.8), and
+ * hex conversion.
  */
 #ifndef CK_HASH_H
 #define CK_HASH_H
@@ -25,6 +26,16 @@ struct hasher *hasher_new(void);
  * whole file's hash of an upload, whose CRC-32 nothing needs. */
 struct hasher *hasher_new_sha256(void);
 void hasher_update(struct hasher *h, const void *p, size_t n);
+/* The same n bytes into a and b (two messages sharing them): on the SHA
+ * extensions the two SHA-256 run interleaved, about 1.5 times as fast as
+ * one after the other (sha256.h); otherwise one after the other. */
+void hasher_update2(struct hasher *a, struct hasher *b, const void *p, size_t n);
+/* 1 when hasher_update2 is faster than two hasher_update: one thread may
+ * then hash both messages rather than two threads one each. */
+int hasher_pairs_fast(void);
+/* Tests: hashers made from now on use OpenSSL (on) or the SHA extensions
+ * where the CPU has them (off, the default). */
+void hash_force_openssl(int on);
 /* Writes the digest and CRC-32 (crc may be NULL) and resets h for reuse. */
 void hasher_final(struct hasher *h, struct hash *out, uint32_t *crc);
 void hasher_free(struct hasher *h);

@@ -58,6 +58,13 @@ struct zip_scan {
 	zip_scan_begin_fn on_begin;
 	zip_scan_end_fn on_end;
 	void *on_payload_arg;
+	/* zip_scan_feed2: the partner takes every byte of the chunk; the
+	 * bytes of a hashed payload go into both at once (rec_update) */
+	struct hasher *partner;
+	const uint8_t *chunk; /* the chunk fed, at stream offset chunk_pos */
+	uint64_t chunk_pos;
+	uint64_t partner_pos; /* the partner has taken the stream up to here */
+	int replay;	      /* > 0: carry bytes fed again, not from the chunk */
 };
 
 int zip_scan_new(struct zip_scan **out, uint64_t min_record)
@@ -177,6 +184,21 @@ static void name_done(struct zip_scan *s)
 		data_done(s);
 }
 
+/* n payload bytes at p, the stream's bytes at s->pos, into the record's
+ * hash; with a partner (zip_scan_feed2), into the partner too, after it has
+ * taken the chunk's bytes before them. */
+static void rec_update(struct zip_scan *s, const uint8_t *p, size_t n)
+{
+	if (!s->partner || s->replay) {
+		hasher_update(s->hasher, p, n);
+		return;
+	}
+	hasher_update(s->partner, s->chunk + (s->partner_pos - s->chunk_pos),
+		      (size_t)(s->pos - s->partner_pos));
+	hasher_update2(s->partner, s->hasher, p, n);
+	s->partner_pos = s->pos + n;
+}
+
 static void data_done(struct zip_scan *s)
 {
 	if (s->on_end)
@@ -239,11 +261,13 @@ static void carry_resolve(struct zip_scan *s)
 	/* not a descriptor: its first byte is payload */
 	uint8_t rest[sizeof(s->carry)];
 	if (s->hashing)
-		hasher_update(s->hasher, s->carry, 1);
+		hasher_update(s->hasher, s->carry, 1); /* a partner: from its chunk */
 	memcpy(rest, s->carry + 1, len - 1);
 	s->carry_len = 0;
 	s->pos -= len - 1; /* unknown_feed counts them again */
+	s->replay++;
 	unknown_feed(s, rest, len - 1);
+	s->replay--;
 }
 
 /* Hashes payload bytes of a record of unknown size, watching for its
@@ -272,7 +296,7 @@ static void unknown_feed(struct zip_scan *s, const uint8_t *p, size_t n)
 				}
 		}
 		if (s->hashing)
-			hasher_update(s->hasher, p, k);
+			rec_update(s, p, k);
 		s->pos += k;
 		p += k;
 		n -= k;
@@ -312,7 +336,7 @@ void zip_scan_feed(struct zip_scan *s, const uint8_t *p, size_t n)
 		case DATA:
 			take = s->left < n ? (size_t)s->left : n;
 			if (s->hashing)
-				hasher_update(s->hasher, p, take);
+				rec_update(s, p, take);
 			s->left -= take;
 			if (s->left == 0) {
 				s->pos += take;
@@ -355,6 +379,18 @@ void zip_scan_feed(struct zip_scan *s, const uint8_t *p, size_t n)
 		p += take;
 		n -= take;
 	}
+}
+
+void zip_scan_feed2(struct zip_scan *s, struct hasher *partner, const uint8_t *p, size_t n)
+{
+	s->partner = partner;
+	s->chunk = p;
+	s->chunk_pos = s->partner_pos = s->pos;
+	zip_scan_feed(s, p, n);
+	size_t taken = (size_t)(s->partner_pos - s->chunk_pos);
+	hasher_update(partner, p + taken, n - taken);
+	s->partner = NULL;
+	s->chunk = NULL;
 }
 
 int zip_scan_lookup(const struct zip_scan *s, uint64_t off, uint64_t len, struct hash *h,

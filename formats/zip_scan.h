@@ -33,6 +33,10 @@ void zip_scan_free(struct zip_scan *s);
  * the scanner stops following the stream. Not thread-safe per scanner. */
 void zip_scan_feed(struct zip_scan *s, const uint8_t *p, size_t n);
 
+/* zip_scan_feed, and all n bytes into partner too (the whole stream's
+ * hash): the payload bytes the scanner hashes go into both at once
+ * (hasher_update2), so one pass hashes the file and its records. */
+void zip_scan_feed2(struct zip_scan *s, struct hasher *partner, const uint8_t *p, size_t n);
 /* Has cb called, on the thread feeding the scanner, for each record payload
  * hashed in full (as zip_scan_lookup will then give it), with the record's
  * name (not NUL-terminated). */

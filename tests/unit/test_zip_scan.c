@@ -22,17 +22,32 @@
 #include "check_main.h"
 
 /* Feeds b[0..n) to s in chunks of `chunk` bytes (0: uneven ones, up to
- * most). */
-static void feed(struct zip_scan *s, const uint8_t *b, size_t n, size_t chunk, size_t most)
+ * most); with a partner, through zip_scan_feed2, and then checks that the
+ * partner's hash is the whole stream's. */
+static void feed_with(struct zip_scan *s, struct hasher *partner, const uint8_t *b, size_t n,
+		      size_t chunk, size_t most)
 {
 	for (size_t off = 0, k = 1; off < n; k++) {
 		size_t take = chunk ? chunk : (k * 7919) % most + 1;
 		if (take > n - off)
 			take = n - off;
-		zip_scan_feed(s, b + off, take);
+		if (partner)
+			zip_scan_feed2(s, partner, b + off, take);
+		else
+			zip_scan_feed(s, b + off, take);
 		off += take;
 	}
+	if (partner) {
+		struct hash want, got;
+		hash_buf(&want, NULL, b, n);
+		hasher_final(partner, &got, NULL);
+		ck_assert_msg(!memcmp(got.b, want.b, 32), "the partner's hash, chunks of %zu",
+			      chunk);
+	}
 }
+
+/* Scanning with a partner (zip_scan_feed2): 0 without, 1 with. */
+static int with_partner;
 
 /* Scans path in chunks of `chunk` bytes (0: varying) and checks every
  * storage; returns how many storages the scanner had. */
@@ -46,7 +61,9 @@ static size_t check_file(const char *path, size_t chunk)
 
 	ck_assert_int_eq(fmt_read(&ck, &in, NULL), 0);
 	ck_assert_int_eq(zip_scan_new(&s, 0), 0);
-	feed(s, b, n, chunk, 4099);
+	struct hasher *partner = with_partner ? hasher_new_sha256() : NULL;
+	feed_with(s, partner, b, n, chunk, 4099);
+	hasher_free(partner);
 	for (size_t i = 0; i < ck->nstorages; i++) {
 		struct hash want, got;
 		uint32_t wcrc, gcrc;
@@ -235,6 +252,19 @@ START_TEST(test_zip_scan_hashes_every_record_of_torch_files)
 }
 END_TEST
 
+/* The same with the whole file's hash beside (one pass for both, as an
+ * upload hashes), on the SHA extensions and through OpenSSL. */
+START_TEST(test_zip_scan_hashes_records_and_the_file_in_one_pass)
+{
+	with_partner = 1;
+	ck_assert_uint_gt(each_torch_file(storages_at_three_chunkings), 10);
+	hash_force_openssl(1);
+	ck_assert_uint_gt(each_torch_file(storages_at_three_chunkings), 10);
+	hash_force_openssl(0);
+	with_partner = 0;
+}
+END_TEST
+
 START_TEST(test_zip_scan_stops_quietly_on_garbage)
 {
 	uint8_t junk[4096];
@@ -287,12 +317,15 @@ START_TEST(test_zip_scan_ends_a_record_at_its_descriptor_only)
 	struct hash want;
 	uint32_t wcrc;
 	hash_buf(&want, &wcrc, pay, PAY);
-	for (size_t chunk = 0; chunk < 24; chunk++) {
+	for (size_t chunk = 0; chunk < 48; chunk++) {
 		struct zip_scan *s = NULL;
 		struct hash got;
 		uint32_t gcrc;
+		/* from 24 on, with the file's hash beside (feed_with checks it) */
+		struct hasher *partner = chunk >= 24 ? hasher_new_sha256() : NULL;
 		ck_assert_int_eq(zip_scan_new(&s, 0), 0);
-		feed(s, z, n, chunk, 61);
+		feed_with(s, partner, z, n, chunk % 24, 61);
+		hasher_free(partner);
 		ck_assert_msg(zip_scan_lookup(s, 30 + nl, PAY, &got, &gcrc) == 0, "chunk %zu",
 			      chunk);
 		ck_assert_mem_eq(got.b, want.b, 32);
@@ -344,6 +377,7 @@ int main(void)
 	TCase *tc = tcase_create("zip_scan");
 
 	tcase_add_test(tc, test_zip_scan_hashes_every_record_of_torch_files);
+	tcase_add_test(tc, test_zip_scan_hashes_records_and_the_file_in_one_pass);
 	tcase_add_test(tc, test_zip_scan_stops_quietly_on_garbage);
 	tcase_add_test(tc, test_zip_scan_ends_a_record_at_its_descriptor_only);
 	tcase_add_test(tc, test_sig_find_agrees_with_a_plain_search);
