@@ -12,10 +12,11 @@
  * one thread per CPU (2 to 16), started with the first body byte of the
  * first upload, never one per upload, so a thousand uploads waiting for
  * their bodies start no thread. Each upload has two jobs (one per hash); on
- * a CPU with the SHA extensions the record job hashes the file too and the
- * other idles (hasher_update2: the storages' bytes, most of the file, go
- * into both hashes at once, interleaved on one core, about a third less
- * CPU than two passes, and the spool is read once). A job is queued when
+ * a CPU with the SHA extensions, when the pool has no more threads than
+ * two per upload in flight, the record job hashes the file too and the other
+ * idles (hasher_update2: the storages' bytes, most of the file, go into
+ * both hashes at once, interleaved on one core, about a third less CPU
+ * than two passes, and the spool is read once). A job is queued when
  * the writer publishes bytes it has not read and it is neither queued nor
  * running; a worker takes the oldest job, hashes at most QUANTUM bytes of
  * what was published, and queues it again at the tail if more is there,
@@ -141,6 +142,7 @@ struct upload_pool {
 	struct hash_job *head, *tail;
 	pthread_t threads[POOL_MAX];
 	unsigned nthreads, max_threads, idle;
+	unsigned uploads; /* begun and not yet freed */
 	int stop;
 };
 
@@ -154,6 +156,7 @@ struct upload {
 	struct store_early *early; /* NULL: nothing is sent before the commit */
 	struct hash_job job[2];
 	int first_job; /* 1: job 1 hashes the file too (eat_both), job 0 idles */
+	int counted;   /* in pool->uploads */
 	/* a thin upload */
 	struct app *app;
 	int thin;
@@ -494,7 +497,16 @@ int api_upload_begin(struct app *app, const struct route *rt, struct req *r)
 		u->job[i].u = u;
 	u->job[0].eat = eat_file_hash;
 	u->job[1].eat = eat_records;
-	if (hasher_pairs_fast()) {
+	/* One pass for both hashes takes a third less CPU but puts them on one
+	 * thread: taken when the pool has no more threads than two per upload
+	 * in flight (always on 2 CPUs); with threads to spare, two jobs finish
+	 * a lone upload's hashing sooner (1.6 GB/s for the slower one, against
+	 * about 1.2 GB/s of file for the pair). */
+	pthread_mutex_lock(&u->pool->lock);
+	unsigned inflight = ++u->pool->uploads, threads = u->pool->max_threads;
+	pthread_mutex_unlock(&u->pool->lock);
+	u->counted = 1;
+	if (hasher_pairs_fast() && 2 * inflight >= threads) {
 		u->first_job = 1;
 		u->job[1].eat = eat_both;
 	}
@@ -1142,6 +1154,11 @@ void api_upload_free(struct req *r)
 	r->body_fd = -1;
 	if (!u)
 		return;
+	if (u->counted) {
+		pthread_mutex_lock(&u->pool->lock);
+		u->pool->uploads--;
+		pthread_mutex_unlock(&u->pool->lock);
+	}
 	hasher_free(u->h);
 	zip_scan_free(u->scan);
 	zip_scan_free(u->split);

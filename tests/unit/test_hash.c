@@ -65,8 +65,7 @@ END_TEST
 /* Messages a = x ++ shared ++ y and b = z ++ shared ++ w, the shared part
  * fed to both at once in pieces of `step` bytes; both digests and CRCs must
  * be OpenSSL's and libdeflate's of the messages. */
-static void check_pair(const uint8_t *buf, size_t lx, size_t lz, size_t ls, size_t step,
-		       size_t ly)
+static void check_pair(const uint8_t *buf, size_t lx, size_t lz, size_t ls, size_t step, size_t ly)
 {
 	const uint8_t *x = buf, *z = buf + 3000, *sh = buf + 6000, *y = buf + 200;
 	struct hasher *a = hasher_new(), *b = hasher_new();
