@@ -81,16 +81,24 @@ static void run_on(const uint8_t *data, size_t size, struct fmt_budget *budget)
 				__builtin_trap();
 		}
 		/* differential: the streaming record hasher, fed in uneven
-		 * chunks, must agree with hashing each parsed storage */
+		 * chunks with the whole stream's hash beside (one pass, as an
+		 * upload hashes), must agree with hashing each parsed storage,
+		 * and the partner with hashing the input */
 		struct zip_scan *s = NULL;
-		if (zip_scan_new(&s, 0) == 0) {
+		struct hasher *whole = hasher_new_sha256();
+		if (whole && zip_scan_new(&s, 0) == 0) {
+			struct hash all_want, all_got;
 			for (size_t off = 0, k = 1; off < size; k++) {
 				size_t take = (k * 131 + size) % 997 + 1;
 				if (take > size - off)
 					take = size - off;
-				zip_scan_feed(s, data + off, take);
+				zip_scan_feed2(s, whole, data + off, take);
 				off += take;
 			}
+			hasher_final(whole, &all_got, NULL);
+			hash_buf(&all_want, NULL, data, size);
+			if (memcmp(all_got.b, all_want.b, 32))
+				__builtin_trap();
 			for (size_t i = 0; i < c->nstorages; i++) {
 				struct hash want, got;
 				uint32_t wcrc, gcrc;
@@ -103,6 +111,7 @@ static void run_on(const uint8_t *data, size_t size, struct fmt_budget *budget)
 			}
 			zip_scan_free(s);
 		}
+		hasher_free(whole);
 	}
 	fmt_ckpt_free(c);
 	if (fmt_budget_used(budget) != 0)

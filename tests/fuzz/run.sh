@@ -70,7 +70,7 @@ clang -g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
 	formats/budget.c formats/checkpoint.c formats/torch.c formats/torch_walk.c \
 	formats/torch_legacy.c formats/zip.c formats/pickle.c \
 	formats/tensor.c formats/input.c formats/safetensors.c formats/zip_scan.c formats/sig.c formats/items.c formats/dcp.c \
-	common/err.c common/hash.c common/dtype.c common/vec.c api/thin.c storage/codec.c \
+	common/err.c common/hash.c common/sha256.c common/dtype.c common/vec.c api/thin.c storage/codec.c \
 	$(pkg-config --cflags --libs jansson zlib libdeflate libcrypto libzstd 2>/dev/null ||
 		echo -ljansson -lz -ldeflate -lcrypto -lzstd)
 cd "$out"
