@@ -794,7 +794,8 @@ def bench_s3(scratch, big):
     rgw.put(big, "peer/warm-up.pt", "UNSIGNED-PAYLOAD")
     rgw.get("peer/warm-up.pt")
     # the file cut into 4 MiB objects, about the blobs ckptd PUTs (the
-    # file's tensors are 4 MiB and 1 MiB): what RGW's work per object costs
+    # file's tensors are 4 MiB and 1 MiB): what as many objects cost when
+    # curl sends them
     pieces = []
     os.makedirs(os.path.join(scratch, "pieces"))
     with open(big, "rb") as f:
