@@ -156,7 +156,6 @@ struct upload {
 	struct store_early *early; /* NULL: nothing is sent before the commit */
 	struct hash_job job[2];
 	int first_job; /* 1: job 1 hashes the file too (eat_both), job 0 idles */
-	int counted;   /* in pool->uploads */
 	/* a thin upload */
 	struct app *app;
 	int thin;
@@ -505,7 +504,6 @@ int api_upload_begin(struct app *app, const struct route *rt, struct req *r)
 	pthread_mutex_lock(&u->pool->lock);
 	unsigned inflight = ++u->pool->uploads, threads = u->pool->max_threads;
 	pthread_mutex_unlock(&u->pool->lock);
-	u->counted = 1;
 	if (hasher_pairs_fast() && 2 * inflight >= threads) {
 		u->first_job = 1;
 		u->job[1].eat = eat_both;
@@ -1154,11 +1152,9 @@ void api_upload_free(struct req *r)
 	r->body_fd = -1;
 	if (!u)
 		return;
-	if (u->counted) {
-		pthread_mutex_lock(&u->pool->lock);
-		u->pool->uploads--;
-		pthread_mutex_unlock(&u->pool->lock);
-	}
+	pthread_mutex_lock(&u->pool->lock); /* counted by api_upload_begin */
+	u->pool->uploads--;
+	pthread_mutex_unlock(&u->pool->lock);
 	hasher_free(u->h);
 	zip_scan_free(u->scan);
 	zip_scan_free(u->split);

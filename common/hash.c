@@ -67,14 +67,19 @@ struct hasher *hasher_new_sha256(void)
 	return h;
 }
 
+static void crc_update(struct hasher *h, const void *p, size_t n)
+{
+	if (!h->no_crc)
+		h->crc = libdeflate_crc32(h->crc, p, n);
+}
+
 void hasher_update(struct hasher *h, const void *p, size_t n)
 {
 	if (h->md)
 		EVP_DigestUpdate(h->md, p, n);
 	else
 		sha256_update(&h->ni, p, n);
-	if (!h->no_crc)
-		h->crc = libdeflate_crc32(h->crc, p, n);
+	crc_update(h, p, n);
 }
 
 void hasher_update2(struct hasher *a, struct hasher *b, const void *p, size_t n)
@@ -85,10 +90,8 @@ void hasher_update2(struct hasher *a, struct hasher *b, const void *p, size_t n)
 		return;
 	}
 	sha256_update2(&a->ni, &b->ni, p, n);
-	if (!a->no_crc)
-		a->crc = libdeflate_crc32(a->crc, p, n);
-	if (!b->no_crc)
-		b->crc = libdeflate_crc32(b->crc, p, n);
+	crc_update(a, p, n);
+	crc_update(b, p, n);
 }
 
 void hasher_final(struct hasher *h, struct hash *out, uint32_t *crc)
