@@ -1,10 +1,13 @@
 /*
  * zip_scan.c: the streaming record hasher (see zip_scan.h).
  *
- * States: HEAD collects a 30-byte local header; NAME collects its name and
- * extra field (to find zip64 sizes); DATA passes the payload through the
- * hasher (stored records of at least min_record bytes) or skips it; DESC
- * skips a data descriptor; STOP ignores the rest of the stream.
+ * States: HEAD collects a header's signature, then its fixed part (30 bytes
+ * for a local header); NAME collects a local header's name and extra field
+ * (to find zip64 sizes); DATA passes the payload through the hasher (stored
+ * records of at least min_record bytes) or skips it; DESC skips a data
+ * descriptor; SKIP skips the rest of a central directory entry or an end
+ * record, after which another archive may begin (DCP's .distcp files are
+ * torch.save zips one after another); STOP ignores the rest of the stream.
  *
  * torch writes every record with its sizes only in the data descriptor that
  * follows it (flag bit 3, zeros in the local header). DATA_UNKNOWN follows
@@ -23,7 +26,13 @@
 #include "le.h"
 #include "sig.h"
 
-enum state { HEAD, NAME, DATA, DATA_UNKNOWN, DESC, STOP };
+enum state { HEAD, NAME, DATA, DATA_UNKNOWN, DESC, SKIP, STOP };
+
+#define SIG_LOCAL   0x04034b50u
+#define SIG_CENTRAL 0x02014b50u
+#define SIG_Z64_END 0x06064b50u
+#define SIG_Z64_LOC 0x07064b50u
+#define SIG_END	    0x06054b50u
 
 /* Record hashes kept at most (56 bytes each: 3.5 MiB): an upload of many
  * records cannot make the cache grow with it; past this the scanner stops. */
@@ -39,10 +48,11 @@ struct zip_scan {
 	enum state st;
 	uint64_t pos;	     /* stream offset of the next byte fed */
 	uint64_t min_record; /* smaller payloads are not hashed */
-	uint8_t head[30];
-	size_t have;	 /* bytes collected for HEAD / NAME / DESC */
-	uint8_t *name;	 /* name + extra, collected in NAME */
-	size_t name_len; /* name + extra length */
+	uint8_t head[46];    /* a local or central header, or an end record */
+	size_t have;	     /* bytes collected for HEAD / NAME / DESC */
+	size_t need;	     /* HEAD: the header's fixed size (4 until the signature) */
+	uint8_t *name;	     /* name + extra, collected in NAME */
+	size_t name_len;     /* name + extra length */
 	uint16_t flags, method;
 	uint64_t size; /* payload bytes */
 	uint64_t left; /* payload (or descriptor) bytes still to come */
@@ -76,6 +86,7 @@ int zip_scan_new(struct zip_scan **out, uint64_t min_record)
 		return ck_error(CK_ENOMEM, "out of memory");
 	}
 	s->min_record = min_record;
+	s->need = 4;
 	*out = s;
 	return 0;
 }
@@ -109,13 +120,51 @@ void zip_scan_free(struct zip_scan *s)
 	free(s);
 }
 
-/* The local header is complete: decide how to follow its payload. */
+/* The next header's bytes are collected from here. */
+static void to_head(struct zip_scan *s)
+{
+	s->have = 0;
+	s->need = 4;
+	s->st = HEAD;
+}
+
+/* The fixed part of the header a signature opens: 0 for none the scanner
+ * follows. */
+static size_t head_size(uint32_t sig)
+{
+	switch (sig) {
+	case SIG_LOCAL: return 30;
+	case SIG_CENTRAL: return 46;
+	case SIG_Z64_END: return 12; /* then the size it gives */
+	case SIG_Z64_LOC: return 20;
+	case SIG_END: return 22;
+	default: return 0;
+	}
+}
+
+/* A header's fixed part is complete (or its signature, while need is 4):
+ * decide how to follow what comes after it. A central directory and the
+ * end records are skipped, so archives written one after another (DCP's
+ * .distcp files: a torch.save zip per item) are followed to the last. */
 static void head_done(struct zip_scan *s)
 {
 	const uint8_t *h = s->head;
+	uint32_t sig = le32(h);
 
-	if (le32(h) != 0x04034b50u) { /* central directory or garbage: done */
-		s->st = STOP;
+	if (s->need == 4) {
+		if (!(s->need = head_size(sig)))
+			s->st = STOP; /* garbage, or bytes between archives */
+		return;
+	}
+	if (sig != SIG_LOCAL) {
+		s->left = sig == SIG_CENTRAL ? (uint64_t)le16(h + 28) + le16(h + 30) + le16(h + 32)
+			  : sig == SIG_Z64_END ? le64(h + 4)
+			  : sig == SIG_END     ? le16(h + 20)
+					       : 0;
+		s->have = 0;
+		s->st = SKIP;
+		if (s->left == 0)
+			to_head(s);
 		return;
 	}
 	s->flags = le16(h + 6);
@@ -229,8 +278,12 @@ static void data_done(struct zip_scan *s)
 		struct hash h;
 		hasher_final(s->hasher, &h, NULL); /* reset for the next record */
 	}
-	s->have = 0;
-	s->st = (s->flags & 8) ? DESC : HEAD;
+	if (s->flags & 8) {
+		s->have = 0;
+		s->st = DESC;
+	} else {
+		to_head(s);
+	}
 }
 
 static const uint8_t desc_sig[4] = {'P', 'K', 7, 8};
@@ -317,10 +370,10 @@ void zip_scan_feed(struct zip_scan *s, const uint8_t *p, size_t n)
 		size_t take = 0;
 		switch (s->st) {
 		case HEAD:
-			take = 30 - s->have < n ? 30 - s->have : n;
+			take = s->need - s->have < n ? s->need - s->have : n;
 			memcpy(s->head + s->have, p, take);
 			s->have += take;
-			if (s->have == 30)
+			if (s->have == s->need)
 				head_done(s);
 			break;
 		case NAME:
@@ -351,24 +404,22 @@ void zip_scan_feed(struct zip_scan *s, const uint8_t *p, size_t n)
 			 * zip64): collect 4 bytes to see whether the signature is
 			 * there, then skip the rest */
 			take = 4 - s->have < n ? 4 - s->have : n;
-			if (s->have < 4) {
-				memcpy(s->head + s->have, p, take);
-				s->have += take;
-				if (s->have == 4) {
-					size_t rest = s->zip64 ? 16 : 8;
-					s->left = le32(s->head) == 0x08074b50u ? 4 + rest : rest;
-					s->have = 5;
-				}
-				break;
+			memcpy(s->head + s->have, p, take);
+			s->have += take;
+			if (s->have == 4) {
+				size_t rest = s->zip64 ? 16 : 8;
+				s->left = le32(s->head) == 0x08074b50u ? 4 + rest : rest;
+				s->st = SKIP;
 			}
+			break;
+		case SKIP: /* the rest of a descriptor, central directory entry or end record */
 			take = s->left < n ? (size_t)s->left : n;
 			s->left -= take;
 			if (s->left == 0) {
 				s->pos += take;
 				p += take;
 				n -= take;
-				s->have = 0;
-				s->st = HEAD;
+				to_head(s);
 				continue;
 			}
 			break;

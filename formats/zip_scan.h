@@ -4,9 +4,10 @@
  * torch.save writes its zip front to back: a local header, then the record's
  * bytes, then the next. The scanner follows that order on the upload stream
  * and hashes (SHA-256 + CRC-32) each stored record's payload as the bytes go
- * by, so the upload pipeline does not read the tensor data a second time.
- * It is only a cache: the zip reader still parses the finished file from its
- * central directory, and a hash is used only for a storage whose offset and
+ * by (past a central directory and end records too: archives written one
+ * after another, as in DCP's .distcp files, are followed to the last), so the upload pipeline does
+ * not read the tensor data a second time. It is only a cache: the zip reader still parses the
+ * finished file from its central directory, and a hash is used only for a storage whose offset and
  * length match a scanned record exactly. On anything it cannot follow (sizes
  * only in a data descriptor, a damaged header), and after 65,536 records (its
  * memory stays under 4 MiB whatever the upload), the scanner stops quietly

@@ -225,6 +225,40 @@ class EarlySends(ckptd.DaemonCase):
             self.assertIn(sha(torch_file[start:start + length]), self.blobs())
 
 
+    def test_7_every_archive_of_a_distcp_file_is_written_once(self):
+        # DCP's .distcp file: a torch.save archive per item, one after another
+        parts = [store.save_torch(store.randn(70 + i, 1 << 20)) for i in range(3)]  # 4 MiB each
+        data = b"".join(parts)
+        hashes = []
+        for part in parts:
+            (_name, (start, length)), = store.tensor_records(part)
+            hashes.append(sha(part[start:start + length]))
+        cid = self.d.request("POST", "/models/dcp-once/checkpoints?staged=1").json()["id"]
+        s = socket.create_connection(("127.0.0.1", self.d.port), timeout=60)
+        cut = len(data) - len(parts[-1]) // 2  # halfway into the last archive's tensor
+        try:
+            s.sendall(("PUT %s/models/dcp-once/checkpoints/%d/files/__0_0.distcp HTTP/1.1\r\n"
+                       "Host: x\r\nContent-Type: application/octet-stream\r\n"
+                       "Content-Length: %d\r\n\r\n" % (ckptd.API, cid, len(data))).encode())
+            s.sendall(data[:cut])
+            self.assertTrue(wait_for(lambda: len(direct_files(self.d.data_dir)) >= 3),
+                            "the third archive's tensor is not written into a file of its own")
+            inodes = set(direct_files(self.d.data_dir).values())
+            reply = finish(s, data, cut)
+        finally:
+            s.close()
+        self.assertTrue(reply.startswith(b"HTTP/1.1 201"), reply[:300])
+        for h in hashes:
+            self.assertIn(blob_inode(self.d.data_dir, h), inodes,
+                          "a blob is a copy, not the file written as the body arrived")
+        r = self.d.request("POST", "/models/dcp-once/checkpoints/%d/commit" % cid)
+        self.assertEqual(r.status, 200, r.body[:300])
+        self.assertEqual(tmp_files(self.d.data_dir), [])
+        got = self.d.get("/models/dcp-once/checkpoints/%d/files/__0_0.distcp" % cid)
+        self.assertEqual(got.status, 200)
+        self.assertEqual(sha(got.body), sha(data))
+
+
 class KilledMidUpload(unittest.TestCase):
     def test_kill_9_after_the_early_copies_leaves_nothing_after_a_restart(self):
         d = ckptd.Daemon(name="fs-early-kill", args=["--compress", "off"]).start()

@@ -265,6 +265,107 @@ START_TEST(test_zip_scan_hashes_records_and_the_file_in_one_pass)
 }
 END_TEST
 
+/* Files read into one buffer, one after another (from `gap` bytes of
+ * filler before the second on): *n bytes. */
+static uint8_t *concat_files(const char *const *paths, size_t np, size_t gap, size_t *n)
+{
+	uint8_t *all = NULL;
+
+	*n = 0;
+	for (size_t i = 0; i < np; i++) {
+		size_t m, pad = i ? gap : 0;
+		uint8_t *b = read_test_file(paths[i], &m);
+		all = realloc(all, *n + pad + m);
+		ck_assert_ptr_nonnull(all);
+		memset(all + *n, 0x5a, pad);
+		memcpy(all + *n + pad, b, m);
+		*n += pad + m;
+		free(b);
+	}
+	return all;
+}
+
+/* Scans b in chunks of `chunk` (0: uneven ones), with or without the
+ * file's hash beside, and checks each storage of each archive
+ * fmt_read_items finds in it -> how many the scanner hashed, of *total. */
+static size_t check_items(const uint8_t *b, size_t n, size_t chunk, int partner_on, size_t *total)
+{
+	struct ck_input in = {b, -1, n, 0, NULL, 0};
+	struct fmt_item *items = NULL;
+	struct zip_scan *s = NULL;
+	size_t ni = 0, hits = 0;
+
+	ck_assert_int_eq(fmt_read_items(&items, &ni, &in, NULL), 0);
+	ck_assert_int_eq(zip_scan_new(&s, 0), 0);
+	struct hasher *partner = partner_on ? hasher_new_sha256() : NULL;
+	feed_with(s, partner, b, n, chunk, 4099);
+	hasher_free(partner);
+	*total = 0;
+	for (size_t i = 0; i < ni; i++)
+		for (size_t k = 0; k < items[i].ck->nstorages; k++) {
+			const struct fmt_storage *st = &items[i].ck->storages[k];
+			uint64_t off = items[i].off + st->file_off;
+			struct hash want, got;
+			uint32_t wcrc, gcrc;
+			hash_buf(&want, &wcrc, b + off, st->nbytes);
+			(*total)++;
+			if (zip_scan_lookup(s, off, st->nbytes, &got, &gcrc) == 0) {
+				ck_assert_mem_eq(got.b, want.b, 32);
+				ck_assert_uint_eq(gcrc, wcrc);
+				hits++;
+			}
+		}
+	zip_scan_free(s);
+	fmt_items_free(items, ni);
+	return hits;
+}
+
+/* Archives one after another, as torch.distributed.checkpoint writes a
+ * .distcp file (a torch.save zip per item): the scanner passes each
+ * central directory and end record and hashes every storage of every
+ * archive at its offset in the stream, the file's hash beside or not, at
+ * three chunkings (DCP files torch wrote, and torch test files with and
+ * without zip64 end records). Bytes between archives that begin no header
+ * stop it: what it hashed before still holds, nothing after is claimed. */
+START_TEST(test_zip_scan_follows_archives_one_after_another)
+{
+	const char *const dcp[] = {"tests/data/dcp/small/__0_0.distcp",
+				   "tests/data/dcp/small/__0_1.distcp",
+				   "tests/data/dcp/small/__0_2.distcp"};
+	const char *const pt[] = {"tests/data/torch/valid/cnn_state_dict.pt",
+				  "tests/data/compat/torch2/checkpoint.pt",
+				  "tests/data/torch/valid/general_checkpoint.pt"};
+	const char *const *sets[] = {dcp, pt};
+	const size_t chunks[] = {1, 0, 1 << 20};
+
+	for (size_t set = 0; set < 2; set++) {
+		size_t n, total = 0, hits;
+		uint8_t *b = concat_files(sets[set], 3, 0, &n);
+		for (size_t c = 0; c < 3; c++)
+			for (int partner = 0; partner < 2; partner++) {
+				hits = check_items(b, n, chunks[c], partner, &total);
+				ck_assert_uint_ge(total, 2);
+				ck_assert_msg(hits == total,
+					      "set %zu, chunk %zu, partner %d: %zu of %zu", set,
+					      chunks[c], partner, hits, total);
+			}
+		free(b);
+		/* filler between the archives: only the first one's */
+		b = concat_files(sets[set], 3, 7, &n);
+		size_t first_n;
+		uint8_t *first = read_test_file(sets[set][0], &first_n);
+		size_t first_total = 0,
+		       first_hits = check_items(first, first_n, 0, 0, &first_total);
+		hits = check_items(b, n, 0, 1, &total);
+		ck_assert_uint_eq(first_hits, first_total);
+		ck_assert_uint_eq(hits, first_total);
+		ck_assert_uint_gt(total, first_total);
+		free(first);
+		free(b);
+	}
+}
+END_TEST
+
 START_TEST(test_zip_scan_stops_quietly_on_garbage)
 {
 	uint8_t junk[4096];
@@ -379,6 +480,7 @@ int main(void)
 	tcase_add_test(tc, test_zip_scan_hashes_every_record_of_torch_files);
 	tcase_add_test(tc, test_zip_scan_hashes_records_and_the_file_in_one_pass);
 	tcase_add_test(tc, test_zip_scan_stops_quietly_on_garbage);
+	tcase_add_test(tc, test_zip_scan_follows_archives_one_after_another);
 	tcase_add_test(tc, test_zip_scan_ends_a_record_at_its_descriptor_only);
 	tcase_add_test(tc, test_sig_find_agrees_with_a_plain_search);
 	tcase_add_test(tc, test_zip_scan_finds_every_payload_without_hashing);
