@@ -142,6 +142,9 @@ _CONTINUE_WAIT = 1.0  # seconds to wait for "100 Continue", as curl does
 _MAX_LINE = 65536  # longest status or header line read by hand
 _THIN_MIN = 4096  # storages smaller than this always go as literal bytes
 _MISSING_BATCH = 100000  # hashes per POST /blobs/missing (the server's limit)
+_SAMPLE_RUN = 64  # a storage's sample: runs of 64 bytes ...
+_SAMPLE_RUNS = 64  # ... spread evenly over it (4 KiB in all)
+_SAMPLES_MAX = 1 << 16  # storages whose sample a process remembers
 
 
 class _Retry(Exception):
@@ -342,21 +345,23 @@ def _body_writer(sock: socket.socket, progress: Optional[ProgressCallback],
     return _ThinWriter(sock, progress, refs) if refs else _ChunkedWriter(sock, progress)
 
 
-def _storages(obj: Any) -> List[Tuple[int, int, Any]]:
+def _storages(obj: Any, names: Optional[Dict[Tuple[int, int], str]] = None,
+              ) -> List[Tuple[int, int, Any]]:
     """(address, nbytes, uint8 tensor on it) of the CPU storages of the
     tensors in obj's dicts, lists and tuples (a state_dict, a checkpoint dict
     with model and optimizer state), each once. Other objects are not looked
     into (an nn.Module saved whole, say): their storages go as literal bytes,
     and no __reduce__ of theirs runs an extra time. Storages on other
     devices are left out (torch.save copies them to host memory first, at an
-    address not known here)."""
+    address not known here). names, when given, gets each storage's name:
+    the path of keys and indices to the first tensor met on it."""
     import torch
 
     found: Dict[Tuple[int, int], Any] = {}
     seen = set()
-    todo = [obj]
+    todo: List[Tuple[Any, str]] = [(obj, "")]
     while todo:
-        x = todo.pop()
+        x, path = todo.pop()
         if id(x) in seen:
             continue
         seen.add(id(x))
@@ -365,12 +370,81 @@ def _storages(obj: Any) -> List[Tuple[int, int, Any]]:
                 continue
             u = x.untyped_storage() if hasattr(x, "untyped_storage") else x.storage().untyped()
             if u.device.type == "cpu" and u.nbytes() >= _THIN_MIN:
-                found[(u.data_ptr(), u.nbytes())] = torch.empty(0, dtype=torch.uint8).set_(u)
+                key = (u.data_ptr(), u.nbytes())
+                found[key] = torch.empty(0, dtype=torch.uint8).set_(u)
+                if names is not None:
+                    names.setdefault(key, path)
         elif isinstance(x, dict):
-            todo.extend(x.values())
+            todo.extend((v, "%s/%s" % (path, k)) for k, v in x.items())
         elif isinstance(x, (list, tuple)):
-            todo.extend(x)
+            todo.extend((v, "%s/%d" % (path, i)) for i, v in enumerate(x))
     return [(a, n, t) for (a, n), t in found.items()]
+
+
+class _Samples:
+    """What each storage a thin save sent looked like, by a name that
+    follows it from save to save (the model and the tensor's path): a digest
+    of 4 KiB spread over its bytes. A storage whose sample differs from the
+    one of its last save has changed since, and the server cannot have it
+    from that save, so it is sent as bytes without being hashed whole and
+    asked about first: in training, where every weight moves between
+    checkpoints, that hashing (a pass over the whole state_dict on the
+    training's own cores) bought nothing. A storage whose sample is the same,
+    or that has none yet, is hashed and asked about. A changed storage the
+    server holds anyway (the same bytes stored from elsewhere) is then sent
+    once more, and deduplicated on arrival. Bounded; thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: Dict[Any, bytes] = {}
+
+    def changed(self, key: Any, t: Any) -> bool:
+        """Records the sample of t (a uint8 tensor on a storage) under key
+        -> True when the one recorded before differs."""
+        import numpy
+
+        a = t.numpy()
+        n = int(a.size)
+        h = hashlib.blake2b(n.to_bytes(8, "little"), digest_size=16)
+        if n <= 2 * _SAMPLE_RUN * _SAMPLE_RUNS:
+            h.update(a)
+        else:
+            at = numpy.linspace(0, n - _SAMPLE_RUN, _SAMPLE_RUNS, dtype=numpy.int64)
+            h.update(a[at[:, None] + numpy.arange(_SAMPLE_RUN)])
+        now = h.digest()
+        with self.lock:
+            before = self.seen.get(key)
+            if before is None and len(self.seen) >= _SAMPLES_MAX:
+                self.seen.clear()
+            self.seen[key] = now
+        return before is not None and before != now
+
+
+_SAMPLES = _Samples()
+
+
+def _hashes_to_ask(found: List[Tuple[int, int, Any]], names: Mapping[Tuple[int, int], str],
+                   scope: Any) -> Tuple[List[Tuple[int, int, Any]], List[bytes]]:
+    """The storages of found a thin save asks the server about, and their
+    SHA-256: all but those whose sample (_Samples, under scope and their
+    name) changed since they were last saved."""
+    ask: List[Tuple[int, int, Any]] = []
+    hashes: List[bytes] = []
+    for a, n, t in found:
+        name = names.get((a, n))
+        if name is not None and _SAMPLES.changed((scope, name), t):
+            continue
+        ask.append((a, n, t))
+        hashes.append(hashlib.sha256(t.numpy()).digest())
+    return ask, hashes
+
+
+def _all_hashes(found: List[Tuple[int, int, Any]], ask: List[Tuple[int, int, Any]],
+                hashes: List[bytes]) -> List[bytes]:
+    """The SHA-256 of every storage of found, reusing those of ask (a retry
+    asks about all of them: the server keeps what a cut upload sent whole)."""
+    known = {(a, n): h for (a, n, _t), h in zip(ask, hashes)}
+    return [known.get((a, n)) or hashlib.sha256(t.numpy()).digest() for a, n, t in found]
 
 
 def _readline(sock: socket.socket) -> bytes:
@@ -1100,7 +1174,10 @@ class Client:
         file and checks its SHA-256, so a reference can never store other
         bytes than torch.save wrote. A storage deleted from the server in
         between makes the save go again whole. Storages on a GPU are sent
-        whole.
+        whole. A storage this process saved before to the same model under
+        the same path, and whose sample of 4 KiB spread over it has changed
+        since, is sent without being hashed and asked about (it has
+        changed, so asking cannot pay); a retry after a cut asks about all.
 
         background=True: returns at once with a SaveHandle (wait(), done())
         after taking a snapshot of obj (its tensors' storages copied to host
@@ -1175,9 +1252,10 @@ class Client:
 
         params = self._meta(epoch, step, loss, run, metrics, tags, pin)
         params["resumed_from"] = self._resumed(model, resumed_from)
-        found = _storages(obj) if thin else []
-        hashes = [hashlib.sha256(t.numpy()).digest() for _a, _n, t in found]
-        refs = self._stored_refs(found, hashes)
+        names: Dict[Tuple[int, int], str] = {}
+        found = _storages(obj, names) if thin else []
+        ask, hashes = _hashes_to_ask(found, names, (self.url, model))
+        refs = self._stored_refs(ask, hashes)
         self.last_save_wire = None
         attempts = 0
 
@@ -1201,7 +1279,7 @@ class Client:
             attempts += 1
             if attempts > 1 and found:
                 refs.clear()
-                refs.update(self._stored_refs(found, hashes))
+                refs.update(self._stored_refs(found, _all_hashes(found, ask, hashes)))
                 headers["Content-Type"] = ("application/x-ckptd-thin" if refs
                                            else "application/octet-stream")
 

@@ -111,7 +111,9 @@ from .client import (
     DEFAULT_URL,
     Checkpoint,
     Client,
+    _all_hashes,
     _body_writer,
+    _hashes_to_ask,
     _Retry,
     _list_sha256,
     _q,
@@ -528,9 +530,13 @@ class _Writer(_Remote):
         SHA-256, (item, offset, length) of each item in it)."""
         if stop.is_set():
             raise CkptdError("not sent: another file of this rank failed", code="stopped")
-        found = _storages([x for _wi, x in tensor_items]) if self.thin else []
-        hashes = [hashlib.sha256(x.numpy()).digest() for _a, _n, x in found]
-        refs = c._stored_refs(found, hashes)
+        # each storage named by its item (fqn and chunk offset), the same
+        # from save to save: one whose sample changed since is not asked about
+        names: Dict[Tuple[int, int], str] = {}
+        found = _storages({"%s@%s" % (wi.index.fqn, tuple(wi.index.offset or ())): x
+                           for wi, x in tensor_items}, names) if self.thin else []
+        ask, hashes = _hashes_to_ask(found, names, (c.url, self.model))
+        refs = c._stored_refs(ask, hashes)
         written: List[Tuple[Any, int, int]] = []
         headers = {"Transfer-Encoding": "chunked"}
         wire = 0
@@ -546,7 +552,7 @@ class _Writer(_Remote):
             attempts += 1
             if attempts > 1 and found:
                 refs.clear()
-                refs.update(c._stored_refs(found, hashes))
+                refs.update(c._stored_refs(found, _all_hashes(found, ask, hashes)))
                 kind()
 
         def send_body(sock: socket.socket) -> Optional[str]:

@@ -98,6 +98,55 @@ def test_a_reference_the_server_lost_makes_the_save_go_whole(
     assert client.last_save_wire == j["size"]
 
 
+def test_a_storage_changed_since_its_last_save_is_sent_without_asking(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each storage's sample (4 KiB spread over it) is kept from save to
+    save under the model and its path: one whose sample changed is sent as
+    bytes without being hashed and asked about; the rest are asked about."""
+    import ckptd.client as cc
+
+    asked = []  # the byte sizes of the storages each save asked about
+    real = Client._stored_refs
+
+    def record(self: Client, found: Any, hashes: Any) -> Any:
+        asked.append(sorted(n for _a, n, _t in found))
+        return real(self, found, hashes)
+
+    monkeypatch.setattr(Client, "_stored_refs", record)
+    sizes = {"enc.weight": 256 * 256 * 4, "dec.weight": 128 * 256 * 4}
+    sd = weights(4)
+    client.save(sd, "thin-e", epoch=1)  # nothing known yet: all asked about
+    assert asked[-1] == sorted(sizes.values())
+
+    moved = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}
+    j = client.save(moved, "thin-e", epoch=2)  # every weight moved, in new tensors
+    assert asked[-1] == []
+    assert client.last_save_wire == j["size"]
+    assert j["sha256"] == hashlib.sha256(torch_bytes(moved)).hexdigest()
+
+    j = client.save(moved, "thin-e", epoch=3)  # unchanged: asked, sent as references
+    assert asked[-1] == sorted(sizes.values())
+    assert client.last_save_wire is not None and client.last_save_wire < 8192
+
+    # one tensor changed, in place, at one element: whether its sample
+    # catches that or not, the other one is asked about
+    moved["dec.weight"].view(-1)[-1] += 1.0
+    j = client.save(moved, "thin-e", epoch=4)
+    assert sizes["enc.weight"] in asked[-1]
+    assert j["dedup"]["new_bytes"] == sizes["dec.weight"]
+    assert j["sha256"] == hashlib.sha256(torch_bytes(moved)).hexdigest()
+    # another model's names are its own: asked about
+    client.save(moved, "thin-f", epoch=1)
+    assert asked[-1] == sorted(sizes.values())
+    # samples see a change anywhere in a storage that large
+    t = torch.zeros(1 << 20, dtype=torch.uint8)
+    key = ("test", "t")
+    assert not cc._SAMPLES.changed(key, t)
+    assert not cc._SAMPLES.changed(key, t)
+    t[(1 << 20) - 1] = 1  # the last byte is always in the sample
+    assert cc._SAMPLES.changed(key, t)
+
+
 class CutProxy:
     """A TCP proxy in front of the daemon that cuts the first connection
     whose client has sent more than `cut` bytes (both sides closed at once,
