@@ -382,25 +382,29 @@ def _storages(obj: Any, names: Optional[Dict[Tuple[int, int], str]] = None,
 
 
 class _Samples:
-    """What each storage a thin save sent looked like, by a name that
-    follows it from save to save (the model and the tensor's path): a digest
-    of 4 KiB spread over its bytes. A storage whose sample differs from the
-    one of its last save has changed since, and the server cannot have it
-    from that save, so it is sent as bytes without being hashed whole and
-    asked about first: in training, where every weight moves between
-    checkpoints, that hashing (a pass over the whole state_dict on the
-    training's own cores) bought nothing. A storage whose sample is the same,
-    or that has none yet, is hashed and asked about. A changed storage the
-    server holds anyway (the same bytes stored from elsewhere) is then sent
-    once more, and deduplicated on arrival. Bounded; thread-safe."""
+    """What each storage a save sent looked like: a digest of 4 KiB spread
+    over its bytes, by a name that follows it from save to save (the server,
+    the model and the tensor's path), and the set of digests of everything
+    this process sent to each server. A storage whose digest differs from
+    its name's last one, and that this process never sent to the server
+    otherwise, has changed into bytes the server is unlikely to hold: a thin
+    save sends it without hashing it whole and asking about it first. In
+    training, where every weight moves between checkpoints, that hashing (a
+    pass over the whole state_dict on the training's own cores) bought
+    nothing. A storage whose digest is its name's last one, or one sent
+    before under any name, or one never seen, is hashed and asked about. A
+    changed storage the server holds from another process is then sent once
+    more, and deduplicated on arrival. Bounded; thread-safe."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.seen: Dict[Any, bytes] = {}
+        self.last: Dict[Tuple[str, str, str], bytes] = {}
+        self.sent: Set[Tuple[str, bytes]] = set()
 
-    def changed(self, key: Any, t: Any) -> bool:
-        """Records the sample of t (a uint8 tensor on a storage) under key
-        -> True when the one recorded before differs."""
+    def changed(self, server: str, model: str, name: str, t: Any) -> bool:
+        """Records the digest of t (a uint8 tensor on a storage) as sent to
+        server under model and name -> True when t has changed since that
+        name's last save into bytes not sent to server before."""
         import numpy
 
         a = t.numpy()
@@ -413,29 +417,35 @@ class _Samples:
             h.update(a[at[:, None] + numpy.arange(_SAMPLE_RUN)])
         now = h.digest()
         with self.lock:
-            before = self.seen.get(key)
-            if before is None and len(self.seen) >= _SAMPLES_MAX:
-                self.seen.clear()
-            self.seen[key] = now
-        return before is not None and before != now
+            before = self.last.get((server, model, name))
+            known = (server, now) in self.sent
+            if len(self.last) >= _SAMPLES_MAX:
+                self.last.clear()
+            if len(self.sent) >= _SAMPLES_MAX:
+                self.sent.clear()
+            self.last[(server, model, name)] = now
+            self.sent.add((server, now))
+        return before is not None and before != now and not known
 
 
 _SAMPLES = _Samples()
 
 
 def _hashes_to_ask(found: List[Tuple[int, int, Any]], names: Mapping[Tuple[int, int], str],
-                   scope: Any) -> Tuple[List[Tuple[int, int, Any]], List[bytes]]:
+                   server: str, model: str, thin: bool = True,
+                   ) -> Tuple[List[Tuple[int, int, Any]], List[bytes]]:
     """The storages of found a thin save asks the server about, and their
-    SHA-256: all but those whose sample (_Samples, under scope and their
-    name) changed since they were last saved."""
+    SHA-256: all but those that changed since they were last saved into
+    bytes not sent before (_Samples). thin=False: none (the digests are
+    recorded all the same)."""
     ask: List[Tuple[int, int, Any]] = []
     hashes: List[bytes] = []
     for a, n, t in found:
         name = names.get((a, n))
-        if name is not None and _SAMPLES.changed((scope, name), t):
-            continue
-        ask.append((a, n, t))
-        hashes.append(hashlib.sha256(t.numpy()).digest())
+        skip = name is not None and _SAMPLES.changed(server, model, name, t)
+        if thin and not skip:
+            ask.append((a, n, t))
+            hashes.append(hashlib.sha256(t.numpy()).digest())
     return ask, hashes
 
 
@@ -1253,8 +1263,10 @@ class Client:
         params = self._meta(epoch, step, loss, run, metrics, tags, pin)
         params["resumed_from"] = self._resumed(model, resumed_from)
         names: Dict[Tuple[int, int], str] = {}
-        found = _storages(obj, names) if thin else []
-        ask, hashes = _hashes_to_ask(found, names, (self.url, model))
+        found = _storages(obj, names)
+        ask, hashes = _hashes_to_ask(found, names, self.url, model, thin)
+        if not thin:
+            found = []
         refs = self._stored_refs(ask, hashes)
         self.last_save_wire = None
         attempts = 0

@@ -534,8 +534,10 @@ class _Writer(_Remote):
         # from save to save: one whose sample changed since is not asked about
         names: Dict[Tuple[int, int], str] = {}
         found = _storages({"%s@%s" % (wi.index.fqn, tuple(wi.index.offset or ())): x
-                           for wi, x in tensor_items}, names) if self.thin else []
-        ask, hashes = _hashes_to_ask(found, names, (c.url, self.model))
+                           for wi, x in tensor_items}, names)
+        ask, hashes = _hashes_to_ask(found, names, c.url, self.model, self.thin)
+        if not self.thin:
+            found = []
         refs = c._stored_refs(ask, hashes)
         written: List[Tuple[Any, int, int]] = []
         headers = {"Transfer-Encoding": "chunked"}

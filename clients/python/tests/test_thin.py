@@ -101,8 +101,9 @@ def test_a_reference_the_server_lost_makes_the_save_go_whole(
 def test_a_storage_changed_since_its_last_save_is_sent_without_asking(
         client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each storage's sample (4 KiB spread over it) is kept from save to
-    save under the model and its path: one whose sample changed is sent as
-    bytes without being hashed and asked about; the rest are asked about."""
+    save under the model and its path: one whose sample changed, into bytes
+    this process did not send before, is sent as bytes without being hashed
+    and asked about; the rest are asked about."""
     import ckptd.client as cc
 
     asked = []  # the byte sizes of the storages each save asked about
@@ -138,13 +139,21 @@ def test_a_storage_changed_since_its_last_save_is_sent_without_asking(
     # another model's names are its own: asked about
     client.save(moved, "thin-f", epoch=1)
     assert asked[-1] == sorted(sizes.values())
+    # new weights sent plain to one model, then thin to another: bytes this
+    # process sent before, so asked about, and sent as references
+    twice = {k: v * 2 if v.is_floating_point() else v for k, v in moved.items()}
+    client.save(twice, "thin-g", epoch=1, thin=False)
+    j = client.save(twice, "thin-e", epoch=5)
+    assert asked[-1] == sorted(sizes.values())
+    assert client.last_save_wire is not None and client.last_save_wire < 8192
     # samples see a change anywhere in a storage that large
     t = torch.zeros(1 << 20, dtype=torch.uint8)
-    key = ("test", "t")
-    assert not cc._SAMPLES.changed(key, t)
-    assert not cc._SAMPLES.changed(key, t)
+    assert not cc._SAMPLES.changed("test", "m", "t", t)
+    assert not cc._SAMPLES.changed("test", "m", "t", t)
     t[(1 << 20) - 1] = 1  # the last byte is always in the sample
-    assert cc._SAMPLES.changed(key, t)
+    assert cc._SAMPLES.changed("test", "m", "t", t)
+    t[(1 << 20) - 1] = 0  # back to bytes sent before: asked about
+    assert not cc._SAMPLES.changed("test", "m", "t", t)
 
 
 class CutProxy:
