@@ -1186,8 +1186,9 @@ class Client:
         between makes the save go again whole. Storages on a GPU are sent
         whole. A storage this process saved before to the same model under
         the same path, and whose sample of 4 KiB spread over it has changed
-        since, is sent without being hashed and asked about (it has
-        changed, so asking cannot pay); a retry after a cut asks about all.
+        since into one this process never sent, is sent without being
+        hashed and asked about (asking cannot pay); a retry after a cut
+        asks about all.
 
         background=True: returns at once with a SaveHandle (wait(), done())
         after taking a snapshot of obj (its tensors' storages copied to host
