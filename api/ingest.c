@@ -149,17 +149,27 @@ static void distcp_free(struct fmt_ckpt *ck)
 	free(d);
 }
 
+/* A .distcp file's archives; the payloads the upload's scanner hashed as
+ * they arrived are not read again to find them (fmt_read_items_past). */
 static int distcp_read(struct fmt_ckpt **out, const struct ck_input *in,
-		       const struct fmt_limits *lim)
+		       const struct fmt_limits *lim, const struct zip_scan *scan)
 {
 	struct distcp *d = calloc(1, sizeof(*d));
-	size_t ns = 0, nt = 0;
+	size_t ns = 0, nt = 0, nskip = scan ? zip_scan_count(scan) : 0;
+	struct fmt_span *skip = calloc(nskip + 1, sizeof(*skip));
 	int err;
 
 	*out = NULL;
-	if (!d)
+	if (!d || !skip) {
+		free(d);
+		free(skip);
 		return ck_error(CK_ENOMEM, "out of memory");
-	if ((err = fmt_read_items(&d->items, &d->nitems, in, lim)) < 0) {
+	}
+	for (size_t i = 0; i < nskip; i++)
+		zip_scan_span(scan, i, &skip[i].off, &skip[i].len);
+	err = fmt_read_items_past(&d->items, &d->nitems, in, lim, skip, nskip);
+	free(skip);
+	if (err < 0) {
 		free(d);
 		return err;
 	}
@@ -255,7 +265,7 @@ static int parse_body(struct fmt_ckpt **ck, int *raw, struct app *app, struct re
 			return err;
 		*raw = 1;
 	} else if (part && is_distcp(part->name)) { /* torch.save archives one after another */
-		if ((err = distcp_read(ck, &in, &app->limits)) < 0)
+		if ((err = distcp_read(ck, &in, &app->limits, upload_zip_scan(r))) < 0)
 			return err;
 		*raw = 1;
 		return 0;

@@ -145,6 +145,15 @@ struct fmt_item {
 };
 int fmt_read_items(struct fmt_item **out, size_t *n, const struct ck_input *in,
 		   const struct fmt_limits *lim);
+/* fmt_read_items, told where record payloads lie: skip holds nskip
+ * disjoint spans [off, off + len) of the file in offset order (those
+ * formats/zip_scan.c hashed as the upload arrived), inside which no end
+ * record is looked for, so the pass reads only the bytes between them. */
+struct fmt_span {
+	uint64_t off, len;
+};
+int fmt_read_items_past(struct fmt_item **out, size_t *n, const struct ck_input *in,
+			const struct fmt_limits *lim, const struct fmt_span *skip, size_t nskip);
 void fmt_items_free(struct fmt_item *v, size_t n);
 
 /* Frees c and everything it owns, and releases its charge; accepts NULL.

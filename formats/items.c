@@ -10,7 +10,12 @@
  * carry no sizes to walk by), which says where the archive's central
  * directory lies relative to its start; one pass over the file finds every
  * end record, so a file of many false signatures costs linear time. Then
- * torch's reader parses that range as a file of its own. Whatever is found
+ * torch's reader parses that range as a file of its own. When the upload's
+ * scanner (zip_scan.c) saw where record payloads lay, the pass reads only
+ * the bytes between them (fmt_read_items_past): the bytes of one archive's
+ * record are never the end of another, so nothing real is passed over, and
+ * a false archive inside a tensor's bytes cannot stand in for the real one
+ * around it. Whatever is found
  * is only where tensor bytes lie (to store them as blobs, deduplicated
  * across ranks and epochs); the file itself is always kept byte for byte,
  * so a signature that starts no archive costs a failed parse, never a
@@ -30,9 +35,11 @@
 #define SIG_Z64_LOC 0x07064b50u
 
 /* The next offset from `from` where the 4-byte signature sig stands, or
- * in->size when none does. */
+ * in->size when none does; none is looked for inside the spans of skip
+ * (from *k on: those that end by `from` are passed, *k moves on). */
 static int next_signature(uint64_t *at, const struct ck_input *in, uint64_t from,
-			  const uint8_t sig[4])
+			  const uint8_t sig[4], const struct fmt_span *skip, size_t nskip,
+			  size_t *k)
 {
 	enum { CHUNK = 1 << 16 };
 	uint8_t *buf = malloc(CHUNK);
@@ -42,7 +49,19 @@ static int next_signature(uint64_t *at, const struct ck_input *in, uint64_t from
 		return ck_error(CK_ENOMEM, "out of memory");
 	*at = in->size;
 	while (from + 4 <= in->size) {
-		size_t n = in->size - from < CHUNK ? (size_t)(in->size - from) : CHUNK;
+		while (*k < nskip && skip[*k].off + skip[*k].len <= from)
+			(*k)++;
+		if (*k < nskip && skip[*k].off <= from) {
+			from = skip[*k].off + skip[*k].len;
+			continue;
+		}
+		/* the bytes up to the next span (a signature never runs into one) */
+		uint64_t gap = *k < nskip && skip[*k].off < in->size ? skip[*k].off : in->size;
+		if (from + 4 > gap) {
+			from = gap;
+			continue;
+		}
+		size_t n = gap - from < CHUNK ? (size_t)(gap - from) : CHUNK;
 		if ((err = ck_input_read(in, buf, n, from, "data")) < 0)
 			break;
 		const uint8_t *hit = sig_find(buf, n, sig);
@@ -50,8 +69,10 @@ static int next_signature(uint64_t *at, const struct ck_input *in, uint64_t from
 			*at = from + (uint64_t)(hit - buf);
 			break;
 		}
-		if (n < CHUNK)
-			break;
+		if (from + n == gap) {
+			from = gap;
+			continue;
+		}
 		from += n - 3; /* a signature across the chunks' border */
 	}
 	free(buf);
@@ -113,11 +134,18 @@ void fmt_items_free(struct fmt_item *v, size_t n)
 int fmt_read_items(struct fmt_item **out, size_t *nout, const struct ck_input *in,
 		   const struct fmt_limits *lim)
 {
+	return fmt_read_items_past(out, nout, in, lim, NULL, 0);
+}
+
+int fmt_read_items_past(struct fmt_item **out, size_t *nout, const struct ck_input *in,
+			const struct fmt_limits *lim, const struct fmt_span *skip, size_t nskip)
+{
 	static const uint8_t end_sig[4] = {'P', 'K', 5, 6};
 	struct fmt_limits def;
 	struct fmt_item *v = NULL;
 	size_t n = 0, cap = 0;
 	uint64_t pos = 0, done = 0;
+	size_t k = 0;
 	int err = 0;
 
 	if (!lim) {
@@ -130,7 +158,8 @@ int fmt_read_items(struct fmt_item **out, size_t *nout, const struct ck_input *i
 	while (pos + 22 <= in->size) {
 		uint64_t e = 0, start = 0, end = 0;
 		struct fmt_ckpt *ck = NULL;
-		if ((err = next_signature(&e, in, pos, end_sig)) < 0 || e + 22 > in->size)
+		if ((err = next_signature(&e, in, pos, end_sig, skip, nskip, &k)) < 0 ||
+		    e + 22 > in->size)
 			break;
 		pos = e + 1;
 		if (!end_locate(&start, &end, in, e) || start < done)

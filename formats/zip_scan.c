@@ -464,3 +464,14 @@ int zip_scan_lookup(const struct zip_scan *s, uint64_t off, uint64_t len, struct
 	}
 	return CK_ENOTFOUND;
 }
+
+size_t zip_scan_count(const struct zip_scan *s)
+{
+	return s->ndone;
+}
+
+void zip_scan_span(const struct zip_scan *s, size_t i, uint64_t *off, uint64_t *len)
+{
+	*off = s->done[i].off;
+	*len = s->done[i].len;
+}

@@ -66,4 +66,8 @@ int zip_scan_following(const struct zip_scan *s);
 int zip_scan_lookup(const struct zip_scan *s, uint64_t off, uint64_t len, struct hash *h,
 		    uint32_t *crc);
 
+/* How many record payloads were hashed in full so far, and the span
+ * [*off, *off + *len) of the i-th of them, in stream order. */
+size_t zip_scan_count(const struct zip_scan *s);
+void zip_scan_span(const struct zip_scan *s, size_t i, uint64_t *off, uint64_t *len);
 #endif

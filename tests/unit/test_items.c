@@ -5,7 +5,9 @@
  * that hold the zip signatures too, are found at their offsets with the
  * same storages as each file parsed alone; a file of nothing but false
  * signatures gives no archive, in linear time; an archive cut short is
- * passed over.
+ * passed over; told where record payloads lie, the pass finds the same
+ * archives without looking inside them, and a whole archive hidden in a
+ * payload's bytes is not taken for one.
  */
 #include <check.h>
 #include <stdio.h>
@@ -116,6 +118,93 @@ START_TEST(test_items_passes_over_an_archive_cut_short)
 }
 END_TEST
 
+/* The payload spans of every storage of the archives v found. */
+static struct fmt_span *payload_spans(size_t *n, const struct fmt_item *v, size_t nv)
+{
+	struct fmt_span *sp = NULL;
+
+	*n = 0;
+	for (size_t i = 0; i < nv; i++)
+		for (size_t k = 0; k < v[i].ck->nstorages; k++) {
+			sp = realloc(sp, (*n + 1) * sizeof(*sp));
+			ck_assert_ptr_nonnull(sp);
+			sp[*n].off = v[i].off + v[i].ck->storages[k].file_off;
+			sp[*n].len = v[i].ck->storages[k].nbytes;
+			(*n)++;
+		}
+	return sp;
+}
+
+START_TEST(test_items_told_the_payloads_finds_the_same_archives_without_reading_them)
+{
+	static const char junk[] = "bytes item PK\003\004 and PK\005\006 in it";
+	uint8_t *all = NULL, *f[NFILES];
+	size_t n = 0, len[NFILES];
+
+	for (size_t i = 0; i < NFILES; i++) {
+		f[i] = read_test_file(files[i], &len[i]);
+		append(&all, &n, junk, sizeof(junk));
+		append(&all, &n, f[i], len[i]);
+	}
+	struct ck_input in = {.mem = all, .fd = -1, .size = n};
+	struct fmt_item *v = NULL, *w = NULL;
+	size_t nv = 0, nw = 0, nsp = 0;
+	ck_assert_int_eq(fmt_read_items(&v, &nv, &in, NULL), 0);
+	ck_assert_uint_eq(nv, NFILES);
+	struct fmt_span *sp = payload_spans(&nsp, v, nv);
+	ck_assert_uint_gt(nsp, 4);
+	/* the payloads' bytes overwritten with end signatures: never read */
+	uint8_t *masked = malloc(n);
+	ck_assert_ptr_nonnull(masked);
+	memcpy(masked, all, n);
+	for (size_t i = 0; i < nsp; i++)
+		for (uint64_t o = sp[i].off; o < sp[i].off + sp[i].len; o++)
+			masked[o] = (uint8_t) "PK\005\006"[(o - sp[i].off) % 4];
+	struct ck_input min = {.mem = masked, .fd = -1, .size = n};
+	ck_assert_int_eq(fmt_read_items_past(&w, &nw, &min, NULL, sp, nsp), 0);
+	ck_assert_uint_eq(nw, nv);
+	for (size_t i = 0; i < nv; i++) {
+		ck_assert_uint_eq(w[i].off, v[i].off);
+		ck_assert_uint_eq(w[i].size, v[i].size);
+		ck_assert_uint_eq(w[i].ck->nstorages, v[i].ck->nstorages);
+	}
+	fmt_items_free(w, nw);
+	free(masked);
+	free(sp);
+	fmt_items_free(v, nv);
+	for (size_t i = 0; i < NFILES; i++)
+		free(f[i]);
+	free(all);
+}
+END_TEST
+
+START_TEST(test_items_does_not_take_an_archive_inside_a_payload_for_one)
+{
+	size_t len, n = 0;
+	uint8_t *f = read_test_file(files[2], &len), *all = NULL;
+
+	/* a "payload" of 64 bytes, a whole archive, 64 bytes: told it is one
+	 * record's bytes, the pass finds no archive in it; not told, it does */
+	uint8_t pad[64];
+	memset(pad, 0x5a, sizeof(pad));
+	append(&all, &n, pad, sizeof(pad));
+	append(&all, &n, f, len);
+	append(&all, &n, pad, sizeof(pad));
+	struct ck_input in = {.mem = all, .fd = -1, .size = n};
+	struct fmt_span sp = {16, n - 32};
+	struct fmt_item *v = NULL;
+	size_t nv = 0;
+	ck_assert_int_eq(fmt_read_items(&v, &nv, &in, NULL), 0);
+	ck_assert_uint_eq(nv, 1);
+	fmt_items_free(v, nv);
+	ck_assert_int_eq(fmt_read_items_past(&v, &nv, &in, NULL, &sp, 1), 0);
+	ck_assert_uint_eq(nv, 0);
+	fmt_items_free(v, nv);
+	free(all);
+	free(f);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("items");
@@ -125,6 +214,9 @@ int main(void)
 	tcase_add_test(tc, test_items_finds_each_archive_at_its_offset);
 	tcase_add_test(tc, test_items_passes_over_false_signatures_in_linear_time);
 	tcase_add_test(tc, test_items_passes_over_an_archive_cut_short);
+	tcase_add_test(tc,
+		       test_items_told_the_payloads_finds_the_same_archives_without_reading_them);
+	tcase_add_test(tc, test_items_does_not_take_an_archive_inside_a_payload_for_one);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
