@@ -141,6 +141,7 @@ _MAX_IDLE = 4  # idle keep-alive connections kept per Client
 _CONTINUE_WAIT = 1.0  # seconds to wait for "100 Continue", as curl does
 _MAX_LINE = 65536  # longest status or header line read by hand
 _THIN_MIN = 4096  # storages smaller than this always go as literal bytes
+_THIN_SHARE = 16  # a thin upload only when references stand for >= 1/16 of the storages' bytes
 _MISSING_BATCH = 100000  # hashes per POST /blobs/missing (the server's limit)
 _SAMPLE_RUN = 64  # a storage's sample: runs of 64 bytes ...
 _SAMPLE_RUNS = 64  # ... spread evenly over it (4 KiB in all)
@@ -447,6 +448,23 @@ def _hashes_to_ask(found: List[Tuple[int, int, Any]], names: Mapping[Tuple[int, 
             ask.append((a, n, t))
             hashes.append(hashlib.sha256(t.numpy()).digest())
     return ask, hashes
+
+
+def _worth_thin(refs: Dict[Tuple[int, int], bytes],
+                found: List[Tuple[int, int, Any]]) -> Dict[Tuple[int, int], bytes]:
+    """refs, or none (send the plain file) when the storages they name hold
+    less than a sixteenth of the bytes of all storages found. The server
+    hashes a plain upload while it arrives, and stores its tensors then; a
+    thin one only once it has ended, in one more pass over the file the
+    frames stand for: when nearly all of it goes as bytes anyway (a DCP
+    rank's file of new weights but one small tensor stored before), the
+    plain upload ends sooner for about as many bytes on the wire."""
+    if not refs:
+        return refs
+    total = sum(n for _a, n, _t in found)
+    if sum(n for _a, n in refs) * _THIN_SHARE < total:
+        return {}
+    return refs
 
 
 def _all_hashes(found: List[Tuple[int, int, Any]], ask: List[Tuple[int, int, Any]],
@@ -1268,7 +1286,7 @@ class Client:
         ask, hashes = _hashes_to_ask(found, names, self.url, model, thin)
         if not thin:
             found = []
-        refs = self._stored_refs(ask, hashes)
+        refs = _worth_thin(self._stored_refs(ask, hashes), found)
         self.last_save_wire = None
         attempts = 0
 
@@ -1292,7 +1310,8 @@ class Client:
             attempts += 1
             if attempts > 1 and found:
                 refs.clear()
-                refs.update(self._stored_refs(found, _all_hashes(found, ask, hashes)))
+                refs.update(_worth_thin(self._stored_refs(found, _all_hashes(found, ask, hashes)),
+                                        found))
                 headers["Content-Type"] = ("application/x-ckptd-thin" if refs
                                            else "application/octet-stream")
 

@@ -120,6 +120,7 @@ from .client import (
     _q_name,
     _retry_for,
     _storages,
+    _worth_thin,
 )
 from .errors import CkptdError, NotFound
 
@@ -538,7 +539,7 @@ class _Writer(_Remote):
         ask, hashes = _hashes_to_ask(found, names, c.url, self.model, self.thin)
         if not self.thin:
             found = []
-        refs = c._stored_refs(ask, hashes)
+        refs = _worth_thin(c._stored_refs(ask, hashes), found)
         written: List[Tuple[Any, int, int]] = []
         headers = {"Transfer-Encoding": "chunked"}
         wire = 0
@@ -554,7 +555,8 @@ class _Writer(_Remote):
             attempts += 1
             if attempts > 1 and found:
                 refs.clear()
-                refs.update(c._stored_refs(found, _all_hashes(found, ask, hashes)))
+                refs.update(_worth_thin(c._stored_refs(found, _all_hashes(found, ask, hashes)),
+                                        found))
                 kind()
 
         def send_body(sock: socket.socket) -> Optional[str]:

@@ -4,7 +4,8 @@ save() asks the server which storages it lacks and sends the others as
 references: the stored checkpoint is byte for byte what torch.save writes,
 with the same sha256 and dedup as a plain save; a second save of unchanged
 weights sends a few kilobytes, one changed tensor sends about its own bytes;
-a save whose references the server no longer has goes again whole; a save
+a save whose references the server no longer has goes again whole; one
+whose stored storages are under a sixteenth of its bytes goes plain; a save
 cut off at 90% retries sending about a tenth of the file (the server keeps
 what arrived whole, SPEC 3.1).
 """
@@ -154,6 +155,25 @@ def test_a_storage_changed_since_its_last_save_is_sent_without_asking(
     assert cc._SAMPLES.changed("test", "m", "t", t)
     t[(1 << 20) - 1] = 0  # back to bytes sent before: asked about
     assert not cc._SAMPLES.changed("test", "m", "t", t)
+
+
+def test_a_save_whose_stored_storages_are_a_small_share_goes_plain(client: Client) -> None:
+    """References standing for less than a sixteenth of the storages' bytes
+    are not worth a thin upload (the server hashes a plain one as it
+    arrives): the file goes plain. The same references as most of the file
+    go thin."""
+    g = torch.Generator().manual_seed(31)
+    small = torch.randn(2048, generator=g)  # 8 KiB
+    big = torch.randn(256, 256, generator=g)  # 256 KiB
+    client.save({"s": small}, "thin-h", epoch=1)
+    j = client.save({"s": small, "b": big}, "thin-h", epoch=2)  # "s" stored: 1/33
+    assert client.last_save_wire == j["size"]
+    assert j["dedup"]["new_bytes"] == 256 * 256 * 4
+    assert j["sha256"] == hashlib.sha256(torch_bytes({"s": small, "b": big})).hexdigest()
+    j = client.save({"s": small * 2, "b": big}, "thin-h", epoch=3)  # "b" stored: 32/33
+    assert client.last_save_wire is not None and client.last_save_wire < 2048 * 4 + 8192
+    assert j["dedup"]["new_bytes"] == 2048 * 4
+    assert j["sha256"] == hashlib.sha256(torch_bytes({"s": small * 2, "b": big})).hexdigest()
 
 
 class CutProxy:
