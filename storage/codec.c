@@ -327,6 +327,14 @@ static int pays(size_t stored, size_t raw)
 	return stored < raw - raw / 32; /* below ~97% */
 }
 
+/* The bytes at the start of a blob's first chunk whose delta and own
+ * encoding decide whether a delta is made: an eighth of the chunk, so a
+ * delta that does not pay (most of a training run's tensors against the
+ * last epoch's, when every weight moved) costs an eighth of a chunk twice
+ * encoded and never the whole chunk (a DCP save of 537 MB spent 0.2
+ * CPU-seconds on whole-chunk trials, bench/RESULTS.md). */
+#define DELTA_TRIAL (128u << 10)
+
 /* Whether a delta of `delta` bytes is worth storing instead of the `whole`
  * bytes of the blob's own encoding: only when it saves a sixteenth. A delta
  * costs more than its size: it is encoded and read 2-4x slower than a whole
@@ -338,14 +346,6 @@ static int pays(size_t stored, size_t raw)
  * examples/train_digits.py's 8 epochs (`BENCH_ONLY=run make bench`) is
  * 0.6994 of raw with any smaller delta kept, 0.7001 with this rule, 0.7091
  * with a tenth. */
-/* The bytes at the start of a blob's first chunk whose delta and own
- * encoding decide whether a delta is made: an eighth of the chunk, so a
- * delta that does not pay (most of a training run's tensors against the
- * last epoch's, when every weight moved) costs an eighth of a chunk twice
- * encoded and never the whole chunk (a DCP save of 537 MB spent 0.2
- * CPU-seconds on whole-chunk trials, bench/RESULTS.md). */
-#define DELTA_TRIAL (128u << 10)
-
 static int delta_pays(size_t delta, size_t whole)
 {
 	return delta < whole - whole / 16;
@@ -403,7 +403,7 @@ static int encode(int *codec, uint64_t *stored_size, struct codec_enc *e, int ou
 	uint64_t nchunks, table_off, data_off, done = 0;
 	uint8_t hdr[CODEC_HEADER_SIZE + 8 + 32 * CODEC_MAX_CHAIN], ent[12 + 4 * MAX_PLANES];
 	uint32_t lens[MAX_PLANES];
-	size_t ext, whole = 0;
+	size_t ext;
 
 	*codec = CODEC_RAW;
 	*stored_size = raw_size;
@@ -441,7 +441,7 @@ static int encode(int *codec, uint64_t *stored_size, struct codec_enc *e, int ou
 			/* the start of the first chunk decides: a delta only when
 			 * it is a sixteenth smaller than that sample's own
 			 * encoding (delta_pays) */
-			size_t tn = n < DELTA_TRIAL ? n : DELTA_TRIAL, dl = 0;
+			size_t tn = n < DELTA_TRIAL ? n : DELTA_TRIAL, whole = 0, dl = 0;
 			int t;
 			float_elem_size(hint, &t);
 			tn -= tn % (size_t)E;
