@@ -5,7 +5,11 @@
 1. Slow clients: 1,100 connections from 127.0.0.1 that never finish their
    headers do not lock out a client from another address (127.0.0.2: the
    whole 127/8 is loopback), which is answered within 5 s; headers trickled
-   past --header-timeout are cut off.
+   past --header-timeout are cut off. A request on a connection whose
+   thread another request holds (a PATCH waiting on a locked index) is
+   answered once the thread is free; an upload waiting on the locked index
+   for its commit holds up no other connection (it ends on a job thread),
+   and SIGTERM then answers it before exiting.
 2. Requests that used to get no answer (a query of 2,000 arguments,
    Transfer-Encoding: gzip, an upload shorter than its Content-Length then a
    half-close) each get their 4xx JSON error and a closed connection; many of
@@ -284,12 +288,12 @@ class SlowClients(unittest.TestCase):
 
     def test_a_head_sent_in_time_waits_for_a_thread_another_request_holds(self):
         """Handlers run on the server's pool threads: while one works for
-        seconds (here an upload whose commit waits on a locked index), the
-        other connections of its thread are not read. A client whose head
-        was sent in time must be answered once the thread is free, not cut
-        off by the header timeout (one of four 10,000-tensor uploads at once
-        was, in the ASan suite), nor by the idle timeout, which the wait
-        outlasts too."""
+        seconds (here a PATCH waiting on a locked index), the other
+        connections of its thread are not read. A client whose head was sent
+        in time must be answered once the thread is free, not cut off by the
+        header timeout (one of four 10,000-tensor uploads at once was, in
+        the ASan suite, when uploads still ended on the pool threads), nor
+        by the idle timeout, which the wait outlasts too."""
         with ckptd.Daemon(name="busy", args=["--threads", "1", "--header-timeout", "1",
                                              "--idle-timeout", "1"]) as d:
             small = fixtures.seed_bytes("views_and_tied.pt")
@@ -299,9 +303,10 @@ class SlowClients(unittest.TestCase):
                 b = connect(d.port, timeout=20)  # accepted while the thread is free
                 got = {}
                 time.sleep(0.2)
-                up = threading.Thread(target=lambda: got.update(a=d.upload("busy", small)))
+                up = threading.Thread(target=lambda: got.update(a=d.request(
+                    "PATCH", "/models/busy/checkpoints/latest", {"pinned": True})))
                 up.start()
-                time.sleep(0.4)  # the upload's commit now waits, holding the thread
+                time.sleep(0.4)  # the PATCH now waits for the index, holding the thread
                 t0 = time.monotonic()
                 b.sendall(b"GET " + API.encode() + b"/healthz HTTP/1.1\r\nHost: t\r\n"
                           b"Connection: close\r\n\r\n")
@@ -311,11 +316,72 @@ class SlowClients(unittest.TestCase):
             finally:
                 release()
             up.join(30)
-            self.assertEqual(ans.status, 200, "a head sent 0.6 s after the accept, behind an "
-                             "upload holding the only thread: %r after %.1f s" % (ans, took))
-            self.assertGreater(took, 1.5, "the upload did not hold the thread: the test "
+            self.assertEqual(ans.status, 200, "a head sent 0.6 s after the accept, behind a "
+                             "PATCH holding the only thread: %r after %.1f s" % (ans, took))
+            self.assertGreater(took, 1.5, "the PATCH did not hold the thread: the test "
                                "proves nothing")
+            self.assertEqual(got["a"].status, 200, got["a"])
+
+    def test_an_upload_that_ends_holds_up_no_other_connection_of_its_thread(self):
+        """The end of an upload (parse, store, commit) runs on a job thread
+        of its own while its connection waits: with one pool thread and the
+        upload's commit waiting on a locked index, a request on another
+        connection is answered meanwhile, and the upload is stored once the
+        index is free. On the pool thread, the request waited for the lock
+        (and a DCP rank's file waited for another rank's commit)."""
+        with ckptd.Daemon(name="jobs", args=["--threads", "1"]) as d:
+            small = fixtures.seed_bytes("views_and_tied.pt")
+            self.assertEqual(d.upload("jobs", small).status, 201)  # the index exists
+            release = hold_index_writes(d, 4.0)
+            t0 = time.monotonic()
+            try:
+                got = {}
+                up = threading.Thread(target=lambda: got.update(
+                    a=d.upload("jobs", small, params={"epoch": 2}), t=time.monotonic() - t0))
+                up.start()
+                time.sleep(0.6)  # its body is in; its commit waits for the index
+                a = raw(d.port, b"GET " + API.encode() + b"/healthz HTTP/1.1\r\nHost: t\r\n"
+                        b"Connection: close\r\n\r\n", timeout=20)
+                pending = up.is_alive()
+            finally:
+                release()
+            up.join(30)
             self.assertEqual(got["a"].status, 201, got["a"])
+            self.assertEqual(got["a"].json()["epoch"], 2)
+            self.assertGreater(got["t"], 3.0, "the upload did not wait for the index: the test "
+                               "proves nothing")
+            self.assertEqual(a.status, 200, a)
+            self.assertTrue(pending, "the request on another connection was answered only "
+                            "after the upload, whose commit held the thread")
+
+    def test_sigterm_while_an_upload_ends_on_a_job_thread_answers_it_then_exits(self):
+        """A stop waits for the jobs (MHD cannot stop with a connection
+        suspended): the upload whose commit waited on the index is answered
+        and stored, and the daemon exits 0."""
+        d = ckptd.Daemon(name="jobstop", args=["--threads", "1"]).start()
+        try:
+            small = fixtures.seed_bytes("views_and_tied.pt")
+            self.assertEqual(d.upload("jobstop", small).status, 201)
+            release = hold_index_writes(d, 3.0)
+            got = {}
+            try:
+                up = threading.Thread(target=lambda: got.update(
+                    a=d.upload("jobstop", small, params={"epoch": 3})))
+                up.start()
+                time.sleep(0.6)
+                d.proc.send_signal(signal.SIGTERM)
+            finally:
+                release()
+            up.join(30)
+            self.assertEqual(got["a"].status, 201, got.get("a"))
+            self.assertEqual(d.stop(timeout=30), 0, d.log_tail())
+            d2 = ckptd.Daemon(name="jobstop2", data_dir=d.data_dir).start()
+            try:
+                self.assertEqual(d2.get("/models/jobstop/checkpoints").json()["total"], 2)
+            finally:
+                d2.stop_checked()
+        finally:
+            d.cleanup()
 
 
 def hold_index_writes(d, seconds):
