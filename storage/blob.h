@@ -71,6 +71,12 @@ struct blob_meta {
 	/* Set by the caller: 1 = store a whole form (raw or compressed) even
 	 * when only a delta of this blob is stored. */
 	int full_only;
+	/* Set by the caller: 1 = the index names no such blob (asked once the
+	 * blob was claimed). A store whose existence checks cost a request
+	 * each (stat_remote) then puts it without asking: it is almost always
+	 * new, a same-named object holds the same bytes, and the claim keeps
+	 * it from being reaped. */
+	int unindexed;
 	/* Set by put: the blobs a read of the stored blob needs (a delta's
 	 * chain, base first; nchain 0 when it is stored whole). Whatever
 	 * refers to the blob must keep these too (storage/store.c). */
@@ -93,6 +99,9 @@ struct blob_backend {
 	int async_put;
 	/* 1 when tmp_open gives files (below): new raw blobs are local files */
 	int tmp_files;
+	/* 1 when asking whether a blob is stored costs a request per form
+	 * (S3): see blob_meta.unindexed */
+	int stat_remote;
 
 	/* A new batch into *out (caller frees with batch_free). */
 	int (*batch_begin)(struct blob_batch **out, struct blob_backend *b);

@@ -47,6 +47,9 @@ struct blob_objstore {
 	 * object then always names the chain it was encoded against, which
 	 * deltas need (blob_store.c). Only then are deltas made. */
 	int deltas;
+	/* 1 when stat is a request to another machine (S3: a HEAD, about 20 ms
+	 * here while PUTs run) */
+	int stat_remote;
 
 	/* 0 and the object's size in *size when object (h, form) is stored;
 	 * CK_ENOTFOUND (without a message) when not. */

@@ -1774,6 +1774,7 @@ int blob_s3_objstore_open(struct blob_objstore **out, const struct blob_s3_optio
 
 	s->base.name = "s3";
 	s->base.async_put = 1;
+	s->base.stat_remote = 1;
 	s->base.stat = s3_stat;
 	s->base.batch_begin = s3_batch_begin;
 	s->base.put_fd = s3_put_fd;

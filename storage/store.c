@@ -362,6 +362,35 @@ static void reap_written(struct store *s, const struct hash *mine, size_t k, int
 	ck_error_restore(&saved);
 }
 
+/* Sets metas[i].unindexed for each blob of metas[0..n) (claimed by now)
+ * that the index does not name, on a store where asking the store costs
+ * requests (blob_meta.unindexed); when the index cannot say, the store is
+ * asked as before. Never for a blob whose bytes the caller does not hold
+ * (skip[i]: a thin or resumed upload's reference, which names a blob kept
+ * for it, claimed but in no row): put unasked, it would be written from
+ * the spool's hole. */
+static void mark_unindexed(struct store *s, struct blob_meta *metas, size_t n, const uint8_t *skip)
+{
+	struct hash *h;
+	uint64_t *size;
+
+	if (!s->blobs->stat_remote || n == 0)
+		return;
+	h = calloc(n, sizeof(*h));
+	size = malloc(n * sizeof(*size));
+	if (h && size) {
+		for (size_t i = 0; i < n; i++)
+			h[i] = metas[i].hash;
+		if (index_blob_sizes(size, s->idx, h, n) == 0)
+			for (size_t i = 0; i < n; i++)
+				metas[i].unindexed = size[i] == INDEX_NO_BLOB && !(skip && skip[i]);
+		else
+			ck_error_clear();
+	}
+	free(h);
+	free(size);
+}
+
 /* ---- early sends (store.h) ---- */
 
 struct early_item {
@@ -406,6 +435,8 @@ static void *early_main(void *arg)
 		pthread_mutex_unlock(&e->mu);
 		/* claimed before the store is asked, as store_commit does */
 		err = gc_claim_more(e->cl, &it->meta.hash, 1);
+		if (err == 0)
+			mark_unindexed(e->s, &it->meta, 1, NULL); /* spooled bytes */
 		if (err == 0)
 			err =
 			    e->s->blobs->batch_put_fd(e->bt, &it->meta, e->fd, it->off, DT_INVALID);
@@ -869,6 +900,7 @@ int store_commit(int64_t *id, struct index_dedup *dedup, struct store *s,
 		}
 	if ((err = gc_claim(&cl, s->gc, hashes, in->nstorages + nbases)) < 0)
 		goto out;
+	mark_unindexed(s, metas, in->nstorages, u->referenced);
 	/* 2. the storages: those sent while the upload arrived are in its
 	 * batch already */
 	if (u->early) {

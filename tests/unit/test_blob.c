@@ -22,6 +22,7 @@
 #include "../../common/err.h"
 #include "../../common/hash.h"
 #include "../../storage/blob.h"
+#include "../../storage/blob_objstore.h"
 #include "../../storage/codec.h"
 #include "check_main.h"
 
@@ -77,17 +78,27 @@ static uint8_t *weights(size_t n)
 }
 
 /* Puts and commits one blob; returns meta->existed. */
-static int put_one(struct blob_backend *b, struct blob_meta *m, const void *p, size_t n,
-		   enum dtype hint)
+/* Puts p in its own batch, against delta base `base` (NULL: none), with
+ * meta.unindexed `unindexed`. */
+static void put_with(struct blob_backend *b, struct blob_meta *m, const void *p, size_t n,
+		     enum dtype hint, const struct hash *base, int unindexed)
 {
 	struct blob_batch *bt = NULL;
 	int fd = source(m, p, n);
 
+	m->delta_base = base;
+	m->unindexed = unindexed;
 	ck_assert_int_eq(b->batch_begin(&bt, b), 0);
 	ck_assert_int_eq(b->batch_put_fd(bt, m, fd, 0, hint), 0);
 	ck_assert_int_eq(b->batch_commit(bt), 0);
 	b->batch_free(bt);
 	close(fd);
+}
+
+static int put_one(struct blob_backend *b, struct blob_meta *m, const void *p, size_t n,
+		   enum dtype hint)
+{
+	put_with(b, m, p, n, hint, NULL, 0);
 	return m->existed;
 }
 
@@ -624,6 +635,73 @@ static void *race(void *arg)
 	return NULL;
 }
 
+/* An fs object store whose stat calls are counted, and said to cost a
+ * request each (remote) or not. */
+static int (*real_stat)(uint64_t *size, struct blob_objstore *o, const struct hash *h, int form);
+static int nstats;
+
+static int counting_stat(uint64_t *size, struct blob_objstore *o, const struct hash *h, int form)
+{
+	nstats++;
+	return real_stat(size, o, h, form);
+}
+
+static struct blob_backend *counted_store(int remote)
+{
+	struct blob_objstore *o = NULL;
+	struct blob_backend *b = NULL;
+
+	ck_assert_int_eq(blob_fs_objstore_open(&o, dir, NULL), 0);
+	real_stat = o->stat;
+	o->stat = counting_stat;
+	o->stat_remote = remote;
+	ck_assert_int_eq(blob_store_new(&b, o, 0), 0);
+	ck_assert_int_eq(b->stat_remote, remote);
+	nstats = 0;
+	return b;
+}
+
+/* put_one with meta.unindexed set to `unindexed`. */
+static int put_marked(struct blob_backend *b, struct blob_meta *m, const void *p, size_t n,
+		      int unindexed)
+{
+	put_with(b, m, p, n, DT_INVALID, NULL, unindexed);
+	return m->existed;
+}
+
+START_TEST(test_blob_unindexed_blobs_are_put_without_asking_a_remote_store)
+{
+	const char text[] = "bytes that no index row names";
+	struct blob_backend *b = counted_store(1);
+	struct blob_meta m;
+	struct seen s = {0};
+
+	/* new, and the index does not name it: no request before the put */
+	ck_assert_int_eq(put_marked(b, &m, text, sizeof(text), 1), 0);
+	ck_assert_int_eq(nstats, 0);
+	check_reads(b, &m.hash, (const uint8_t *)text, sizeof(text));
+	/* the caller did not say: the store is asked and has it */
+	ck_assert_int_eq(put_marked(b, &m, text, sizeof(text), 0), 1);
+	ck_assert_int_gt(nstats, 0);
+	/* stored, yet unindexed (an orphan, or another upload's in flight):
+	 * put again, the same bytes under the same name, listed once */
+	nstats = 0;
+	ck_assert_int_eq(put_marked(b, &m, text, sizeof(text), 1), 0);
+	ck_assert_int_eq(nstats, 0);
+	check_reads(b, &m.hash, (const uint8_t *)text, sizeof(text));
+	ck_assert_int_eq(b->foreach (b, collect, &s), 0);
+	ck_assert_int_eq(s.n, 1);
+	ck_assert_uint_eq(count_files("tmp"), 0);
+	b->free(b);
+
+	/* a store whose stat is local asks anyway */
+	b = counted_store(0);
+	ck_assert_int_eq(put_marked(b, &m, text, sizeof(text), 1), 1);
+	ck_assert_int_gt(nstats, 0);
+	b->free(b);
+}
+END_TEST
+
 START_TEST(test_blob_concurrent_puts_of_the_same_blob_both_succeed)
 {
 	struct blob_backend *b = NULL;
@@ -824,15 +902,7 @@ static uint8_t *moved(const uint8_t *p, size_t n, int k)
 static int put_delta(struct blob_backend *b, struct blob_meta *m, const uint8_t *p, size_t n,
 		     const struct hash *base)
 {
-	struct blob_batch *bt = NULL;
-	int fd = source(m, p, n);
-
-	m->delta_base = base;
-	ck_assert_int_eq(b->batch_begin(&bt, b), 0);
-	ck_assert_int_eq(b->batch_put_fd(bt, m, fd, 0, DT_FLOAT32), 0);
-	ck_assert_int_eq(b->batch_commit(bt), 0);
-	b->batch_free(bt);
-	close(fd);
+	put_with(b, m, p, n, DT_FLOAT32, base, 0);
 	return m->codec;
 }
 
@@ -971,6 +1041,7 @@ static Suite *blob_suite(void)
 	tcase_add_test(tc, test_blob_delta_chains_are_bounded_and_read_through_their_bases);
 	tcase_add_test(tc, test_blob_delta_first_in_place_stays);
 	tcase_add_test(tc, test_blob_a_tmp_file_is_the_new_blob_itself);
+	tcase_add_test(tc, test_blob_unindexed_blobs_are_put_without_asking_a_remote_store);
 	suite_add_tcase(s, tc);
 	return s;
 }
