@@ -731,11 +731,12 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 static int answer_on_socket(struct conn_state *cs, int fd)
 {
 	struct resp *r = &cs->resp;
+	int status = r->status ? r->status : 500; /* as respond() */
 	char head[2048];
 	int n = snprintf(head, sizeof(head),
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 			 "Connection: close\r\n",
-			 r->status, MHD_get_reason_phrase_for((unsigned)r->status),
+			 status, MHD_get_reason_phrase_for((unsigned)status),
 			 r->content_type ? r->content_type : "application/json", r->body_len);
 
 	for (size_t i = 0; i < r->nheaders && n < (int)sizeof(head); i++)
@@ -747,7 +748,7 @@ static int answer_on_socket(struct conn_state *cs, int fd)
 	struct iovec iov[2] = {{head, (size_t)n}, {r->body, r->body ? r->body_len : 0}};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
 	ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-	cs->status = r->status;
+	cs->status = status;
 	cs->bytes_out = w > 0 ? (uint64_t)w : 0;
 	return w == (ssize_t)((size_t)n + (r->body ? r->body_len : 0));
 }
